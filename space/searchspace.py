@@ -59,6 +59,11 @@ class Decision:
         return len(self.choices)
 
 
+def round_filters(v: float, divisor: int = 8) -> int:
+    """Nearest multiple of ``divisor`` (halves round up), at least ``divisor``."""
+    return max(divisor, int(v / divisor + 0.5) * divisor)
+
+
 @dataclass(frozen=True)
 class StageSkeleton:
     """A stage of the base network: output channels, layer count and the first layer's stride."""
@@ -68,7 +73,7 @@ class StageSkeleton:
     stride: int
 
     def filter_choices(self) -> tuple[int, ...]:
-        return tuple(dict.fromkeys(make_divisible(self.filters * m) for m in FILTER_MULTS))
+        return tuple(dict.fromkeys(round_filters(self.filters * m) for m in FILTER_MULTS))
 
     def layer_choices(self) -> tuple[int, ...]:
         return tuple(dict.fromkeys(max(1, self.layers + d) for d in LAYER_DELTAS))
@@ -152,7 +157,7 @@ class SearchSpace:
                                     v["filters"], v["layers"], v["act"])
             cin = v["filters"]
         return ArchSpec(self.stem, tuple(layers), self.head, resolution, in_channels, num_classes,
-                        self.dropout, name=f"{self.name}:{'-'.join(map(str, tokens))}")
+                        self.dropout, name=f"{self.name}:{'-'.join(map(str, self.canonical(tokens)))}")
 
     # ---- spec -> tokens ----------------------------------------------------------------
     def encode(self, spec: ArchSpec) -> list[int]:
