@@ -1,0 +1,9 @@
+"""Hardware-aware architecture search: RNN controller, reward, Ray Tune searcher, trial and run driver.
+
+The light modules (:mod:`search.reward`, :mod:`search.pareto`) import no torch or Ray; the
+controller needs torch and the searcher/driver need Ray, so import them from their modules.
+"""
+
+from search.reward import Reward, reward
+
+__all__ = ["Reward", "reward"]

@@ -1,0 +1,264 @@
+"""The RNN controller: an LSTM policy over a list of categorical decisions, trained by policy gradient.
+
+Following Zoph & Le (2017) and MnasNet (Tan et al. 2019, Section 3): the controller emits one token
+per decision; step ``t`` feeds the embedding of token ``t-1`` (a start token at ``t = 0``) into a
+one-layer LSTM, and a per-decision linear head turns the hidden state into that decision's logits.
+Logits go through ``tanh_c * tanh(logits / temperature)`` as in ENAS (Pham et al. 2018), which
+keeps the early policy from collapsing onto one choice.
+
+Training: REINFORCE (Williams 1992) with an exponential moving-average baseline and an entropy
+bonus, or PPO's clipped surrogate (Schulman et al. 2017; what MnasNet used) over the same batch.
+The controller knows nothing of networks: it sees ``n_choices`` per decision and rewards.
+
+Samples are handed out with an integer key; their rewards may come back in any order (concurrent
+trials). Rewards collect until ``batch_size`` of them arrived, then one update runs. Everything -
+weights, optimiser, baseline, RNG, pending and collected samples - is in :meth:`state_dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from space.errors import UserError
+
+
+@dataclass
+class ControllerConfig:
+    """Hyper-parameters; defaults follow ENAS/NAS practice scaled to budgets of tens to hundreds of samples."""
+
+    hidden: int = 64
+    lr: float = 0.005
+    batch_size: int = 4            # rewards per policy update
+    baseline_decay: float = 0.8    # EMA baseline: b <- decay * b + (1 - decay) * mean(batch rewards)
+    entropy_weight: float = 0.005
+    temperature: float = 5.0
+    tanh_c: float = 2.5
+    method: str = "ppo"            # MnasNet's choice; or "reinforce"
+    ppo_epochs: int = 4
+    ppo_clip: float = 0.2
+    grad_clip: float = 5.0
+    advantage_norm: bool = True    # scale advantages by the running reward spread
+
+    def __post_init__(self) -> None:
+        if self.method not in ("reinforce", "ppo"):
+            raise UserError(f"controller method {self.method!r} is unknown; use reinforce or ppo")
+        if self.batch_size < 1 or self.hidden < 1:
+            raise UserError("controller batch_size and hidden must be >= 1")
+
+
+class _Policy(nn.Module):
+    def __init__(self, n_choices: Sequence[int], hidden: int) -> None:
+        super().__init__()
+        self.n_choices = list(n_choices)
+        # One shared embedding table; decision d's choice c sits at offsets[d] + c, the start token at 0.
+        offsets = [1]
+        for n in self.n_choices[:-1]:
+            offsets.append(offsets[-1] + n)
+        self.offsets = offsets
+        self.embed = nn.Embedding(1 + sum(self.n_choices), hidden)
+        self.lstm = nn.LSTMCell(hidden, hidden)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in self.n_choices)
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.1, 0.1)
+
+    def step_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embedding indices fed at each step for a batch of token rows (teacher forcing)."""
+        b = tokens.shape[0]
+        prev = tokens[:, :-1] + torch.tensor(self.offsets[:-1], dtype=torch.long)
+        return torch.cat([torch.zeros(b, 1, dtype=torch.long), prev], dim=1)
+
+
+@dataclass
+class Sample:
+    """A sampled token list with its log-probability under the policy that drew it."""
+
+    key: int
+    tokens: list[int]
+    log_prob: float
+
+
+class Controller:
+    """LSTM policy over ``n_choices`` (choice count per decision) with policy-gradient updates."""
+
+    def __init__(self, n_choices: Sequence[int], config: ControllerConfig | None = None, seed: int = 0) -> None:
+        n_choices = [int(n) for n in n_choices]
+        if not n_choices or min(n_choices) < 1:
+            raise UserError("the controller needs at least one decision, each with at least one choice")
+        self.config = config or ControllerConfig()
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)  # weight init; sampling uses its own generator below
+        self.policy = _Policy(n_choices, self.config.hidden)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.baseline: float | None = None
+        self.reward_var: float | None = None
+        self.next_key = 0
+        self.pending: dict[int, Sample] = {}
+        self.collected: list[tuple[Sample, float]] = []
+        self.updates = 0
+        self.history: list[dict[str, float]] = []  # per update: mean reward, baseline, entropy, loss
+
+    @classmethod
+    def for_space(cls, space: Any, config: ControllerConfig | None = None, seed: int = 0) -> Controller:
+        """A controller over a :class:`space.searchspace.SearchSpace`'s decisions."""
+        return cls([d.n for d in space.decisions], config, seed)
+
+    @property
+    def n_choices(self) -> list[int]:
+        return self.policy.n_choices
+
+    # ---- the policy ------------------------------------------------------------------------
+    def _logits(self, h: torch.Tensor, d: int) -> torch.Tensor:
+        c = self.config
+        return c.tanh_c * torch.tanh(self.policy.heads[d](h) / c.temperature)
+
+    def _evaluate(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability and entropy (summed over decisions) of each token row, with gradients."""
+        b = tokens.shape[0]
+        inputs = self.policy.embed(self.policy.step_inputs(tokens))
+        h = torch.zeros(b, self.config.hidden)
+        cell = torch.zeros(b, self.config.hidden)
+        logp = torch.zeros(b)
+        ent = torch.zeros(b)
+        for d in range(len(self.n_choices)):
+            h, cell = self.policy.lstm(inputs[:, d], (h, cell))
+            lsm = torch.log_softmax(self._logits(h, d), dim=-1)
+            logp = logp + lsm.gather(1, tokens[:, d:d + 1]).squeeze(1)
+            ent = ent - (lsm.exp() * lsm).sum(-1)
+        return logp, ent
+
+    @torch.no_grad()
+    def _draw(self) -> tuple[list[int], float]:
+        h = torch.zeros(1, self.config.hidden)
+        cell = torch.zeros(1, self.config.hidden)
+        x = self.policy.embed(torch.zeros(1, dtype=torch.long))
+        tokens, logp = [], 0.0
+        for d in range(len(self.n_choices)):
+            h, cell = self.policy.lstm(x, (h, cell))
+            lsm = torch.log_softmax(self._logits(h, d), dim=-1)
+            t = int(torch.multinomial(lsm.exp(), 1, generator=self.generator).item())
+            tokens.append(t)
+            logp += float(lsm[0, t])
+            x = self.policy.embed(torch.tensor([self.policy.offsets[d] + t]))
+        return tokens, logp
+
+    def sample(self) -> Sample:
+        """Draw one token list; it stays pending until :meth:`feedback` gives its reward."""
+        tokens, logp = self._draw()
+        s = Sample(self.next_key, tokens, logp)
+        self.next_key += 1
+        self.pending[s.key] = s
+        return s
+
+    @torch.no_grad()
+    def probabilities(self) -> list[list[float]]:
+        """Per-decision choice probabilities along the greedy (most likely) token path."""
+        h = torch.zeros(1, self.config.hidden)
+        cell = torch.zeros(1, self.config.hidden)
+        x = self.policy.embed(torch.zeros(1, dtype=torch.long))
+        out = []
+        for d in range(len(self.n_choices)):
+            h, cell = self.policy.lstm(x, (h, cell))
+            p = torch.softmax(self._logits(h, d), dim=-1)[0]
+            out.append([float(v) for v in p])
+            x = self.policy.embed(torch.tensor([self.policy.offsets[d] + int(p.argmax())]))
+        return out
+
+    def greedy(self) -> list[int]:
+        """The most likely token at each step (following the argmax path)."""
+        return [max(range(len(p)), key=p.__getitem__) for p in self.probabilities()]
+
+    # ---- learning ----------------------------------------------------------------------------
+    def feedback(self, key: int, reward: float) -> dict[str, float] | None:
+        """Give a pending sample its reward (non-finite counts as 0). Runs an update when a batch is full."""
+        sample = self.pending.pop(key, None)
+        if sample is None:
+            raise KeyError(f"no pending controller sample with key {key}")
+        r = float(reward)
+        self.collected.append((sample, r if math.isfinite(r) else 0.0))
+        if len(self.collected) >= self.config.batch_size:
+            return self.update()
+        return None
+
+    def discard(self, key: int) -> None:
+        """Forget a pending sample without learning from it (e.g. a trial cancelled before it ran)."""
+        self.pending.pop(key, None)
+
+    def update(self) -> dict[str, float] | None:
+        """One policy-gradient step on the collected rewards."""
+        if not self.collected:
+            return None
+        c = self.config
+        samples = [s for s, _ in self.collected]
+        rewards = torch.tensor([r for _, r in self.collected], dtype=torch.float32)
+        self.collected = []
+        mean_r = float(rewards.mean())
+        if self.baseline is None:
+            # First batch: centre on its own mean so the first step is not a blind push upwards.
+            self.baseline, self.reward_var = mean_r, float(rewards.var(unbiased=False)) if len(rewards) > 1 else 0.0
+        adv = rewards - self.baseline
+        if c.advantage_norm and (self.reward_var or 0.0) > 1e-12:
+            adv = adv / math.sqrt(self.reward_var)
+        tokens = torch.tensor([s.tokens for s in samples], dtype=torch.long)
+        old_logp = torch.tensor([s.log_prob for s in samples], dtype=torch.float32)
+        epochs = c.ppo_epochs if c.method == "ppo" else 1
+        for _ in range(epochs):
+            logp, ent = self._evaluate(tokens)
+            if c.method == "ppo":
+                ratio = torch.exp(logp - old_logp)
+                pg = -torch.min(ratio * adv, ratio.clamp(1 - c.ppo_clip, 1 + c.ppo_clip) * adv).mean()
+            else:
+                pg = -(adv * logp).mean()
+            loss = pg - c.entropy_weight * ent.mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
+            self.optimizer.step()
+        # Baseline and spread move after the step, so this batch is judged against the past.
+        self.baseline = c.baseline_decay * self.baseline + (1 - c.baseline_decay) * mean_r
+        var = float(((rewards - self.baseline) ** 2).mean())
+        self.reward_var = c.baseline_decay * (self.reward_var or var) + (1 - c.baseline_decay) * var
+        self.updates += 1
+        stats = {"update": self.updates, "mean_reward": mean_r, "baseline": self.baseline,
+                 "entropy": float(ent.mean().detach()), "loss": float(loss.detach())}
+        self.history.append(stats)
+        return stats
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this controller is (a deep copy, safe to keep)."""
+        return copy.deepcopy({
+            "n_choices": list(self.n_choices), "config": asdict(self.config), "seed": self.seed,
+            "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "baseline": self.baseline, "reward_var": self.reward_var,
+            "next_key": self.next_key, "updates": self.updates, "history": list(self.history),
+            "pending": [asdict(s) for s in self.pending.values()],
+            "collected": [(asdict(s), r) for s, r in self.collected],
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["n_choices"]) != self.n_choices:
+            raise UserError("saved controller state is for another search space (its decisions differ)")
+        self.config = ControllerConfig(**state["config"])
+        self.seed = state["seed"]
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline, self.reward_var = state["baseline"], state["reward_var"]
+        self.next_key, self.updates = state["next_key"], state["updates"]
+        self.history = list(state["history"])
+        self.pending = {s["key"]: Sample(**s) for s in state["pending"]}
+        self.collected = [(Sample(**s), r) for s, r in state["collected"]]
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Controller:
+        ctl = cls(state["n_choices"], ControllerConfig(**state["config"]), state["seed"])
+        ctl.load_state_dict(state)
+        return ctl
