@@ -1,0 +1,186 @@
+"""The latency predictor: table lookups + the per-op model + a calibration on whole networks.
+
+``predict(spec)`` = calibration(sum over units of (measured ms if the unit is in the table, else
+the per-op model's ms), unit count). The calibration is what a per-unit sum misses on a CPU: each
+unit timed alone pays a session call and reads its input cold, while inside a network onnxruntime
+runs one graph whose layers hand activations over through the cache. It is a linear model
+``ms = a * sum + b * units + c`` fitted by least relative squares on whole networks measured end
+to end (never the networks a validation scores).
+
+Prediction needs numpy only (no torch, pandas or scikit-learn), and caches unit latencies, so
+scoring thousands of networks per second is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency.opmodel import OpModel
+from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, spec_sigs
+from space.archspec import ArchSpec, atomic_write_text
+from space.errors import UserError
+
+PREDICTOR_FORMAT = 1
+
+
+@dataclass
+class Calibration:
+    """``ms = a * unit_sum + b * n_units + c``; identity when not fitted."""
+
+    a: float = 1.0
+    b: float = 0.0
+    c: float = 0.0
+    n_networks: int = 0
+
+    def apply(self, unit_sum: np.ndarray, n_units: np.ndarray) -> np.ndarray:
+        return self.a * unit_sum + self.b * n_units + self.c
+
+    @classmethod
+    def fit(cls, unit_sum: np.ndarray, n_units: np.ndarray, measured: np.ndarray) -> Calibration:
+        if len(measured) < 3:
+            raise UserError(f"calibration needs at least 3 measured networks, got {len(measured)}")
+        A = np.stack([unit_sum, n_units, np.ones_like(unit_sum)], axis=1) / measured[:, None]
+        coef, *_ = np.linalg.lstsq(A, np.ones_like(measured), rcond=None)
+        if coef[0] <= 0:  # degenerate data: fall back to a pure scale
+            a = float(np.median(measured / unit_sum))
+            return cls(a, 0.0, 0.0, len(measured))
+        return cls(float(coef[0]), float(coef[1]), float(coef[2]), len(measured))
+
+
+@dataclass
+class Predictor:
+    """Predicts a network's latency in ms on the device its table was measured on."""
+
+    lookup: dict[Sig, float]
+    models: dict[str, OpModel]
+    calibration: Calibration = field(default_factory=Calibration)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._cache: dict[Sig, float] = dict(self.lookup)
+
+    # ---- units ---------------------------------------------------------------------------
+    def unit_ms(self, sigs: Sequence[Sig]) -> np.ndarray:
+        """Latency of each unit: measured when in the table, else the per-op model's estimate."""
+        cache = self._cache
+        missing = list(dict.fromkeys(s for s in sigs if s not in cache))
+        if missing:
+            by_op: dict[str, list[Sig]] = {}
+            for s in missing:
+                by_op.setdefault(s.op, []).append(s)
+            for op, group in by_op.items():
+                model = self.models.get(op)
+                if model is None:
+                    raise UserError(
+                        f"no measurement and no per-op model for {op!r} units (e.g. {tuple(group[0])}); "
+                        f"extend the table with `python cli.py latency build --device {self.meta.get('device', 'NAME')}`"
+                    )
+                for s, v in zip(group, model.predict(group)):
+                    cache[s] = float(v)
+        return np.fromiter((cache[s] for s in sigs), dtype=np.float64, count=len(sigs))
+
+    def _sums(self, specs: Sequence[ArchSpec]) -> tuple[np.ndarray, np.ndarray]:
+        per_spec = [spec_sigs(s) for s in specs]
+        flat = [u for sigs in per_spec for u in sigs]
+        ms = self.unit_ms(flat)
+        counts = np.fromiter((len(s) for s in per_spec), dtype=np.int64, count=len(per_spec))
+        ends = np.cumsum(counts)
+        sums = np.add.reduceat(ms, ends - counts) if len(ms) else np.zeros(0)
+        return sums, counts.astype(np.float64)
+
+    # ---- networks ------------------------------------------------------------------------
+    def unit_sum(self, spec: ArchSpec) -> float:
+        """The plain per-unit sum (no calibration): the lookup-table baseline."""
+        return float(self._sums([spec])[0][0])
+
+    def unit_sum_many(self, specs: Iterable[ArchSpec]) -> np.ndarray:
+        return self._sums(list(specs))[0]
+
+    def predict(self, spec: ArchSpec) -> float:
+        """Predicted latency (ms) of one network."""
+        return float(self.predict_many([spec])[0])
+
+    def predict_many(self, specs: Iterable[ArchSpec]) -> np.ndarray:
+        """Predicted latencies (ms) of many networks, as a float array in the same order."""
+        specs = list(specs)
+        if not specs:
+            return np.zeros(0)
+        sums, counts = self._sums(specs)
+        return self.calibration.apply(sums, counts)
+
+    def layer_breakdown(self, spec: ArchSpec) -> list[dict[str, Any]]:
+        """Per unit: signature, ms, and whether it was measured or modelled."""
+        sigs = spec_sigs(spec)
+        ms = self.unit_ms(sigs)
+        return [{**s._asdict(), "ms": float(m), "measured": s in self.lookup} for s, m in zip(sigs, ms)]
+
+    # ---- fitting -------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, table, networks: list[tuple[ArchSpec, float]] | None = None, meta: dict[str, Any] | None = None,
+            k: int | None = None) -> Predictor:
+        """Fit the per-op models on ``table`` (a :class:`~latency.table.LatencyTable`) and the
+        calibration on ``networks`` (spec, measured ms) pairs."""
+        from latency.opmodel import K_NEIGHBOURS
+
+        f = table.frame
+        if f.empty:
+            raise UserError("the latency table is empty; build one with `python cli.py latency build`")
+        lookup = table.lookup()
+        sigs = list(lookup)
+        ms = np.array([lookup[s] for s in sigs])
+        models = {}
+        for op in UNIT_OPS:
+            idx = [i for i, s in enumerate(sigs) if s.op == op]
+            if idx:
+                models[op] = OpModel.fit(op, [sigs[i] for i in idx], ms[idx], K_NEIGHBOURS if k is None else k)
+        pred = cls(lookup, models, Calibration(), dict(meta or table.meta))
+        if networks:
+            specs = [s for s, _ in networks]
+            measured = np.array([m for _, m in networks], dtype=float)
+            sums, counts = pred._sums(specs)
+            pred.calibration = Calibration.fit(sums, counts, measured)
+        return pred
+
+    # ---- persistence ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PREDICTOR_FORMAT,
+            "meta": self.meta,
+            "key_columns": list(KEY_COLUMNS),
+            "lookup": [[*s, v] for s, v in self.lookup.items()],
+            "models": {op: m.to_dict() for op, m in self.models.items()},
+            "calibration": vars(self.calibration),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        body = json.dumps(self.to_dict(), separators=(",", ":"))
+        doc = json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "body": body})
+        return atomic_write_text(path, doc + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        p = Path(path)
+        try:
+            outer = json.loads(p.read_text())
+            body = outer["body"]
+            if hashlib.sha256(body.encode()).hexdigest() != outer["sha256"]:
+                raise ValueError("checksum mismatch")
+            d = json.loads(body)
+            if d.get("format") != PREDICTOR_FORMAT:
+                raise ValueError(f"format {d.get('format')} is not {PREDICTOR_FORMAT}")
+            lookup = {Sig(row[0], *map(int, row[1:7]), row[7], bool(row[8]), int(row[9]), int(row[10])): float(row[11])
+                      for row in d["lookup"]}
+            models = {op: OpModel.from_dict(m) for op, m in d["models"].items()}
+            calib = Calibration(**d["calibration"])
+        except FileNotFoundError:
+            raise UserError(f"{p}: predictor file not found") from None
+        except (ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+            raise UserError(f"{p}: predictor file is corrupted ({e}); rebuild it with `python cli.py latency build`") from None
+        return cls(lookup, models, calib, d.get("meta", {}))

@@ -1,0 +1,171 @@
+"""Signatures of the units a network is timed by (stem, each body layer at its input size, head)
+and the numeric features the per-op model learns from. No torch here: prediction needs none.
+
+A signature is a plain tuple ``(op, kernel, stride, in_ch, out_ch, exp_ch, se_ch, act, residual,
+res, fc_ch)``; ``res`` is the unit's input height/width. The stem is ``op="stem"`` with
+``in_ch`` = image channels and ``exp_ch == out_ch``; the head is ``op="head"`` with ``in_ch`` =
+body channels, ``exp_ch`` = its 1x1 conv channels (0 = none), ``fc_ch`` its FC channels and
+``out_ch`` the number of classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from space.archspec import ArchSpec, Head, Layer, Stem
+
+KEY_COLUMNS = ("op", "kernel", "stride", "in_ch", "out_ch", "exp_ch", "se_ch", "act", "residual", "res", "fc_ch")
+UNIT_OPS = ("stem", "conv", "dwconv", "mbconv", "head")
+
+
+class Sig(NamedTuple):
+    op: str
+    kernel: int
+    stride: int
+    in_ch: int
+    out_ch: int
+    exp_ch: int
+    se_ch: int
+    act: str
+    residual: bool
+    res: int
+    fc_ch: int = 0
+
+
+def layer_sig(layer: Layer, res: int) -> Sig:
+    return Sig(layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch, layer.se_ch,
+               layer.act, layer.residual, res, 0)
+
+
+def stem_sig(spec: ArchSpec) -> Sig:
+    st = spec.stem
+    return Sig("stem", st.kernel, st.stride, spec.in_channels, st.out_ch, st.out_ch, 0, st.act, False,
+               spec.resolution, 0)
+
+
+def head_sig(spec: ArchSpec) -> Sig:
+    hd = spec.head
+    return Sig("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False,
+               spec.final_resolution, hd.fc_ch)
+
+
+def spec_sigs(spec: ArchSpec) -> list[Sig]:
+    """Stem, body layers, head: the units whose latencies the predictor sums."""
+    res = -(-spec.resolution // spec.stem.stride)
+    sigs = [stem_sig(spec)]
+    for layer in spec.layers:
+        sigs.append(Sig(layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch, layer.se_ch,
+                        layer.act, layer.residual, res, 0))
+        res = -(-res // layer.stride)
+    hd = spec.head
+    sigs.append(Sig("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False, res, hd.fc_ch))
+    return sigs
+
+
+def sig_layer(sig: Sig) -> Layer:
+    return Layer(sig.op, sig.kernel, sig.stride, sig.in_ch, sig.out_ch, sig.exp_ch, sig.se_ch, sig.act, bool(sig.residual))
+
+
+def sig_stem(sig: Sig) -> Stem:
+    return Stem(sig.out_ch, sig.kernel, sig.stride, sig.act)
+
+
+def sig_head(sig: Sig) -> Head:
+    return Head(sig.exp_ch, sig.act, "avg", sig.fc_ch)
+
+
+def input_shape(sig: Sig) -> tuple[int, int, int, int]:
+    return (1, sig.in_ch, sig.res, sig.res)
+
+
+# ---- features ----------------------------------------------------------------------------------
+
+FEATURES = (
+    "const",      # per-unit fixed cost (session/kernel launch, small tensors)
+    "mac_pw",     # MACs of 1x1 convs (expansion, projection, head conv)
+    "mac_dw",     # MACs of the depthwise conv
+    "mac_full",   # MACs of a full kxk conv (conv op, stem)
+    "mac_fc",     # MACs of linear layers and SE's 1x1 convs on a 1x1 map
+    "mem_in",     # elements of the unit's input
+    "mem_mid",    # elements of intermediate activations (expanded, after depthwise)
+    "mem_out",    # elements of the unit's output
+    "hswish",     # elements passed through h-swish (not fused into the conv by onnxruntime)
+    "se_elems",   # elements SE pools and rescales
+    "res_elems",  # elements added by the residual
+    "n_nodes",    # graph nodes after fusion (rough)
+)
+
+
+def _out(res: int, stride: int) -> int:
+    return -(-res // stride)
+
+
+def sig_features(sig: Sig) -> list[float]:
+    """Counts that latency is roughly linear in, for one unit (see :data:`FEATURES`)."""
+    op, k2, r, ro = sig.op, sig.kernel ** 2, sig.res, _out(sig.res, sig.stride)
+    px, opx = r * r, ro * ro
+    cin, cout, exp = sig.in_ch, sig.out_ch, sig.exp_ch
+    hs = sig.act == "hswish"
+    pw = dw = full = fc = mid = hsw = se = add = 0.0
+    nodes = 1.0
+    if op == "mbconv":
+        pw = cin * exp * px + exp * cout * opx
+        dw = k2 * exp * opx
+        mid = exp * px + exp * opx
+        hsw = (exp * px + exp * opx) if hs else 0.0
+        nodes = 3.0 + (2.0 if hs else 0.0)
+    elif op == "dwconv":
+        dw = k2 * cin * opx
+        pw = cin * cout * opx
+        mid = cin * opx
+        hsw = cin * opx if hs else 0.0
+        nodes = 2.0 + (1.0 if hs else 0.0)
+    elif op in ("conv", "stem"):
+        full = k2 * cin * cout * opx
+        hsw = cout * opx if hs else 0.0
+        nodes = 1.0 + (1.0 if hs else 0.0)
+    elif op == "head":
+        ch = cin
+        if exp:
+            pw = cin * exp * px
+            mid = exp * px
+            hsw = exp * px if hs else 0.0
+            ch = exp
+            nodes += 1.0 + (1.0 if hs else 0.0)
+        fc = ch * cout
+        if sig.fc_ch:
+            fc = ch * sig.fc_ch + sig.fc_ch * cout
+            nodes += 1.0 + (1.0 if hs else 0.0)
+        nodes += 1.0
+        return [1.0, pw, dw, full, fc, cin * px, mid, float(cout), hsw, 0.0, 0.0, nodes]
+    if sig.se_ch:
+        se_ch_in = exp if op != "conv" else cout
+        fc += 2.0 * se_ch_in * sig.se_ch
+        se = se_ch_in * opx
+        nodes += 6.0
+    if sig.residual:
+        add = cout * opx
+        nodes += 1.0
+    return [1.0, pw, dw, full, fc, cin * px, mid, cout * opx, hsw, se, add, nodes]
+
+
+def feature_matrix(sigs: Iterable[Sig]) -> np.ndarray:
+    rows = [sig_features(s) for s in sigs]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
+
+
+def macs_of(sig: Sig) -> float:
+    f = sig_features(sig)
+    return f[1] + f[2] + f[3] + f[4]
+
+
+def unit_count(spec: ArchSpec) -> int:
+    return len(spec.layers) + 2
+
+
+def log_macs(spec: ArchSpec) -> float:
+    return math.log(sum(macs_of(s) for s in spec_sigs(spec)))

@@ -1,0 +1,120 @@
+"""The latency table: one row per measured unit (stem, body layer at its input size, head), a pandas
+DataFrame with explicit columns, saved as CSV beside a JSON file of metadata (device, CPU,
+onnxruntime version, threads, provider, optimisation level, date) that also holds the CSV's
+SHA-256 so a truncated or edited file is refused instead of silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from latency.signature import KEY_COLUMNS, Sig
+from space.archspec import atomic_write_text
+from space.errors import UserError
+from space.paths import results_dir
+
+STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "spread", "runs")
+COLUMNS = KEY_COLUMNS + STAT_COLUMNS
+DTYPES = {
+    "op": str, "kernel": int, "stride": int, "in_ch": int, "out_ch": int, "exp_ch": int, "se_ch": int,
+    "act": str, "residual": bool, "res": int, "fc_ch": int,
+    "median_ms": float, "p10_ms": float, "p90_ms": float, "spread": float, "runs": int,
+}
+FORMAT_VERSION = 1
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def check_device_name(device: str) -> str:
+    if not _DEVICE_RE.match(device):
+        raise UserError(f"device name {device!r} is not usable as a folder name; use letters, digits, '-', '_', '.'")
+    return device
+
+
+def device_dir(device: str) -> Path:
+    return results_dir() / "latency" / check_device_name(device)
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t if t is not str else object) for c, t in DTYPES.items()})
+
+
+@dataclass
+class LatencyTable:
+    """Measured units (``frame``) plus where and how they were measured (``meta``)."""
+
+    frame: pd.DataFrame = field(default_factory=empty_frame)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def lookup(self) -> dict[Sig, float]:
+        """Signature -> median ms (the last measurement wins on duplicates)."""
+        f = self.frame
+        keys = zip(*(f[c].tolist() for c in KEY_COLUMNS))
+        return {Sig(*k): float(v) for k, v in zip(keys, f["median_ms"].tolist())}
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        new = pd.DataFrame(rows, columns=list(COLUMNS))
+        frame = new if self.frame.empty else pd.concat([self.frame, new], ignore_index=True)
+        self.frame = frame.drop_duplicates(list(KEY_COLUMNS), keep="last").reset_index(drop=True).astype(DTYPES)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, csv_path: str | Path) -> Path:
+        """Write ``X.csv`` and ``X.json`` (metadata + checksum), each atomically; the CSV first so a
+        crash between the two leaves a checksum mismatch, which loading refuses, not a wrong table."""
+        p = Path(csv_path)
+        text = self.frame.to_csv(index=False, float_format="%.6g")
+        meta = {**self.meta, "format": FORMAT_VERSION, "rows": len(self.frame),
+                "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        atomic_write_text(p, text)
+        atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+        self.meta = meta
+        return p
+
+    @classmethod
+    def load(cls, csv_path: str | Path) -> LatencyTable:
+        p = Path(csv_path)
+        mp = p.with_suffix(".json")
+        if not p.is_file() or not mp.is_file():
+            raise UserError(f"{p}: latency table (or its .json metadata) not found")
+        text = p.read_text()
+        try:
+            meta = json.loads(mp.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{mp}: metadata is not valid JSON; rebuild the table") from None
+        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(text.encode()).hexdigest():
+            raise UserError(f"{p}: table is corrupted or truncated (checksum mismatch); rebuild it")
+        try:
+            frame = pd.read_csv(io.StringIO(text))
+            missing = [c for c in COLUMNS if c not in frame.columns]
+            if missing:
+                raise ValueError(f"missing columns {missing}")
+            frame = frame[list(COLUMNS)].astype(DTYPES)
+        except (ValueError, pd.errors.ParserError) as e:
+            raise UserError(f"{p}: table is malformed ({e}); rebuild it") from None
+        return cls(frame, meta)
+
+
+def check_meta(meta: dict[str, Any], device: str, where: str, strict_version: bool = False) -> None:
+    """Refuse a table of another device; warn (or refuse) when onnxruntime's version changed."""
+    from latency.measure import ort_version
+
+    if meta.get("device") != device:
+        raise UserError(f"{where}: was measured on device {meta.get('device')!r}, not {device!r}")
+    have = ort_version()
+    if meta.get("ort_version") and meta.get("ort_version") != have:
+        msg = (f"{where}: measured with onnxruntime {meta.get('ort_version')}, this is {have}; "
+               f"rebuild with `python cli.py latency build --device {device}`")
+        if strict_version:
+            raise UserError(msg)
+        warnings.warn(msg, stacklevel=2)

@@ -1,0 +1,29 @@
+"""A real but small latency predictor for tests: measured on this machine in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from latency.predictor import Predictor
+
+TINY_DEVICE = "tiny-cpu"
+TINY_RESOLUTION = 32
+
+
+def build_tiny_predictor(folder: str | Path, resolution: int = TINY_RESOLUTION, space: str = "mnasnet") -> Predictor:
+    """Build a small table (4 sampled layers per stage, stem, heads, 6 calibration networks, few
+    runs) of ``space`` at ``resolution`` under ``folder`` and return its predictor. Good for
+    specs of that space decoded at ``resolution`` and for pruned variants of them."""
+    from latency.store import build
+
+    old = os.environ.get("HWNAS_RESULTS")
+    os.environ["HWNAS_RESULTS"] = str(folder)
+    try:
+        return build(TINY_DEVICE, space, resolution, "quick", per_stage=4, n_networks=6, unit_runs=5, net_runs=5,
+                     progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("HWNAS_RESULTS", None)
+        else:
+            os.environ["HWNAS_RESULTS"] = old

@@ -1,0 +1,71 @@
+"""Turn a unit signature into a torch module, export it, and measure units or whole networks."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from latency.measure import LatencyStats, export_module, export_spec, make_session, time_session
+from latency.signature import Sig, input_shape, sig_head, sig_layer, sig_stem
+from space.archspec import ArchSpec
+
+# Units are cheap (0.01-3 ms): fewer runs suffice; whole networks are measured more carefully.
+UNIT_WARMUP, UNIT_RUNS = 5, 30
+NET_WARMUP, NET_RUNS = 5, 30
+
+
+def unit_module(sig: Sig):
+    """The torch module that computes exactly this unit, as it appears inside a built network."""
+    from space.blocks import ClassifierHead, StemConv
+    from space.builder import build_layer
+
+    if sig.op == "stem":
+        return StemConv(sig.in_ch, sig_stem(sig))
+    if sig.op == "head":
+        return ClassifierHead(sig.in_ch, sig_head(sig), sig.out_ch, 0.0)
+    return build_layer(sig_layer(sig))
+
+
+def export_unit(sig: Sig, path=None) -> bytes:
+    return export_module(unit_module(sig), input_shape(sig), path)
+
+
+def stats_row(stats: LatencyStats) -> dict[str, Any]:
+    return {"median_ms": stats.median_ms, "p10_ms": stats.p10_ms, "p90_ms": stats.p90_ms,
+            "spread": stats.spread, "runs": stats.runs}
+
+
+def _progress(items: list, desc: str, progress: bool) -> Iterable:
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="unit" if "unit" in desc else "net", file=sys.stderr, smoothing=0.1)
+
+
+def measure_units(sigs: list[Sig], threads: int = 1, provider: str = "cpu", warmup: int = UNIT_WARMUP,
+                  runs: int = UNIT_RUNS, progress: bool = True, desc: str = "measuring units",
+                  on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Export and time every unit; one table row per unit."""
+    rows = []
+    for sig in _progress(sigs, desc, progress):
+        sess = make_session(export_unit(sig), threads, provider)
+        row = {**sig._asdict(), **stats_row(time_session(sess, warmup, runs, provider=provider, threads=threads))}
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "cpu", warmup: int = NET_WARMUP,
+                     runs: int = NET_RUNS, progress: bool = True, desc: str = "measuring networks") -> list[dict[str, Any]]:
+    """Time whole networks end to end; rows with the spec's JSON and its statistics."""
+    rows = []
+    for spec in _progress(specs, desc, progress):
+        t0 = time.perf_counter()
+        sess = make_session(export_spec(spec), threads, provider)
+        stats = time_session(sess, warmup, runs, provider=provider, threads=threads)
+        rows.append({"spec": spec.to_json(indent=None), **stats_row(stats), "seconds": time.perf_counter() - t0})
+    return rows

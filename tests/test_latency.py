@@ -1,0 +1,185 @@
+"""Latency: measurement, table, predictor, on-device flow, CLI. Real onnxruntime, tiny inputs."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency.measure import export_spec, measure
+from latency.predictor import Calibration, Predictor
+from latency.signature import FEATURES, Sig, feature_matrix, spec_sigs
+from latency.store import load_predictor, units_path
+from latency.table import LatencyTable
+from latency.testing import TINY_DEVICE, TINY_RESOLUTION
+from space.errors import UserError
+from space.references import reference
+from space.searchspace import get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(seed: int = 0, resolution: int = TINY_RESOLUTION, classes: int = 1000):
+    sp = get_space("mnasnet")
+    return sp.decode(sp.sample(seed), resolution=resolution, num_classes=classes)
+
+
+def _pruned(spec):
+    """Shrink every mbconv's expansion to an odd count, as NetAdapt may."""
+    layers = [replace(lay, exp_ch=max(1, lay.exp_ch - 11)) if lay.op == "mbconv" else lay for lay in spec.layers]
+    return spec.with_layers(layers)
+
+
+@pytest.fixture
+def tiny_results(tiny_predictor, tmp_path, monkeypatch):
+    """The tiny device's folder copied into this test's results folder."""
+    dst = tmp_path / "results" / "latency" / TINY_DEVICE
+    shutil.copytree(tiny_predictor.meta["device_dir"], dst)
+    monkeypatch.setenv("HWNAS_RESULTS", str(tmp_path / "results"))
+    return dst
+
+
+# ---- measurement ---------------------------------------------------------------------------
+
+def test_measure_spec_stats_are_ordered_and_recorded():
+    st = measure(_spec(1, 32), warmup=2, runs=15)
+    assert 0 < st.p10_ms <= st.median_ms <= st.p90_ms
+    assert st.min_ms <= st.p10_ms and st.runs == 15 and st.threads == 1
+    assert st.provider == "CPUExecutionProvider" and st.clock == "cpu" and st.opt_level == "all"
+    assert st.ort_version
+
+
+def test_measure_onnx_file_and_wall_clock(tmp_path):
+    path = tmp_path / "net.onnx"
+    export_spec(_spec(2, 32), path)
+    st = measure(path, warmup=1, runs=5, clock="wall")
+    assert st.clock == "wall" and st.median_ms > 0
+
+
+def test_measure_rejects_unavailable_provider_listing_the_available_ones():
+    with pytest.raises(UserError, match="CPUExecutionProvider"):
+        measure(_spec(0, 32), provider="NoSuchExecutionProvider", runs=1)
+
+
+def test_measure_rejects_missing_onnx_file(tmp_path):
+    with pytest.raises(UserError, match="no such ONNX file"):
+        measure(tmp_path / "missing.onnx")
+
+
+# ---- signatures and features ----------------------------------------------------------------
+
+def test_spec_sigs_cover_stem_layers_head_with_resolutions():
+    spec = reference("mobilenet_v2")
+    sigs = spec_sigs(spec)
+    assert len(sigs) == len(spec.layers) + 2
+    assert sigs[0].op == "stem" and sigs[0].res == 224 and sigs[-1].op == "head"
+    assert [s.res for s in sigs[1:-1]] == spec.layer_resolutions()
+    assert sigs[-1].res == spec.final_resolution == 7 and sigs[-1].out_ch == 1000
+
+
+def test_features_count_macs_like_the_cost_model():
+    from space.cost import cost
+
+    spec = reference("mnasnet_a1")
+    X = feature_matrix(spec_sigs(spec))
+    macs = X[:, [FEATURES.index(f) for f in ("mac_pw", "mac_dw", "mac_full", "mac_fc")]].sum()
+    assert macs == pytest.approx(cost(spec).macs, rel=1e-9)
+
+
+# ---- table -------------------------------------------------------------------------------------
+
+def _row(sig: Sig, ms: float) -> dict:
+    return {**sig._asdict(), "median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.1, "spread": 0.2, "runs": 10}
+
+
+def test_table_roundtrip_and_corruption_is_refused(tmp_path):
+    sigs = spec_sigs(_spec(3))
+    t = LatencyTable(meta={"device": "x"})
+    t.add([_row(s, (i + 1) / 8) for i, s in enumerate(sigs)])
+    p = t.save(tmp_path / "units.csv")
+    back = LatencyTable.load(p)
+    assert back.lookup() == t.lookup() and back.meta["device"] == "x"
+    text = p.read_text()
+    p.write_text(text[: len(text) // 2])
+    with pytest.raises(UserError, match="corrupted or truncated"):
+        LatencyTable.load(p)
+
+
+# ---- predictor ---------------------------------------------------------------------------------
+
+def test_tiny_predictor_is_real_and_consistent(tiny_predictor):
+    specs = [_spec(s) for s in range(20)]
+    batch = tiny_predictor.predict_many(specs)
+    assert batch.shape == (20,) and np.all(batch > 0) and np.all(np.isfinite(batch))
+    assert [tiny_predictor.predict(s) for s in specs] == pytest.approx(batch.tolist(), rel=1e-12)
+    assert tiny_predictor.calibration.n_networks >= 3 and len(tiny_predictor.lookup) > 10
+
+
+def test_predictor_handles_pruned_networks_other_heads_and_references(tiny_predictor):
+    spec = _spec(5)
+    pruned = _pruned(spec)
+    assert any(lay.exp_ch % 2 for lay in pruned.layers if lay.op == "mbconv")
+    p_full, p_pruned = tiny_predictor.predict(spec), tiny_predictor.predict(pruned)
+    assert 0 < p_pruned < p_full * 1.05
+    assert tiny_predictor.predict(replace(spec, num_classes=10)) > 0
+    assert tiny_predictor.predict(replace(reference("mobilenet_v3_large"), resolution=32)) > 0
+
+
+def test_bigger_networks_predict_slower(tiny_predictor):
+    spec = _spec(7)
+    wide = spec.with_layers([replace(lay, exp_ch=lay.exp_ch * 2) if lay.op == "mbconv" else lay for lay in spec.layers])
+    if wide == spec:
+        pytest.skip("no mbconv layer in this sample")
+    assert tiny_predictor.predict(wide) > tiny_predictor.predict(spec)
+
+
+def test_predictor_save_load_roundtrip_and_corruption(tiny_predictor, tmp_path):
+    p = tiny_predictor.save(tmp_path / "pred.json")
+    back = Predictor.load(p)
+    specs = [_spec(s) for s in range(5)] + [_pruned(_spec(9))]
+    assert back.predict_many(specs) == pytest.approx(tiny_predictor.predict_many(specs), rel=1e-12)
+    p.write_text(p.read_text()[:-200])
+    with pytest.raises(UserError, match="corrupted"):
+        Predictor.load(p)
+
+
+def test_missing_op_model_is_a_clear_error():
+    pred = Predictor({}, {}, Calibration(), {"device": "d"})
+    with pytest.raises(UserError, match="no measurement and no per-op model"):
+        pred.predict(_spec(0))
+
+
+def test_calibration_recovers_a_linear_relation():
+    rng = np.random.default_rng(0)
+    s, n = rng.uniform(5, 30, 40), rng.integers(10, 25, 40).astype(float)
+    y = 0.8 * s + 0.05 * n + 0.3
+    cal = Calibration.fit(s, n, y)
+    assert (cal.a, cal.b, cal.c) == pytest.approx((0.8, 0.05, 0.3), rel=1e-6)
+
+
+def test_load_predictor_without_table_says_how_to_build():
+    with pytest.raises(UserError, match=r"latency build --device nowhere"):
+        load_predictor("nowhere")
+
+
+def test_load_predictor_reloads_saved_and_refits_when_table_changes(tiny_results):
+    pred = load_predictor(TINY_DEVICE, "mnasnet", TINY_RESOLUTION)
+    spec = _spec(11)
+    before = pred.predict(spec)
+    assert load_predictor(TINY_DEVICE, "mnasnet", TINY_RESOLUTION).predict(spec) == pytest.approx(before)
+    t = LatencyTable.load(units_path(TINY_DEVICE))
+    t.add([_row(s, 50.0) for s in spec_sigs(spec)])  # pretend every unit of spec is very slow
+    t.save(units_path(TINY_DEVICE))
+    refit = load_predictor(TINY_DEVICE, "mnasnet", TINY_RESOLUTION)
+    assert refit.meta["table_sha256"] != pred.meta["table_sha256"]
+    assert refit.unit_sum(spec) == pytest.approx(50.0 * len(spec_sigs(spec)))
+
+
+def test_load_predictor_refuses_corrupted_table(tiny_results):
+    p = units_path(TINY_DEVICE)
+    p.write_text(p.read_text() + "garbage,row\n")
+    with pytest.raises(UserError, match="checksum"):
+        load_predictor(TINY_DEVICE, "mnasnet", TINY_RESOLUTION)
