@@ -14,7 +14,7 @@ import os
 import sys
 
 # Packages whose commands.py adds sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("space", "latency", "search", "netadapt", "export")
+COMMAND_MODULES = ("space", "latency", "search", "netadapt")
 
 
 def build_parser() -> argparse.ArgumentParser:

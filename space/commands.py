@@ -57,6 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--json", action="store_true", help="print the written paths as JSON")
     sample.set_defaults(func=cmd_sample)
 
+    exp = sub.add_parser("export", help="write a runnable ONNX model of an ArchSpec, a search trial or a NetAdapt result")
+    exp.add_argument("spec", metavar="SPEC_OR_RUN",
+                     help="reference name, ArchSpec JSON (weights beside it as NAME.pt are used), or a run folder")
+    exp.add_argument("--onnx", required=True, help="output .onnx path")
+    exp.add_argument("--weights", help="state_dict .pt to load (default: the one beside the spec, if any)")
+    exp.add_argument("--resolution", type=positive_int, help="input resolution (default: the spec's)")
+    exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
+    exp.add_argument("--json", action="store_true", help="print one JSON object")
+    exp.set_defaults(func=cmd_export)
+
     lst = ssub.add_parser("list", help="list search spaces and reference networks")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
@@ -152,4 +162,48 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("reference networks (224x224, 1000 classes):")
     for n, c in refs.items():
         print(f"  {n:<20} {c.params:>10,} params {c.macs / 1e6:>8.1f}M MACs")
+    return 0
+
+
+# (spec file, weights file) pairs that runs leave behind, most final first.
+RUN_ARTIFACTS = (("netadapt.json", "netadapt.pt"), ("seed.json", "seed.pt"), ("arch.json", "weights.pt"))
+
+
+def resolve_export_source(arg: str, weights: str | None) -> tuple[object, Path | None]:
+    """(ArchSpec, weights path or None) from a name, a spec file or a run folder."""
+    from space.archspec import ArchSpec
+    from space.resolve import load_spec
+
+    p = Path(arg)
+    if p.is_dir():
+        for spec_name, weights_name in RUN_ARTIFACTS:
+            if (p / spec_name).is_file():
+                w = Path(weights) if weights else (p / weights_name if (p / weights_name).is_file() else None)
+                return ArchSpec.load(p / spec_name), w
+        raise UserError(f"{p}: is a folder but holds none of {', '.join(s for s, _ in RUN_ARTIFACTS)}; "
+                        "pass a search run, a NetAdapt run, a trial folder or an ArchSpec file")
+    spec = load_spec(arg)
+    if weights:
+        return spec, Path(weights)
+    beside = p.with_suffix(".pt")
+    return spec, beside if p.suffix == ".json" and beside.is_file() else None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from space.export import export_onnx
+
+    spec, weights = resolve_export_source(args.spec, args.weights)
+    if args.resolution:
+        spec = replace(spec, resolution=args.resolution)
+    out = Path(args.onnx)
+    if out.is_dir():
+        raise UserError(f"--onnx {out}: is a folder; give a file path such as {out / 'model.onnx'}")
+    result = export_onnx(spec, out, weights=weights, check=not args.no_check)
+    if args.json:
+        print_json(result)
+        return 0
+    src = f"with weights {weights}" if weights else "with random weights (no weights file found or given)"
+    print(f"wrote {out} ({spec.name or 'network'}, {src})")
+    if "max_abs_diff" in result:
+        print(f"onnxruntime vs torch: max |diff| = {result['max_abs_diff']:.2e}")
     return 0

@@ -1,0 +1,64 @@
+"""`cli.py export`: ONNX from a spec, its weights, or a run folder; bad input refused cleanly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from space.builder import build_model
+from space.references import mobilenet_v3_small
+from tests.cli_helpers import assert_one_line_error, run_cli
+
+
+def _small():
+    return replace(mobilenet_v3_small(), resolution=32, num_classes=10)
+
+
+def test_export_with_weights_beside_spec(tmp_path):
+    spec = _small()
+    spec.save(tmp_path / "seed.json")
+    torch.manual_seed(3)
+    model = build_model(spec).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+    torch.save(model.state_dict(), tmp_path / "seed.pt")
+    out = run_cli("export", str(tmp_path / "seed.json"), "--onnx", str(tmp_path / "m.onnx"), "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["weights"].endswith("seed.pt") and doc["max_abs_diff"] < 1e-4
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+
+def test_export_run_folder(tmp_path):
+    run = tmp_path / "run"
+    _small().save(run / "netadapt.json")
+    out = run_cli("export", str(run), "--onnx", str(tmp_path / "n.onnx"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "n.onnx").stat().st_size > 1000
+
+
+def test_export_bad_input(tmp_path):
+    spec = _small()
+    spec.save(tmp_path / "a.json")
+    other = replace(spec, num_classes=7)
+    torch.save(build_model(other).state_dict(), tmp_path / "other.pt")
+    target = tmp_path / "keep.onnx"
+    target.write_bytes(b"old")
+    assert_one_line_error(run_cli("export", str(tmp_path / "a.json"), "--weights", str(tmp_path / "other.pt"),
+                                  "--onnx", str(target)), "do not fit")
+    assert target.read_bytes() == b"old"
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("export", str(tmp_path / "a.json"), "--weights", str(tmp_path / "junk.pt"),
+                                  "--onnx", str(target)), "not a readable weights file")
+    assert_one_line_error(run_cli("export", str(tmp_path), "--onnx", str(target)), "holds none of")
+    assert_one_line_error(run_cli("export", "mobilenet_v9", "--onnx", str(target)), "mobilenet_v9")
+    assert_one_line_error(run_cli("export", "mobilenet_v3_small", "--onnx", str(tmp_path)), "is a folder")
+    assert target.read_bytes() == b"old"
