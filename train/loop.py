@@ -1,0 +1,205 @@
+"""Short, deterministic supervised training: the proxy task of the search and NetAdapt's fine-tunes.
+
+SGD with Nesterov momentum (or RMSProp, what MnasNet/MobileNetV3 used at full scale) under a
+linear warm-up then cosine decay to zero, optional label smoothing. After training the
+BatchNorm running statistics are re-estimated on training batches: the builder uses the
+TF-style BN momentum 0.01, whose running averages would still be mostly at their initial values
+after the few hundred steps of a proxy run (and stale after NetAdapt removes channels upstream).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from train.data import DataBundle
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    accuracy: float      # on ``eval_split`` after training (and BN re-estimation)
+    loss: float          # mean training loss over the last epoch's worth of steps
+    eval_loss: float     # cross-entropy on ``eval_split``
+    steps: int
+    epochs: float
+    seconds: float
+    eval_split: str = "val"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a ``progress`` callback receives every ``log_every`` steps and at the end."""
+
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # No weight decay on BN parameters and biases (1-D tensors): standard for mobile nets.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if name == "rmsprop":
+        # MnasNet's settings (decay 0.9, momentum 0.9, eps 1e-3 in TF's convention).
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, momentum=0.9, eps=1e-3)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd or rmsprop")
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random translation by up to 1/8 of the side (pad-and-crop with zeros) and, if allowed, flips."""
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(x.device)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(x.device)
+    idx_n = torch.arange(n, device=x.device).view(n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    if flip:
+        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        out = torch.where(mask.view(n, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous()
+
+
+def train_model(model: nn.Module, data: DataBundle, epochs: float | None = None, steps: int | None = None,
+                lr: float = 0.1, batch_size: int = 128, optimizer: str = "sgd", weight_decay: float = 4e-5,
+                label_smoothing: float = 0.1, warmup: float = 0.05, augment: bool = False,
+                device: str | torch.device = "cpu", seed: int = 0, eval_split: str | None = "val",
+                eval_limit: int | None = None, bn_recalibration_batches: int = 20,
+                progress: Callable[[Progress], None] | None = None, log_every: int = 50) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` and return its accuracy on ``eval_split``.
+
+    Give ``epochs`` (may be fractional) or ``steps``; ``warmup`` is a fraction of the steps.
+    Deterministic for a given ``seed`` on CPU (the global torch RNG is forked, not disturbed).
+    Raises :class:`TrainingDiverged` on a non-finite loss.
+    """
+    if (epochs is None) == (steps is None):
+        raise ValueError("give exactly one of epochs or steps")
+    n_train = len(data.train)
+    per_epoch = max(1, math.ceil(n_train / batch_size))
+    total = int(steps) if steps is not None else max(1, round(float(epochs) * per_epoch))
+    if total < 0:
+        raise ValueError("steps must be >= 0")
+    warm = int(warmup * total)
+    device = torch.device(device)
+    model.to(device)
+    start = time.perf_counter()
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        opt = _optimizer(model, optimizer, lr, weight_decay)
+        crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        model.train()
+        step = 0
+        while step < total:
+            for x, y in data.batches("train", batch_size, device, shuffle=True, generator=gen):
+                if step >= total:
+                    break
+                if augment:
+                    x = _augment(x, gen, data.flip_ok)
+                cur_lr = lr_at(step, total, lr, warm)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                loss = crit(model(x), y)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss became {value} at step {step + 1} of {total} (lr {cur_lr:.3g})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(value)
+                step += 1
+                if progress and (step % log_every == 0 or step == total):
+                    progress(Progress(step, total, sum(losses[-log_every:]) / len(losses[-log_every:]), cur_lr,
+                                      time.perf_counter() - start))
+        if total and bn_recalibration_batches:
+            recalibrate_bn(model, data, bn_recalibration_batches, batch_size, device, gen)
+    tail = losses[-per_epoch:]
+    acc, eval_loss = (evaluate_metrics(model, data, eval_split, device=device, limit=eval_limit)
+                      if eval_split else (float("nan"), float("nan")))
+    return TrainResult(
+        accuracy=acc, loss=sum(tail) / len(tail) if tail else float("nan"), eval_loss=eval_loss, steps=total,
+        epochs=total / per_epoch, seconds=time.perf_counter() - start, eval_split=eval_split or "",
+    )
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: DataBundle, batches: int = 20, batch_size: int = 128,
+                   device: str | torch.device = "cpu", generator: torch.Generator | None = None) -> None:
+    """Re-estimate every BatchNorm's running mean/var as the exact average over ``batches`` training
+    batches (forward passes in train mode, no gradient)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = plain mean over the batches seen
+    was_training = model.training
+    model.train()
+    gen = generator or torch.Generator().manual_seed(0)
+    try:
+        for i, (x, _) in enumerate(data.batches("train", batch_size, device, shuffle=True, generator=gen)):
+            if i >= batches:
+                break
+            model(x)
+    finally:
+        for m, (mom, _) in zip(bns, saved):
+            m.momentum = mom
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_metrics(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
+                     device: str | torch.device = "cpu", limit: int | None = None) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of ``model`` on a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    correct, total, loss_sum = 0, 0, 0.0
+    try:
+        for x, y in data.batches(split, batch_size, device, limit=limit):
+            out = model(x)
+            loss_sum += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        return float("nan"), float("nan")
+    return correct / total, loss_sum / total
+
+
+def evaluate(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
+             device: str | torch.device = "cpu", limit: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``split`` ("val" or "test")."""
+    return evaluate_metrics(model, data, split, batch_size, device, limit)[0]
