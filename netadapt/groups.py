@@ -1,0 +1,231 @@
+"""Which channels of a network can be trimmed together: NetAdapt's proposal groups.
+
+MobileNetV3 (Howard et al. 2019, Section 4.2) adapts NetAdapt (Yang et al. 2018) to inverted
+residual networks with two kinds of proposal: shrink one block's *expansion* layer, or shrink a
+*bottleneck* that several blocks share through residual additions (every tensor tied by an
+identity residual must keep the same channels, so they are trimmed together). Here the stem's
+output is the first bottleneck, and the head's 1x1 conv and FC layer are groups of their own:
+
+``stem``         the stem's output chain (with any residual layers directly on it)
+``out<a>-<b>``   the output chain of body layers a..b (one layer, or several tied by residuals)
+``exp<i>``       the expansion channels of mbconv layer i (1x1 expand, depthwise, SE, projection input)
+``head.conv``    the head's 1x1 conv
+``head.fc``      the head's FC layer after pooling
+
+A group lists the *axes* it cuts: each axis is a (state_dict key, dimension) of a tensor that
+carries those channels, flagged when it is the filter that produces them (its L2 norm ranks the
+channels). The SE squeeze channels of a trimmed expansion shrink along with it (their own axis)
+so that SE keeps its share of the block's cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from space.archspec import ArchSpec, Layer
+
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One tensor dimension that carries a group's channels."""
+
+    key: str
+    dim: int
+    producer: bool = False  # the conv/linear whose filters create these channels
+
+
+@dataclass(frozen=True)
+class Group:
+    """A set of channels trimmed together, with the state_dict axes that carry them."""
+
+    name: str
+    kind: str                 # "chain" | "exp" | "head_conv" | "head_fc"
+    layers: tuple[int, ...]   # body layers involved (chain: whose outputs; exp: the one layer)
+    tensors: tuple[int, ...] = ()  # chain only: feature-map indices (0 = stem output, i+1 = layer i's output)
+
+    def channels(self, spec: ArchSpec) -> int:
+        if self.kind == "chain":
+            t = self.tensors[0]
+            return spec.stem.out_ch if t == 0 else spec.layers[t - 1].out_ch
+        if self.kind == "exp":
+            return spec.layers[self.layers[0]].exp_ch
+        if self.kind == "head_conv":
+            return spec.head.conv_ch
+        return spec.head.fc_ch
+
+
+def _bn(prefix: str) -> list[Axis]:
+    return [Axis(f"{prefix}.{k}", 0) for k in BN_KEYS]
+
+
+def _se(prefix: str) -> list[Axis]:
+    # SE acting on these channels: fc1 reads them (dim 1), fc2 writes them (dim 0, and its bias).
+    return [Axis(f"{prefix}.fc1.weight", 1), Axis(f"{prefix}.fc2.weight", 0), Axis(f"{prefix}.fc2.bias", 0)]
+
+
+def se_squeeze_axes(i: int) -> list[Axis]:
+    """The squeeze channels of layer i's SE module."""
+    p = f"blocks.{i}.se"
+    return [Axis(f"{p}.fc1.weight", 0, producer=True), Axis(f"{p}.fc1.bias", 0), Axis(f"{p}.fc2.weight", 1)]
+
+
+def tensor_axes(spec: ArchSpec, t: int) -> list[Axis]:
+    """Axes carrying feature map ``t``'s channels: its producer and every consumer."""
+    axes: list[Axis] = []
+    if t == 0:
+        axes += [Axis("stem.conv.weight", 0, producer=True), *_bn("stem.bn1")]
+    else:
+        layer, p = spec.layers[t - 1], f"blocks.{t - 1}"
+        if layer.op == "conv":
+            axes += [Axis(f"{p}.conv.weight", 0, producer=True), *_bn(f"{p}.bn1")]
+            if layer.se_ch:
+                axes += _se(f"{p}.se")
+        elif layer.op == "dwconv":
+            axes += [Axis(f"{p}.conv_pw.weight", 0, producer=True), *_bn(f"{p}.bn2")]
+        else:
+            axes += [Axis(f"{p}.conv_pwl.weight", 0, producer=True), *_bn(f"{p}.bn3")]
+    # The consumer: the next layer, or the head.
+    if t < len(spec.layers):
+        nxt, p = spec.layers[t], f"blocks.{t}"
+        if nxt.op == "conv":
+            axes.append(Axis(f"{p}.conv.weight", 1))
+        elif nxt.op == "dwconv":
+            # A depthwise-separable layer works on its input's channels throughout.
+            axes += [Axis(f"{p}.conv_dw.weight", 0), *_bn(f"{p}.bn1"), Axis(f"{p}.conv_pw.weight", 1)]
+            if nxt.se_ch:
+                axes += _se(f"{p}.se")
+        else:
+            axes.append(Axis(f"{p}.conv_pw.weight", 1))
+    elif spec.head.conv_ch:
+        axes.append(Axis("head.conv.weight", 1))
+    elif spec.head.fc_ch:
+        axes.append(Axis("head.fc.weight", 1))
+    else:
+        axes.append(Axis("head.classifier.weight", 1))
+    return axes
+
+
+def exp_axes(spec: ArchSpec, i: int) -> list[Axis]:
+    p = f"blocks.{i}"
+    axes = [Axis(f"{p}.conv_pw.weight", 0, producer=True), *_bn(f"{p}.bn1"), Axis(f"{p}.conv_dw.weight", 0),
+            *_bn(f"{p}.bn2"), Axis(f"{p}.conv_pwl.weight", 1)]
+    if spec.layers[i].se_ch:
+        axes += _se(f"{p}.se")
+    return axes
+
+
+def head_conv_axes(spec: ArchSpec) -> list[Axis]:
+    nxt = "head.fc.weight" if spec.head.fc_ch else "head.classifier.weight"
+    return [Axis("head.conv.weight", 0, producer=True), *_bn("head.bn1"), Axis(nxt, 1)]
+
+
+def head_fc_axes(spec: ArchSpec) -> list[Axis]:
+    return [Axis("head.fc.weight", 0, producer=True), Axis("head.fc.bias", 0), Axis("head.classifier.weight", 1)]
+
+
+def chains(spec: ArchSpec) -> list[tuple[int, ...]]:
+    """Feature maps tied together by identity residuals, as tuples of tensor indices."""
+    out: list[list[int]] = [[0]]
+    for i, layer in enumerate(spec.layers):
+        if layer.residual:
+            out[-1].append(i + 1)
+        else:
+            out.append([i + 1])
+    return [tuple(c) for c in out]
+
+
+def proposal_groups(spec: ArchSpec) -> list[Group]:
+    """Every prunable group of ``spec``, in network order."""
+    groups: list[Group] = []
+    for chain in chains(spec):
+        layers = tuple(t - 1 for t in chain if t > 0)
+        name = "stem" if chain[0] == 0 else (f"out{layers[0]}" if len(layers) == 1 else f"out{layers[0]}-{layers[-1]}")
+        groups.append(Group(name, "chain", layers, chain))
+        for i in layers:
+            if spec.layers[i].op == "mbconv":
+                groups.append(Group(f"exp{i}", "exp", (i,)))
+    if spec.head.conv_ch:
+        groups.append(Group("head.conv", "head_conv", ()))
+    if spec.head.fc_ch:
+        groups.append(Group("head.fc", "head_fc", ()))
+    return groups
+
+
+def group_by_name(spec: ArchSpec, name: str) -> Group:
+    for g in proposal_groups(spec):
+        if g.name == name:
+            return g
+    raise KeyError(name)
+
+
+def group_axes(spec: ArchSpec, group: Group) -> list[Axis]:
+    if group.kind == "chain":
+        return [a for t in group.tensors for a in tensor_axes(spec, t)]
+    if group.kind == "exp":
+        return exp_axes(spec, group.layers[0])
+    if group.kind == "head_conv":
+        return head_conv_axes(spec)
+    return head_fc_axes(spec)
+
+
+def se_after_trim(se_ch: int, old_ch: int, new_ch: int) -> int:
+    """Squeeze channels of an SE whose channels go from ``old_ch`` to ``new_ch``: the same ratio,
+    rounded to a multiple of 8 (4 below 16), never more than before."""
+    if not se_ch:
+        return 0
+    want = se_ch * new_ch / old_ch
+    step = 8 if want >= 16 else 4
+    return max(1, min(se_ch, int(round(want / step)) * step or step))
+
+
+def with_channels(spec: ArchSpec, group: Group, n: int) -> ArchSpec:
+    """``spec`` with ``group`` set to ``n`` channels (and SE squeeze channels following expansions)."""
+    layers = list(spec.layers)
+    stem, head = spec.stem, spec.head
+    if group.kind == "chain":
+        for t in group.tensors:
+            if t == 0:
+                stem = replace(stem, out_ch=n)
+            else:
+                layers[t - 1] = _set_out(layers[t - 1], n)
+            if t < len(layers):
+                layers[t] = _set_in(layers[t], n)
+    elif group.kind == "exp":
+        i = group.layers[0]
+        layer = layers[i]
+        layers[i] = replace(layer, exp_ch=n, se_ch=se_after_trim(layer.se_ch, layer.exp_ch, n))
+    elif group.kind == "head_conv":
+        head = replace(head, conv_ch=n)
+    else:
+        head = replace(head, fc_ch=n)
+    return replace(spec, stem=stem, layers=tuple(layers), head=head)
+
+
+def _set_out(layer: Layer, n: int) -> Layer:
+    if layer.op == "conv":
+        # A conv layer's SE works on its output channels.
+        return replace(layer, out_ch=n, exp_ch=n, se_ch=se_after_trim(layer.se_ch, layer.out_ch, n))
+    return replace(layer, out_ch=n)
+
+
+def _set_in(layer: Layer, n: int) -> Layer:
+    if layer.op == "dwconv":
+        return replace(layer, in_ch=n, exp_ch=n, se_ch=se_after_trim(layer.se_ch, layer.in_ch, n))
+    return replace(layer, in_ch=n)
+
+
+def se_layers_changed(old: ArchSpec, new: ArchSpec) -> list[int]:
+    """Body layers whose SE squeeze channels differ between two specs."""
+    return [i for i, (a, b) in enumerate(zip(old.layers, new.layers)) if a.se_ch != b.se_ch]
+
+
+def channel_steps(channels: int, min_channels: int | None = None) -> list[int]:
+    """Smaller channel counts a group may take, largest first: multiples of 8, or of 4 when the
+    group has fewer than 32 channels, down to one step."""
+    step = 8 if channels >= 32 else 4
+    floor = min_channels or step
+    top = (channels - 1) // step * step
+    return [c for c in range(top, floor - 1, -step) if c >= 1]
+
