@@ -33,13 +33,14 @@ OPSET = 17
 DEFAULT_WARMUP = 10
 DEFAULT_RUNS = 50
 DEFAULT_MAX_SPREAD = 0.15
-DEFAULT_ROUNDS = 3
+DEFAULT_ROUNDS = 5
 CLOCKS = runner.CLOCKS
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """One latency measurement: order statistics of ``runs`` timed runs, in milliseconds."""
+    """One latency measurement in milliseconds: ``runs`` timed runs in ``rounds`` rounds of
+    ``round_runs``; the statistics are those of the quietest round (lowest median)."""
 
     median_ms: float
     p10_ms: float
@@ -55,6 +56,7 @@ class LatencyStats:
     opt_level: str
     ort_version: str
     clock: str = "wall"
+    round_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,8 +86,8 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 1, provider: s
 def time_session(sess, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, max_spread: float = DEFAULT_MAX_SPREAD,
                  rounds: int = DEFAULT_ROUNDS, provider: str = "cpu", threads: int = 1,
                  clock: str = "auto") -> LatencyStats:
-    """Time ``sess``: up to ``rounds`` rounds of ``runs`` runs, the first round whose spread is at
-    most ``max_spread`` kept, else the quietest."""
+    """Time ``sess``: ``runs`` timed runs in ``rounds`` rounds, the round with the lowest median kept
+    (more rounds while its spread exceeds ``max_spread``); see :func:`latency.runner.time_session`."""
     clock = resolve_clock(clock, threads, provider)
     d = _user_errors(runner.time_session, sess, warmup, runs, max_spread, rounds, clock)
     return LatencyStats(**d, warmup=warmup, provider=resolve_provider(provider), threads=threads,

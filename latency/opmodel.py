@@ -23,7 +23,7 @@ import numpy as np
 
 from latency.signature import FEATURES, Sig, feature_matrix
 
-K_NEIGHBOURS = 5
+K_NEIGHBOURS = 10
 # Descriptors the neighbour search compares, log-scaled: the shape of a unit, not its cost split.
 _SHAPE_FEATURES = ("mac_pw", "mac_dw", "mac_full", "mac_fc", "mem_in", "mem_mid", "mem_out")
 

@@ -1,10 +1,10 @@
 """The latency predictor: table lookups + the per-op model + a calibration on whole networks.
 
-``predict(spec)`` = calibration(sum over units of (measured ms if the unit is in the table, else
-the per-op model's ms), unit count). The calibration is what a per-unit sum misses on a CPU: each
-unit timed alone pays a session call and reads its input cold, while inside a network onnxruntime
-runs one graph whose layers hand activations over through the cache. It is a linear model
-``ms = a * sum + b * units + c`` fitted by least relative squares on whole networks measured end
+``predict(spec)`` = calibration(per-op sums over units of (measured ms if the unit is in the table,
+else the per-op model's ms), unit count). The calibration is what a per-unit sum misses on a CPU:
+each unit timed alone pays a session call and reads its input cold, while inside a network
+onnxruntime runs one graph whose layers hand activations over through the cache. It is a linear
+model (see :class:`Calibration`) fitted by least relative squares on whole networks measured end
 to end (never the networks a validation scores).
 
 Prediction needs numpy only (no torch, pandas or scikit-learn), and caches unit latencies, so
@@ -30,28 +30,46 @@ from space.errors import UserError
 PREDICTOR_FORMAT = 1
 
 
+CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "const")
+_OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
+RIDGE = 0.01  # pulls the per-op scales towards 1 when few networks disagree
+PER_OP_MIN_NETWORKS = 12
+
+
 @dataclass
 class Calibration:
-    """``ms = a * unit_sum + b * n_units + c``; identity when not fitted."""
+    """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
+    units, sum of mbconv units, stem + head, number of units, 1)``.
 
-    a: float = 1.0
-    b: float = 0.0
-    c: float = 0.0
+    Fitted by least relative squares; with fewer than 12 networks all four sums share one scale.
+    The unit-count weight absorbs what each separately timed unit paid once and a network pays
+    once in total (session call, input and output copies); per-op scales absorb fusion and
+    cache effects that differ between ops. Identity (plain sum) when not fitted.
+    """
+
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     n_networks: int = 0
 
-    def apply(self, unit_sum: np.ndarray, n_units: np.ndarray) -> np.ndarray:
-        return self.a * unit_sum + self.b * n_units + self.c
+    def apply(self, F: np.ndarray) -> np.ndarray:
+        return F @ np.asarray(self.weights)
 
     @classmethod
-    def fit(cls, unit_sum: np.ndarray, n_units: np.ndarray, measured: np.ndarray) -> Calibration:
-        if len(measured) < 3:
-            raise UserError(f"calibration needs at least 3 measured networks, got {len(measured)}")
-        A = np.stack([unit_sum, n_units, np.ones_like(unit_sum)], axis=1) / measured[:, None]
-        coef, *_ = np.linalg.lstsq(A, np.ones_like(measured), rcond=None)
-        if coef[0] <= 0:  # degenerate data: fall back to a pure scale
-            a = float(np.median(measured / unit_sum))
-            return cls(a, 0.0, 0.0, len(measured))
-        return cls(float(coef[0]), float(coef[1]), float(coef[2]), len(measured))
+    def fit(cls, F: np.ndarray, measured: np.ndarray) -> Calibration:
+        n = len(measured)
+        if n < 3:
+            raise UserError(f"calibration needs at least 3 measured networks, got {n}")
+        A = F / measured[:, None]
+        b = np.ones(n)
+        if n < PER_OP_MIN_NETWORKS:
+            A3 = np.stack([A[:, :4].sum(axis=1), A[:, 4], A[:, 5]], axis=1)
+            (a, c_units, c0), *_ = np.linalg.lstsq(A3, b, rcond=None)
+            w = np.array([a, a, a, a, c_units, c0])
+        else:
+            pen = np.sqrt(RIDGE) * np.eye(6)[:4]
+            w, *_ = np.linalg.lstsq(np.vstack([A, pen]), np.concatenate([b, pen @ np.ones(6)]), rcond=None)
+        if np.any(w[:4] <= 0):  # degenerate data: fall back to one scale
+            w = np.array([*[float(np.median(measured / F[:, :4].sum(axis=1)))] * 4, 0.0, 0.0])
+        return cls([float(x) for x in w], n)
 
 
 @dataclass
@@ -86,22 +104,27 @@ class Predictor:
                     cache[s] = float(v)
         return np.fromiter((cache[s] for s in sigs), dtype=np.float64, count=len(sigs))
 
-    def _sums(self, specs: Sequence[ArchSpec]) -> tuple[np.ndarray, np.ndarray]:
+    def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
+        """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, count, 1)."""
         per_spec = [spec_sigs(s) for s in specs]
         flat = [u for sigs in per_spec for u in sigs]
         ms = self.unit_ms(flat)
-        counts = np.fromiter((len(s) for s in per_spec), dtype=np.int64, count=len(per_spec))
-        ends = np.cumsum(counts)
-        sums = np.add.reduceat(ms, ends - counts) if len(ms) else np.zeros(0)
-        return sums, counts.astype(np.float64)
+        col = np.fromiter((_OP_COLUMN[u.op] for u in flat), dtype=np.int64, count=len(flat))
+        row = np.repeat(np.arange(len(per_spec)), [len(s) for s in per_spec])
+        F = np.zeros((len(per_spec), len(CALIB_FEATURES)))
+        np.add.at(F, (row, col), ms)
+        F[:, 4] = [len(s) for s in per_spec]
+        F[:, 5] = 1.0
+        return F
 
     # ---- networks ------------------------------------------------------------------------
     def unit_sum(self, spec: ArchSpec) -> float:
         """The plain per-unit sum (no calibration): the lookup-table baseline."""
-        return float(self._sums([spec])[0][0])
+        return float(self.unit_sum_many([spec])[0])
 
     def unit_sum_many(self, specs: Iterable[ArchSpec]) -> np.ndarray:
-        return self._sums(list(specs))[0]
+        specs = list(specs)
+        return self.calib_features(specs)[:, :4].sum(axis=1) if specs else np.zeros(0)
 
     def predict(self, spec: ArchSpec) -> float:
         """Predicted latency (ms) of one network."""
@@ -112,8 +135,7 @@ class Predictor:
         specs = list(specs)
         if not specs:
             return np.zeros(0)
-        sums, counts = self._sums(specs)
-        return self.calibration.apply(sums, counts)
+        return self.calibration.apply(self.calib_features(specs))
 
     def layer_breakdown(self, spec: ArchSpec) -> list[dict[str, Any]]:
         """Per unit: signature, ms, and whether it was measured or modelled."""
@@ -144,8 +166,7 @@ class Predictor:
         if networks:
             specs = [s for s, _ in networks]
             measured = np.array([m for _, m in networks], dtype=float)
-            sums, counts = pred._sums(specs)
-            pred.calibration = Calibration.fit(sums, counts, measured)
+            pred.calibration = Calibration.fit(pred.calib_features(specs), measured)
         return pred
 
     # ---- persistence ---------------------------------------------------------------------

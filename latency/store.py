@@ -28,12 +28,11 @@ import numpy as np
 
 from latency.predictor import Predictor
 from latency.signature import KEY_COLUMNS, Sig
+from latency.units import NET_ROUNDS, NET_RUNS, NET_WARMUP, UNIT_ROUNDS, UNIT_RUNS, UNIT_WARMUP
 from space.archspec import ArchSpec, atomic_write_text
 from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
-UNIT_WARMUP, UNIT_RUNS = 5, 25
-NET_WARMUP, NET_RUNS = 5, 30
 QUICK_NETWORKS, FULL_NETWORKS = 40, 100
 CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
 
@@ -143,7 +142,8 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
                           "spec": spec.to_dict()})
     manifest = {"format": 1, "id": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16],
                 "key_columns": list(KEY_COLUMNS), "unit_warmup": unit_warmup, "unit_runs": unit_runs,
-                "network_warmup": net_warmup, "network_runs": net_runs, "builds": builds or [], "items": items}
+                "network_warmup": net_warmup, "network_runs": net_runs,
+                "unit_rounds": UNIT_ROUNDS, "network_rounds": NET_ROUNDS, "builds": builds or [], "items": items}
     atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
     shutil.copyfile(Path(__file__).with_name("runner.py"), out / "runner.py")
     return out

@@ -11,9 +11,10 @@ from latency.measure import LatencyStats, export_module, export_spec, make_sessi
 from latency.signature import Sig, input_shape, sig_head, sig_layer, sig_stem
 from space.archspec import ArchSpec
 
-# Units are cheap (0.01-3 ms): fewer runs suffice; whole networks are measured more carefully.
-UNIT_WARMUP, UNIT_RUNS = 5, 30
-NET_WARMUP, NET_RUNS = 5, 30
+# Timed runs per unit / network and the rounds they are split into (the quietest round is kept).
+# Units are cheap (0.01-3 ms); whole networks are what validation compares against.
+UNIT_WARMUP, UNIT_RUNS, UNIT_ROUNDS = 3, 24, 3
+NET_WARMUP, NET_RUNS, NET_ROUNDS = 3, 40, 5
 
 
 def unit_module(sig: Sig):
@@ -52,7 +53,8 @@ def measure_units(sigs: list[Sig], threads: int = 1, provider: str = "cpu", warm
     rows = []
     for sig in _progress(sigs, desc, progress):
         sess = make_session(export_unit(sig), threads, provider)
-        row = {**sig._asdict(), **stats_row(time_session(sess, warmup, runs, provider=provider, threads=threads))}
+        stats = time_session(sess, warmup, runs, rounds=UNIT_ROUNDS, provider=provider, threads=threads)
+        row = {**sig._asdict(), **stats_row(stats)}
         rows.append(row)
         if on_row:
             on_row(row)
@@ -66,6 +68,6 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
     for spec in _progress(specs, desc, progress):
         t0 = time.perf_counter()
         sess = make_session(export_spec(spec), threads, provider)
-        stats = time_session(sess, warmup, runs, provider=provider, threads=threads)
+        stats = time_session(sess, warmup, runs, rounds=NET_ROUNDS, provider=provider, threads=threads)
         rows.append({"spec": spec.to_json(indent=None), **stats_row(stats), "seconds": time.perf_counter() - t0})
     return rows

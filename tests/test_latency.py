@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import cli
 from latency.measure import export_spec, measure
 from latency.predictor import Calibration, Predictor
 from latency.signature import FEATURES, Sig, feature_matrix, spec_sigs
@@ -47,7 +51,7 @@ def tiny_results(tiny_predictor, tmp_path, monkeypatch):
 def test_measure_spec_stats_are_ordered_and_recorded():
     st = measure(_spec(1, 32), warmup=2, runs=15)
     assert 0 < st.p10_ms <= st.median_ms <= st.p90_ms
-    assert st.min_ms <= st.p10_ms and st.runs == 15 and st.threads == 1
+    assert st.min_ms <= st.p10_ms and st.runs >= 15 and st.rounds >= 5 and st.threads == 1
     assert st.provider == "CPUExecutionProvider" and st.clock == "cpu" and st.opt_level == "all"
     assert st.ort_version
 
@@ -154,10 +158,70 @@ def test_missing_op_model_is_a_clear_error():
 
 def test_calibration_recovers_a_linear_relation():
     rng = np.random.default_rng(0)
-    s, n = rng.uniform(5, 30, 40), rng.integers(10, 25, 40).astype(float)
-    y = 0.8 * s + 0.05 * n + 0.3
-    cal = Calibration.fit(s, n, y)
-    assert (cal.a, cal.b, cal.c) == pytest.approx((0.8, 0.05, 0.3), rel=1e-6)
+    F = np.column_stack([rng.uniform(0, 10, (40, 4)), rng.integers(10, 25, 40), np.ones(40)])
+    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.05, 0.3])
+    small = Calibration.fit(F[:8], y[:8])  # few networks: one shared scale
+    assert small.weights == pytest.approx([0.8, 0.8, 0.8, 0.8, 0.05, 0.3], rel=1e-6)
+    full = Calibration.fit(F, y)  # per-op scales, lightly pulled towards 1
+    assert full.apply(F) == pytest.approx(y, rel=0.02)
+
+
+def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
+    from latency.sampling import units_to_measure
+    from latency.store import export_folder, import_measurements, load_networks
+
+    units = units_to_measure(get_space("mnasnet"), 16, "quick", per_stage=1)[:5]
+    nets = [("mnasnet", 16, _spec(s, 16)) for s in range(3)]
+    folder = export_folder(tmp_path / "export", units, nets, progress=False, unit_runs=3, net_runs=3)
+    # On the device: only onnxruntime and numpy; no project on the path.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
+    r = subprocess.run([sys.executable, "-I", "runner.py", ".", "--out", str(tmp_path / "m.csv")], cwd=folder,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    counts = import_measurements(tmp_path / "m.csv", "phone", folder)
+    assert counts == {"units": 5, "networks": 3, "table_rows": 5}
+    t = LatencyTable.load(units_path("phone"))
+    assert set(t.lookup()) == set(units) and t.meta["device"] == "phone" and t.meta["clock"] == "cpu"
+    assert len(load_networks("phone")[0]) == 3
+
+
+def test_import_refuses_a_csv_that_is_not_the_runners(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,median_ms\nx.onnx,1.0\n")
+    assert cli.main(["latency", "import", str(bad), "--device", "phone"]) == 2
+    assert not units_path("phone").exists()
+
+
+def test_cli_predict_and_measure_json(tiny_results, tmp_path, capsys):
+    spec_path = tmp_path / "net.json"
+    _pruned(_spec(4)).save(spec_path)
+    assert cli.main(["latency", "predict", str(spec_path), "--device", TINY_DEVICE, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["latency_ms"] > 0 and out["device"] == TINY_DEVICE
+    assert cli.main(["latency", "measure", str(spec_path), "--runs", "5", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0 < out["p10_ms"] <= out["latency_ms"] <= out["p90_ms"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["latency", "predict", "mobilenet_v2", "--device", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "latency build --device nowhere" in err
+    assert cli.main(["latency", "measure", "mobilenet_v2", "--provider", "tpu"]) == 2
+    assert "available" in capsys.readouterr().err
+
+
+def test_validate_reports_all_figures_and_writes_plot(tiny_results):
+    from latency.validate import validate
+
+    rep = validate(TINY_DEVICE, "mnasnet", TINY_RESOLUTION, n=4, progress=False, runs=5)
+    for d in (rep, rep["baselines"]["flops"], rep["baselines"]["lut_sum"]):
+        assert {"within_10pct", "within_5pct", "mape", "spearman", "kendall"} <= set(d)
+        assert 0 <= d["within_10pct"] <= 1
+    assert rep["n"] == 4 and Path(rep["plot"]).stat().st_size > 1000
+    calib = set(__import__("latency.store", fromlist=["x"]).load_networks(TINY_DEVICE)[0]["spec"])
+    scored = set(__import__("pandas").read_csv(rep["csv"])["spec"])
+    assert not calib & scored
 
 
 def test_load_predictor_without_table_says_how_to_build():
