@@ -49,8 +49,8 @@ def test_a_few_epochs_on_digits_learn_and_are_deterministic(digits):
     outer = torch.rand(1)
     a, b = build_model(small_spec()), build_model(small_spec())
     b.load_state_dict(a.state_dict())
-    ra = train_model(a, digits, epochs=3, batch_size=64, lr=0.1, seed=7)
-    rb = train_model(b, digits, epochs=3, batch_size=64, lr=0.1, seed=7)
+    ra = train_model(a, digits, epochs=3, batch_size=64, seed=7)
+    rb = train_model(b, digits, epochs=3, batch_size=64, seed=7)
     assert ra.accuracy > 0.8  # chance is 0.1
     assert ra.steps == 3 * math.ceil(len(digits.train) / 64) and ra.epochs == pytest.approx(3)
     assert ra.accuracy == rb.accuracy and ra.loss == rb.loss
@@ -125,3 +125,11 @@ def test_shared_cli_options():
     assert (len(d.train), len(d.val), d.resolution, args.batch_size, args.split_seed) == (40, 10, 12, 16, 0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--data-limit", "0"])
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("rmsprop", 0.01)])
+def test_other_optimizers_train_too(digits, optimizer, lr):
+    r = train_model(build_model(small_spec()), digits, epochs=2, batch_size=64, lr=lr, optimizer=optimizer, seed=0)
+    assert r.accuracy > 0.3
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train_model(build_model(small_spec()), digits, steps=1, optimizer="lbfgs")
