@@ -1,0 +1,97 @@
+"""``cli.py search``: hardware-aware architecture search with the RNN controller on Ray Tune."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from space.commands import positive_float, positive_int, print_json
+from train.cli_args import add_data_args
+
+DEFAULTS_WHY = (
+    "Defaults fit the 15-minute budget of a 2-core CPU machine, latency-table build included: 24 trials of "
+    "1 epoch on the 8x8 digits at concurrency 2 (see docs/search.md)."
+)
+
+
+def _exponent(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number <= 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="search the space for the best accuracy/latency trade-off (RNN controller, Ray Tune)",
+        description="Sample networks with an LSTM controller, train each briefly on proxy data as a Ray Tune "
+        "trial, reward ACC * (LAT/TARGET)^w and learn by policy gradient. Writes results/runs/<name>/ and the "
+        "best network to results/seed.json (+ seed.pt weights) for netadapt. " + DEFAULTS_WHY,
+    )
+    p.add_argument("--target-ms", type=positive_float, required=True, help="latency target T in milliseconds")
+    p.add_argument("--trials", type=positive_int, default=24, help="networks to sample and train (default 24)")
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="proxy training epochs per trial (default 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--w", type=_exponent, default=None, help="reward exponent (default -0.15, MobileNetV3)")
+    g.add_argument("--alpha", type=_exponent, default=None,
+                   help="MnasNet exponent when LAT <= T (soft: -0.07; hard: 0 with --beta -1)")
+    p.add_argument("--beta", type=_exponent, default=None, help="MnasNet exponent when LAT > T")
+    p.add_argument("--seed", type=int, default=0, help="controller and training seed (default 0)")
+    p.add_argument("--concurrency", type=positive_int, default=2, help="trials running at once (default 2)")
+    p.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial (default: 1 when the cluster has a GPU, else 0)")
+    p.add_argument("--device", default="local-cpu", help="latency table's device name (default local-cpu)")
+    p.add_argument("--space", default="mnasnet", help="search space: mnasnet | mobilenet_v3 (default mnasnet)")
+    p.add_argument("--latency-resolution", type=positive_int, default=224,
+                   help="input size the latency is predicted at (deployment; default 224)")
+    p.add_argument("--measure", action="store_true",
+                   help="measure each candidate with onnxruntime in its trial instead of predicting")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="proxy training learning rate (default 0.05)")
+    p.add_argument("--controller", choices=("ppo", "reinforce"), default="ppo",
+                   help="policy-gradient method (default ppo, as MnasNet)")
+    p.add_argument("--time-budget", type=positive_float, default=None, metavar="S",
+                   help="stop after S seconds of trials (continue later with --resume)")
+    p.add_argument("--address", default=None, help="attach to an existing Ray cluster (e.g. 10.0.0.5:6379 or auto)")
+    p.add_argument("--resume", action="store_true", help="continue the run --name (default: the latest run)")
+    p.add_argument("--name", default=None, help="run name (folder under results/runs/; default search-<time>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (best, run_dir, trials) on stdout")
+    add_data_args(p)
+    p.set_defaults(func=cmd_search)
+
+
+def options_from_args(args: argparse.Namespace):
+    from search.run import SearchOptions
+
+    return SearchOptions(
+        target_ms=args.target_ms, trials=args.trials, epochs=args.epochs, w=args.w, alpha=args.alpha, beta=args.beta,
+        seed=args.seed, concurrency=args.concurrency, device=args.device, space=args.space,
+        latency_resolution=args.latency_resolution, measure=args.measure, address=args.address, resume=args.resume,
+        name=args.name, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, lr=args.lr,
+        controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
+        train_resolution=args.train_resolution, batch_size=args.batch_size,
+        data_limit=args.data_limit, eval_limit=args.eval_limit, split_seed=args.split_seed, augment=args.augment,
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from search.run import run_search
+
+    summary = run_search(options_from_args(args))
+    if args.json:
+        print_json({"best": summary.best, "run_dir": summary.run_dir, "trials": summary.trials,
+                    "completed": summary.completed, "failed": summary.failed, "seconds": round(summary.seconds, 1),
+                    "dashboard_url": summary.dashboard_url, "files": summary.files})
+        return 0
+    print(f"search finished in {summary.seconds / 60:.1f} min: {summary.completed}/{summary.trials} trials "
+          f"completed, {summary.failed} failed, {summary.pareto} on the Pareto front; results in {summary.run_dir}")
+    b = summary.best
+    if b:
+        print(f"best (reward {b['reward']:.4f}): accuracy {b['accuracy']:.3f}, latency {b['latency_ms']:.2f} ms, "
+              f"{b['params']:,} params, {b['macs'] / 1e6:.1f}M MACs -> {b['arch']}")
+    else:
+        print("no trial completed; see trials.csv for the errors")
+    return 0

@@ -1,0 +1,105 @@
+"""The search on a real local Ray: trials run, results are written, the dashboard (with Ray's token)
+shows the run's trials, a failed trial gives reward 0, and --resume neither loses nor repeats trials."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from search.run import SearchOptions, dashboard_headers, init_ray, run_search  # noqa: E402
+from space.archspec import ArchSpec  # noqa: E402
+from space.paths import results_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    url = init_ray(None)
+    yield url
+    ray.shutdown()
+
+
+def _opts(**kw) -> SearchOptions:
+    # Tiny: 64 digits images (one step per epoch), latency at 32 px from the tiny predictor.
+    base = dict(target_ms=1.0, trials=3, epochs=1.0, concurrency=2, device="tiny-cpu", latency_resolution=32,
+                data="digits", data_limit=64, eval_limit=40, batch_size=64, name="t", progress=False)
+    return SearchOptions(**{**base, **kw})
+
+
+def _get(url: str, headers: dict) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
+    assert dashboard and dashboard.startswith("http://127.0.0.1:")
+    headers = dashboard_headers()
+    assert "authorization" in {k.lower() for k in headers}, "Ray's token authentication should be on"
+    assert _get(f"{dashboard}/api/v0/actors", {})[0] in (401, 403)  # no token: refused
+
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            status, body = _get(f"{dashboard}/api/v0/actors?limit=1000&detail=true", headers)
+            if status == 200:
+                for a in json.loads(body)["data"]["result"]["result"]:
+                    name = a.get("repr_name") or ""
+                    if name.startswith("hwnas-trial-"):
+                        seen.add(name.removeprefix("hwnas-trial-"))
+            time.sleep(0.5)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        summary = run_search(_opts(), predictor=tiny_predictor)
+    finally:
+        done.set()
+        t.join(timeout=15)
+
+    run = results_dir() / "runs" / "t"
+    df = pd.read_csv(run / "trials.csv")
+    assert len(df) == summary.trials == 3 and set(df["status"]) == {"ok"}
+    assert seen and seen <= set(df["trial_id"]), (seen, list(df["trial_id"]))
+    assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
+    row = df.iloc[0]
+    spec = ArchSpec.from_json(row["arch"])
+    assert spec.resolution == 32 and spec.num_classes == 10
+    assert row["latency_ms"] == pytest.approx(tiny_predictor.predict(spec))
+    assert row["reward"] == pytest.approx(row["accuracy"] * (row["latency_ms"] / 1.0) ** -0.15)
+    for f in ("pareto.csv", "reward.png", "pareto.png", "seed.json", "seed.pt", "summary.json"):
+        assert (run / f).stat().st_size > 0, f
+    # The best network and its weights are where NetAdapt looks, and the weights fit the spec.
+    import torch
+
+    from space.builder import build_model
+
+    seed = ArchSpec.load(results_dir() / "seed.json")
+    assert summary.best["reward"] == pytest.approx(df["reward"].max())
+    build_model(seed).load_state_dict(torch.load(results_dir() / "seed.pt", weights_only=True))
+    pareto = pd.read_csv(run / "pareto.csv")
+    assert pareto["latency_ms"].is_monotonic_increasing and pareto["accuracy"].is_monotonic_increasing
+
+    # --resume of a finished run repeats nothing and keeps every trial.
+    again = run_search(SearchOptions(target_ms=1.0, resume=True, name="t", progress=False), predictor=tiny_predictor)
+    df2 = pd.read_csv(run / "trials.csv")
+    assert again.trials == 3 and sorted(df2["trial_id"]) == sorted(df["trial_id"])
+
+
+def test_failed_trials_are_recorded_and_search_goes_on(dashboard, tiny_predictor):
+    # A learning rate this large makes the loss non-finite: every trial "diverges" and scores 0.
+    summary = run_search(_opts(name="bad", trials=2, epochs=4.0, lr=1e30), predictor=tiny_predictor)
+    df = pd.read_csv(results_dir() / "runs" / "bad" / "trials.csv")
+    assert len(df) == 2 and summary.completed == 0
+    assert set(df["status"]) == {"diverged"} and (df["reward"] == 0).all()
