@@ -8,9 +8,11 @@ import math
 from space.commands import positive_float, positive_int, print_json
 from train.cli_args import add_data_args
 
+DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 1.0, 32, 0.02, 2
 DEFAULTS_WHY = (
-    "Defaults fit the 15-minute budget of a 2-core CPU machine, latency-table build included: 24 trials of "
-    "1 epoch on the 8x8 digits at concurrency 2 (see docs/search.md)."
+    f"Defaults fit the 15-minute budget of a 2-core CPU machine, latency-table build included: {DEFAULT_TRIALS} "
+    f"trials of {DEFAULT_EPOCHS:g} epoch (batch {DEFAULT_BATCH}, so --batch-size defaults to {DEFAULT_BATCH} here) "
+    f"on the 8x8 digits, {DEFAULT_CONCURRENCY} at a time (see docs/search.md)."
 )
 
 
@@ -32,15 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "best network to results/seed.json (+ seed.pt weights) for netadapt. " + DEFAULTS_WHY,
     )
     p.add_argument("--target-ms", type=positive_float, required=True, help="latency target T in milliseconds")
-    p.add_argument("--trials", type=positive_int, default=24, help="networks to sample and train (default 24)")
-    p.add_argument("--epochs", type=positive_float, default=1.0, help="proxy training epochs per trial (default 1)")
+    p.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS,
+                   help=f"networks to sample and train (default {DEFAULT_TRIALS})")
+    p.add_argument("--epochs", type=positive_float, default=DEFAULT_EPOCHS,
+                   help=f"proxy training epochs per trial (default {DEFAULT_EPOCHS:g})")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--w", type=_exponent, default=None, help="reward exponent (default -0.15, MobileNetV3)")
     g.add_argument("--alpha", type=_exponent, default=None,
                    help="MnasNet exponent when LAT <= T (soft: -0.07; hard: 0 with --beta -1)")
     p.add_argument("--beta", type=_exponent, default=None, help="MnasNet exponent when LAT > T")
     p.add_argument("--seed", type=int, default=0, help="controller and training seed (default 0)")
-    p.add_argument("--concurrency", type=positive_int, default=2, help="trials running at once (default 2)")
+    p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+                   help=f"trials running at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial (default: 1 when the cluster has a GPU, else 0)")
@@ -50,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input size the latency is predicted at (deployment; default 224)")
     p.add_argument("--measure", action="store_true",
                    help="measure each candidate with onnxruntime in its trial instead of predicting")
-    p.add_argument("--lr", type=positive_float, default=0.05, help="proxy training learning rate (default 0.05)")
+    p.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
+                   help=f"proxy training learning rate (default {DEFAULT_LR:g})")
     p.add_argument("--controller", choices=("ppo", "reinforce"), default="ppo",
                    help="policy-gradient method (default ppo, as MnasNet)")
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="S",
@@ -60,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="run name (folder under results/runs/; default search-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object (best, run_dir, trials) on stdout")
     add_data_args(p)
-    p.set_defaults(func=cmd_search)
+    # Smaller batches give more steps per epoch: what a short proxy training needs (docs/search.md).
+    p.set_defaults(func=cmd_search, batch_size=DEFAULT_BATCH)
 
 
 def options_from_args(args: argparse.Namespace):

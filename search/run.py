@@ -35,7 +35,7 @@ class SearchOptions:
     """Everything a search run depends on; the CLI fills it from its options."""
 
     target_ms: float = 15.0
-    trials: int = 24
+    trials: int = 16
     epochs: float = 1.0
     w: float | None = None
     alpha: float | None = None
@@ -51,14 +51,14 @@ class SearchOptions:
     name: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    lr: float = 0.05
+    lr: float = 0.02
     controller_method: str = "ppo"
     controller_batch: int | None = None  # None: the concurrency (one update per wave of trials)
     time_budget_s: float | None = None
     # data (train.cli_args names)
     data: str | None = None
     train_resolution: int | None = None
-    batch_size: int = 128
+    batch_size: int = 32
     data_limit: int | None = None
     eval_limit: int | None = None
     split_seed: int = 0
@@ -74,6 +74,8 @@ class SearchOptions:
             raise UserError("--trials and --concurrency must be >= 1")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise UserError(f"--epochs {self.epochs} must be a positive number")
+        if self.address:
+            _check_reachable(self.address)
         if self.name is not None and not NAME_RE.match(self.name):
             raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
 
@@ -137,6 +139,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
         return url
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter: the live table we configure
     if address:
+        _check_reachable(address)
         try:
             info = ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -146,6 +149,22 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
                         log_to_driver=False, configure_logging=True, logging_level="WARNING")
     url = info.dashboard_url or None
     return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, with one line, when ``host:port`` does not answer (Ray itself retries for minutes)."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head node (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster with "
+                        "`ray start --head` or fix the address") from None
 
 
 def _dashboard_url_of_session() -> str | None:
