@@ -82,6 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(v)
     v.add_argument("--n", type=positive_int, default=100, help="held-out networks (default 100)")
     v.add_argument("--seed", type=int, default=None, help="seed of the held-out sample")
+    v.add_argument("--passes", type=positive_int, default=2,
+                   help="passes over the networks; each keeps its quietest (default 2)")
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-SPACE-rRES.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -212,7 +214,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from latency.validate import VALIDATION_SEED, validate
 
     rep = validate(args.device, args.space, args.resolution, args.n,
-                   VALIDATION_SEED if args.seed is None else args.seed, args.threads, args.provider, args.plot)
+                   VALIDATION_SEED if args.seed is None else args.seed, args.threads, args.provider, args.plot,
+                   passes=args.passes)
     if args.json:
         print_json(rep)
         return 0

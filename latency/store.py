@@ -16,11 +16,13 @@ the measurements are merged into the table.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
 QUICK_NETWORKS, FULL_NETWORKS = 40, 100
-CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
+CALIBRATION_SEED = 7_000_000
+NET_PASSES = 2  # calibration networks come from their own seed stream
 
 
 def device_dir(device: str) -> Path:
@@ -115,15 +118,15 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     manifest and a copy of the standalone runner into ``out``."""
     import shutil
 
-    from latency.measure import export_spec
-    from latency.units import export_unit
+    from latency.measure import write_bytes_atomic
+    from latency.onnx_units import network_onnx_bytes, unit_onnx_bytes
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder; pass a folder path")
     out.mkdir(parents=True, exist_ok=True)
     items: list[dict[str, Any]] = []
-    todo = [("unit", s) for s in units] + [("network", n) for n in networks]
+    todo = _interleave([("unit", s) for s in units], [("network", n) for n in networks])
     it = todo
     if progress:
         from tqdm import tqdm
@@ -132,12 +135,12 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     for i, (kind, obj) in enumerate(it):
         if kind == "unit":
             name = f"units/u{i:05d}.onnx"
-            export_unit(obj, out / name)
+            write_bytes_atomic(out / name, unit_onnx_bytes(obj, seed=i))
             items.append({"kind": "unit", "file": name, "sig": list(obj)})
         else:
             space, res, spec = obj
             name = f"networks/n{i:05d}.onnx"
-            export_spec(spec, out / name)
+            write_bytes_atomic(out / name, network_onnx_bytes(spec, seed=i))
             items.append({"kind": "network", "file": name, "space": space, "resolution": res,
                           "spec": spec.to_dict()})
     manifest = {"format": 1, "id": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16],
@@ -147,6 +150,20 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
     shutil.copyfile(Path(__file__).with_name("runner.py"), out / "runner.py")
     return out
+
+
+def _interleave(units: list, networks: list) -> list:
+    """Networks spread evenly between the units, so that both are measured under the same mix of
+    machine load and the calibration learns what a unit sum misses, not a drift of the load."""
+    if not units or not networks:
+        return units + networks
+    out, j = [], 0
+    for i, u in enumerate(units):
+        while j < len(networks) and (j + 0.5) * len(units) / len(networks) <= i:
+            out.append(networks[j])
+            j += 1
+        out.append(u)
+    return out + networks[j:]
 
 
 def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -215,7 +232,9 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
     table.save(units_path(device))
     if net_rows:
         nets = pd.concat([nets, pd.DataFrame(net_rows)], ignore_index=True) if len(nets) else pd.DataFrame(net_rows)
-        nets = nets.drop_duplicates("spec", keep="last").reset_index(drop=True)
+        # A network measured more than once (several passes) keeps its quietest measurement.
+        nets = nets.sort_values("median_ms", kind="stable").drop_duplicates("spec", keep="first")
+        nets = nets.sort_index().reset_index(drop=True)
         save_networks(device, nets, {**nmeta, **meta})
     return {"units": len(unit_rows), "networks": len(net_rows), "table_rows": len(table)}
 
@@ -261,7 +280,15 @@ def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 
     """Measure what ``space`` at ``resolution`` needs on this machine and fit the predictor.
 
     Units already in the device's table are not measured again, so builds extend each other.
+    Concurrent builds of one device (e.g. parallel trials) wait for each other.
     """
+    with _build_lock(device):
+        return _build(device, space, resolution, mode, threads, provider, n_networks, per_stage, progress,
+                      unit_runs, net_runs)
+
+
+def _build(device: str, space: str, resolution: int, mode: str, threads: int, provider: str, n_networks: int | None,
+           per_stage: int | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
     from latency.measure import resolve_provider
     from latency.runner import run_folder
     from latency.sampling import QUICK_PER_STAGE, units_to_measure
@@ -288,7 +315,8 @@ def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 
               f"{len(units)} units and {len(specs)} networks to measure", file=sys.stderr)
     if units or specs:
         with tempfile.TemporaryDirectory(prefix="hwnas-latency-") as tmp:
-            export_folder(tmp, units, [(space, resolution, s) for s in specs], progress=progress,
+            # Each calibration network twice, far apart in time, as validation measures its networks.
+            export_folder(tmp, units, [(space, resolution, s) for s in specs] * NET_PASSES, progress=progress,
                           unit_runs=unit_runs, net_runs=net_runs,
                           builds=[{"space": space, "resolution": resolution, "mode": mode}])
             csv_path = _run_with_bar(run_folder, tmp, threads, provider, progress)
@@ -363,6 +391,20 @@ def _calibration_pairs(nets, resolution: int, exclude: set[str]) -> list[tuple[A
     return [(ArchSpec.from_json(s), float(m)) for s, m in zip(sel["spec"], sel["median_ms"]) if s not in exclude]
 
 
+@contextlib.contextmanager
+def _build_lock(device: str):
+    import fcntl
+
+    d = device_dir(device)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".build.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _verify(p: Path, meta: dict[str, Any]) -> None:
     """Refuse a file whose checksum differs from its metadata's (truncated, edited, half-written)."""
     if hashlib.sha256(p.read_bytes()).hexdigest() != meta.get("sha256"):
@@ -382,15 +424,20 @@ def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolutio
 
     check_device_name(device)
     upath = units_path(device)
+    if build_if_missing and device == LOCAL_DEVICE and \
+            (not upath.exists() or not _covers(_read_meta(upath), space, resolution)):
+        with _build_lock(device):  # parallel workers: one builds, the others wait and load
+            if not upath.exists() or not _covers(_read_meta(upath), space, resolution):
+                return _build(device, space, resolution, "quick", 1, "cpu", None, None, progress, UNIT_RUNS, NET_RUNS)
     if not upath.exists():
-        if build_if_missing and device == LOCAL_DEVICE:
-            return build(device, space, resolution, "quick", progress=progress)
         raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
     tmeta = _read_meta(upath)
     _verify(upath, tmeta)
     check_meta(tmeta, device, str(upath))
-    if not _covers(tmeta, space, resolution) and build_if_missing and device == LOCAL_DEVICE:
-        return build(device, space, resolution, "quick", progress=progress)
+    if not _covers(tmeta, space, resolution):
+        warnings.warn(f"the {device} table has no build for space {space!r} at resolution {resolution}; "
+                      f"predictions extrapolate (run `python cli.py latency build --device {device} --space {space} "
+                      f"--resolution {resolution}`)", stacklevel=2)
     nmeta = _read_meta(networks_path(device)) if networks_path(device).exists() else {}
     if nmeta:
         _verify(networks_path(device), nmeta)

@@ -81,11 +81,12 @@ def heldout_specs(space_name: str, resolution: int, n: int, exclude: set[str], s
 
 def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int = 224, n: int = 100,
              seed: int = VALIDATION_SEED, threads: int = 1, provider: str = "cpu", plot: str | Path | None = None,
-             progress: bool = True, runs: int | None = None) -> dict[str, Any]:
-    """Measure ``n`` unseen networks end to end and score the three predictors on them."""
+             progress: bool = True, runs: int | None = None, passes: int | None = None) -> dict[str, Any]:
+    """Measure ``n`` unseen networks end to end (each keeps its quietest of ``passes`` passes over
+    the list) and score the three predictors on them."""
     import pandas as pd
 
-    from latency.store import NET_RUNS, NET_WARMUP, device_dir, load_networks, load_predictor
+    from latency.store import NET_PASSES, NET_RUNS, NET_WARMUP, device_dir, load_networks, load_predictor
     from latency.units import measure_networks
 
     pred = load_predictor(device, space, resolution)
@@ -99,7 +100,7 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
         print(f"validating the {device} predictor on {len(specs)} held-out networks "
               f"({space}, {resolution}x{resolution}); {len(calib)} calibration networks excluded", file=sys.stderr)
     rows = measure_networks(specs, threads, provider, NET_WARMUP, runs or NET_RUNS, progress=progress,
-                            desc="measuring held-out networks")
+                            desc="measuring held-out networks", passes=passes or NET_PASSES)
     measured = np.array([r["median_ms"] for r in rows])
     full = pred.predict_many(specs)
     lut = pred.unit_sum_many(specs)

@@ -247,3 +247,29 @@ def test_load_predictor_refuses_corrupted_table(tiny_results):
     p.write_text(p.read_text() + "garbage,row\n")
     with pytest.raises(UserError, match="checksum"):
         load_predictor(TINY_DEVICE, "mnasnet", TINY_RESOLUTION)
+
+
+def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from latency.onnx_units import unit_onnx_bytes
+    from latency.units import export_unit
+
+    def optimised_ops(model: bytes) -> list[str]:
+        o = ort.SessionOptions()
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        o.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        o.log_severity_level = 3
+        ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+        return sorted(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+
+    sigs = [Sig("mbconv", 5, 1, 16, 16, 48, 8, "hswish", True, 8, 0), Sig("dwconv", 3, 2, 8, 16, 8, 8, "relu6", False, 8, 0),
+            Sig("conv", 7, 1, 8, 12, 12, 0, "relu", False, 8, 0), Sig("stem", 3, 2, 3, 8, 8, 0, "hswish", False, 16, 0),
+            Sig("head", 1, 1, 16, 10, 32, 0, "relu", False, 4, 24)]
+    for s in sigs:
+        assert optimised_ops(unit_onnx_bytes(s)) == optimised_ops(export_unit(s)), s
+    from latency.onnx_units import network_onnx_bytes
+
+    for spec in (_spec(21, 32), _pruned(_spec(22, 32)), replace(reference("mobilenet_v3_small"), resolution=32)):
+        assert optimised_ops(network_onnx_bytes(spec)) == optimised_ops(export_spec(spec)), spec.name

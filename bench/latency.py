@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Latency benchmark: the cost of building a table, the predictor's fidelity on held-out networks
+(vs a FLOPs-linear fit and the plain table sum), and its throughput.
+
+    python bench/latency.py [--n 100] [--mode quick] [--resolution 224] [--results DIR] [--json]
+
+By default it builds a fresh table into a new results folder (so the build time is what a fresh
+clone pays), then measures ``--n`` networks sampled from the space that the calibration never
+saw, then times batch prediction of 10,000 networks and one cold ``cli.py latency predict`` call.
+It prints the machine it ran on and the load average, since timings on a shared machine move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def machine() -> dict:
+    from latency.runner import cpu_model, ort_version
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ort_version": ort_version(),
+            "loadavg_1m": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def throughput(pred, space_name: str, resolution: int, n: int = 10_000) -> dict:
+    """Networks per second for predict_many on n fresh specs (a cold cache: new predictor copy)."""
+    import numpy as np
+
+    from latency.predictor import Predictor
+    from space.searchspace import get_space
+
+    sp = get_space(space_name)
+    rng = np.random.default_rng(123)
+    specs = [sp.decode(sp.sample(rng), resolution=resolution) for _ in range(n)]
+    cold = Predictor(pred.lookup, pred.models, pred.calibration, pred.meta)
+    t0 = time.perf_counter()
+    cold.predict_many(specs)
+    t_cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cold.predict_many(specs)
+    t_warm = time.perf_counter() - t0
+    return {"networks": n, "cold_per_s": n / t_cold, "warm_per_s": n / t_warm}
+
+
+def cli_predict_seconds(results: str, device: str) -> float:
+    env = {**os.environ, "HWNAS_RESULTS": results}
+    cmd = [sys.executable, str(ROOT / "cli.py"), "latency", "predict", "mnasnet_a1", "--device", device]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)  # first call may refit; time the next
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="local-cpu")
+    ap.add_argument("--space", default="mnasnet")
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--mode", default="quick", choices=("quick", "full"))
+    ap.add_argument("--n", type=int, default=100, help="held-out networks (default 100)")
+    ap.add_argument("--results", help="results folder with an existing table (default: build a fresh one)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
+    os.environ["HWNAS_RESULTS"] = results
+    from latency.store import build, load_predictor, units_path
+    from latency.validate import validate
+
+    before = machine()
+    print(f"machine: {before}", file=sys.stderr)
+    build_s = None
+    if not units_path(args.device).exists():
+        t0 = time.perf_counter()
+        build(args.device, args.space, args.resolution, args.mode)
+        build_s = time.perf_counter() - t0
+    pred = load_predictor(args.device, args.space, args.resolution)
+    rep = validate(args.device, args.space, args.resolution, n=args.n)
+    tp = throughput(pred, args.space, args.resolution)
+    cli_s = cli_predict_seconds(results, args.device)
+    out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "mode": args.mode,
+           "build_seconds": build_s, "table_units": len(pred.lookup),
+           "calibration_networks": pred.calibration.n_networks, "validation": rep, "throughput": tp,
+           "cli_predict_seconds": cli_s}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"machine: {before['cpu']}, {before['cores']} cores, onnxruntime {before['ort_version']}, "
+          f"load average {before['loadavg_1m']:.1f} -> {out['loadavg_1m_after']:.1f}, {before['date']}")
+    if build_s is not None:
+        print(f"build ({args.mode}): {build_s:.0f} s, {len(pred.lookup)} units, {pred.calibration.n_networks} calibration networks")
+    print(f"held-out networks: {rep['n']} ({args.space}, {args.resolution}x{args.resolution})")
+    print("| predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall |")
+    print("|---|---|---|---|---|---|---|")
+    for label, m in (("full", rep), ("table sum", rep["baselines"]["lut_sum"]), ("FLOPs-linear", rep["baselines"]["flops"])):
+        print(f"| {label} | {m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
+              f"{m['spearman']:.3f} | {m['kendall']:.3f} |")
+    print(f"throughput: {tp['cold_per_s']:,.0f} networks/s cold cache, {tp['warm_per_s']:,.0f} warm; "
+          f"one `cli.py latency predict`: {cli_s:.2f} s")
+    print(f"scatter: {rep['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
