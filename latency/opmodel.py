@@ -25,14 +25,15 @@ from latency.signature import FEATURES, Sig, feature_matrix
 
 K_NEIGHBOURS = 10
 # Descriptors the neighbour search compares, log-scaled: the shape of a unit, not its cost split.
-_SHAPE_FEATURES = ("mac_pw", "mac_dw", "mac_full", "mac_fc", "mem_in", "mem_mid", "mem_out")
+_SHAPE_GROUPS = (("mac_pw",), ("mac_dw", "mac_dw5", "mac_dw7"), ("mac_full", "mac_full5", "mac_full7"), ("mac_fc",),
+                 ("mem_in",), ("mem_mid",), ("mem_out",))
 
 
 def _shape_desc(sigs: list[Sig], X: np.ndarray) -> np.ndarray:
-    cols = [FEATURES.index(f) for f in _SHAPE_FEATURES]
+    cols = np.stack([X[:, [FEATURES.index(f) for f in group]].sum(axis=1) for group in _SHAPE_GROUPS], axis=1)
     extra = np.array([[s.kernel, s.stride, 1.0 if s.se_ch else 0.0, 1.0 if s.act == "hswish" else 0.0,
                        1.0 if s.residual else 0.0] for s in sigs]).reshape(len(sigs), 5)
-    return np.hstack([np.log1p(X[:, cols]), extra * np.array([0.5, 1.0, 1.0, 1.0, 0.5])])
+    return np.hstack([np.log1p(cols), extra * np.array([0.5, 1.0, 1.0, 1.0, 0.5])])
 
 
 def nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, spec_sigs
 from space.archspec import ArchSpec, atomic_write_text
 from space.errors import UserError
 
-PREDICTOR_FORMAT = 1
+PREDICTOR_FORMAT = 2  # bump when features or the model change: saved predictors are refitted
 
 
 CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "const")

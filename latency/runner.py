@@ -43,9 +43,14 @@ class RunnerError(ValueError):
 
 
 def ort_version() -> str:
-    import onnxruntime as ort
+    try:  # the package metadata answers without importing onnxruntime (a quarter second)
+        from importlib.metadata import version
 
-    return ort.__version__
+        return version("onnxruntime")
+    except Exception:
+        import onnxruntime as ort
+
+        return ort.__version__
 
 
 def cpu_model() -> str:

@@ -87,8 +87,12 @@ def input_shape(sig: Sig) -> tuple[int, int, int, int]:
 FEATURES = (
     "const",      # per-unit fixed cost (session/kernel launch, small tensors)
     "mac_pw",     # MACs of 1x1 convs (expansion, projection, head conv)
-    "mac_dw",     # MACs of the depthwise conv
-    "mac_full",   # MACs of a full kxk conv (conv op, stem)
+    "mac_dw",     # MACs of the depthwise conv, k <= 3
+    "mac_dw5",    # ... k = 5 (onnxruntime's depthwise kernels differ per kernel size)
+    "mac_dw7",    # ... k >= 7
+    "mac_full",   # MACs of a full kxk conv (conv op, stem), k <= 3
+    "mac_full5",  # ... k = 5 (im2col cost grows with k^2 differently than the GEMM)
+    "mac_full7",  # ... k >= 7
     "mac_fc",     # MACs of linear layers and SE's 1x1 convs on a 1x1 map
     "mem_in",     # elements of the unit's input
     "mem_mid",    # elements of intermediate activations (expanded, after depthwise)
@@ -141,7 +145,7 @@ def sig_features(sig: Sig) -> list[float]:
             fc = ch * sig.fc_ch + sig.fc_ch * cout
             nodes += 1.0 + (1.0 if hs else 0.0)
         nodes += 1.0
-        return [1.0, pw, dw, full, fc, cin * px, mid, float(cout), hsw, 0.0, 0.0, nodes]
+        return [1.0, pw, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, fc, cin * px, mid, float(cout), hsw, 0.0, 0.0, nodes]
     if sig.se_ch:
         se_ch_in = exp if op != "conv" else cout
         fc += 2.0 * se_ch_in * sig.se_ch
@@ -150,7 +154,10 @@ def sig_features(sig: Sig) -> list[float]:
     if sig.residual:
         add = cout * opx
         nodes += 1.0
-    return [1.0, pw, dw, full, fc, cin * px, mid, cout * opx, hsw, se, add, nodes]
+    kb = 0 if sig.kernel <= 3 else (1 if sig.kernel <= 5 else 2)
+    dws, fulls = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    dws[kb], fulls[kb] = dw, full
+    return [1.0, pw, *dws, *fulls, fc, cin * px, mid, cout * opx, hsw, se, add, nodes]
 
 
 def feature_matrix(sigs: Iterable[Sig]) -> np.ndarray:
@@ -158,9 +165,12 @@ def feature_matrix(sigs: Iterable[Sig]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
 
 
+_MAC_COLUMNS = [i for i, f in enumerate(FEATURES) if f.startswith("mac_")]
+
+
 def macs_of(sig: Sig) -> float:
     f = sig_features(sig)
-    return f[1] + f[2] + f[3] + f[4]
+    return sum(f[i] for i in _MAC_COLUMNS)
 
 
 def unit_count(spec: ArchSpec) -> int:

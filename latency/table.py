@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from latency.signature import KEY_COLUMNS, Sig
 from space.archspec import atomic_write_text
 from space.errors import UserError
@@ -43,7 +41,9 @@ def device_dir(device: str) -> Path:
     return results_dir() / "latency" / check_device_name(device)
 
 
-def empty_frame() -> pd.DataFrame:
+def empty_frame():
+    import pandas as pd
+
     return pd.DataFrame({c: pd.Series(dtype=t if t is not str else object) for c, t in DTYPES.items()})
 
 
@@ -51,7 +51,7 @@ def empty_frame() -> pd.DataFrame:
 class LatencyTable:
     """Measured units (``frame``) plus where and how they were measured (``meta``)."""
 
-    frame: pd.DataFrame = field(default_factory=empty_frame)
+    frame: Any = field(default_factory=empty_frame)  # pandas DataFrame with COLUMNS
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -64,6 +64,8 @@ class LatencyTable:
         return {Sig(*k): float(v) for k, v in zip(keys, f["median_ms"].tolist())}
 
     def add(self, rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
         new = pd.DataFrame(rows, columns=list(COLUMNS))
         frame = new if self.frame.empty else pd.concat([self.frame, new], ignore_index=True)
         self.frame = frame.drop_duplicates(list(KEY_COLUMNS), keep="last").reset_index(drop=True).astype(DTYPES)
@@ -83,6 +85,8 @@ class LatencyTable:
 
     @classmethod
     def load(cls, csv_path: str | Path) -> LatencyTable:
+        import pandas as pd
+
         p = Path(csv_path)
         mp = p.with_suffix(".json")
         if not p.is_file() or not mp.is_file():

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from latency.measure import LatencyStats, export_module, make_session, time_session
-from latency.onnx_units import network_onnx_bytes, unit_onnx_bytes
 from latency.signature import Sig, input_shape, sig_head, sig_layer, sig_stem
 from space.archspec import ArchSpec
 
@@ -53,6 +52,8 @@ def measure_units(sigs: list[Sig], threads: int = 1, provider: str = "cpu", warm
                   runs: int = UNIT_RUNS, progress: bool = True, desc: str = "measuring units",
                   on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Export and time every unit; one table row per unit."""
+    from latency.onnx_units import unit_onnx_bytes
+
     rows = []
     for sig in _progress(sigs, desc, progress):
         sess = make_session(unit_onnx_bytes(sig), threads, provider)
@@ -73,6 +74,8 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
     each network keeps its quietest pass (lowest median): a burst of load from other processes
     then spoils a network's figure only if it hits every pass.
     """
+    from latency.onnx_units import network_onnx_bytes
+
     graphs = [network_onnx_bytes(s) for s in specs]
     best: list[dict[str, Any] | None] = [None] * len(specs)
     order = [(p, i) for p in range(passes) for i in range(len(specs))]
