@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(b)
     b.add_argument("--mode", choices=("quick", "full"), default="quick",
                    help="quick: a sample of units + per-op model (minutes); full: every unit of the space")
-    b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 40 quick, 100 full)")
+    b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 30 quick, 100 full)")
     _runtime(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(e)
     e.add_argument("--out", required=True, help="folder to write into")
     e.add_argument("--mode", choices=("quick", "full"), default="quick", help="which units (default quick)")
-    e.add_argument("--networks", type=int, help="whole networks for the calibration (default 40 quick, 100 full)")
+    e.add_argument("--networks", type=int, help="whole networks for the calibration (default 30 quick, 100 full)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_export)
 

@@ -33,7 +33,7 @@ PREDICTOR_FORMAT = 2  # bump when features or the model change: saved predictors
 CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "const")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
-PER_OP_MIN_NETWORKS = 30
+PER_OP_MIN_NETWORKS = 50
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
     units, sum of mbconv units, stem + head, number of units, 1)``.
 
-    Fitted by least relative squares; with fewer than 30 networks all four sums share one scale.
+    Fitted by least relative squares; with fewer than 50 networks all four sums share one scale.
     The unit-count weight absorbs what each separately timed unit paid once and a network pays
     once in total (session call, input and output copies); per-op scales absorb fusion and
     cache effects that differ between ops. Identity (plain sum) when not fitted.

@@ -30,7 +30,7 @@ from space.searchspace import (
 )
 
 HEAD_CLASSES = (10, 100, 1000)
-QUICK_PER_STAGE = 250
+QUICK_PER_STAGE = 150
 
 
 def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:

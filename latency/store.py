@@ -35,7 +35,7 @@ from space.archspec import ArchSpec, atomic_write_text
 from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
-QUICK_NETWORKS, FULL_NETWORKS = 40, 100
+QUICK_NETWORKS, FULL_NETWORKS = 30, 100
 CALIBRATION_SEED = 7_000_000
 NET_PASSES = 2  # calibration networks come from their own seed stream
 
