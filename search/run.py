@@ -291,10 +291,16 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=opts.trials, metric="reward", mode="max",
-                                        max_concurrent_trials=opts.concurrency, time_budget_s=opts.time_budget_s),
+                                        max_concurrent_trials=opts.concurrency, time_budget_s=opts.time_budget_s,
+                                        trial_dirname_creator=_trial_dirname),
             run_config=run_config,
         )
     return tuner.fit()
+
+
+def _trial_dirname(trial: Any) -> str:
+    # Tune's default folder name spells out the whole config; the id is enough (trials.csv has the rest).
+    return f"trial_{trial.trial_id}"
 
 
 def _trial_index(trial_id: str) -> int:
@@ -314,7 +320,12 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
         m = res.metrics or {}
         trial_id = str(m.get("trial_id") or _trial_id_from_path(res.path))
         tokens = [int(t) for t in cfg.get("tokens", [])]
-        status = m.get("status", "ok") if m and res.error is None else "error"
+        if res.error is not None:
+            status = "error"
+        elif "accuracy" not in m:
+            status = "unfinished"  # interrupted before it reported; --resume runs it again
+        else:
+            status = m.get("status", "ok")
         rows.append({
             "trial": int(cfg.get("sample", _trial_index(trial_id))), "trial_id": trial_id, "status": status,
             "tokens": "-".join(map(str, tokens)),
@@ -362,7 +373,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
                 "weights": str(results_dir() / "seed.pt") if weights is not None else None}
     summary = SearchSummary(
         run_dir=str(run_dir), trials=len(df), completed=int((df["status"] == "ok").sum()),
-        failed=int((df["status"] != "ok").sum()), best=best, pareto=len(front),
+        failed=int(df["status"].isin(["error", "diverged"]).sum()), best=best, pareto=len(front),
         seconds=time.perf_counter() - start, dashboard_url=url, files=files,
     )
     doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings}
@@ -371,8 +382,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
 
 
 def _trial_id_from_path(path: str | None) -> str:
-    # Tune names trial folders "<trainable>_<trial id>_<index>_<params>..."; the id is what follows the trainable.
-    m = re.search(r"_([0-9a-f]{5}_\d{5})", Path(path or "").name)
+    m = re.search(r"trial_([0-9a-f]+)", Path(path or "").name)
     return m.group(1) if m else "?"
 
 

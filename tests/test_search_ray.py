@@ -103,3 +103,40 @@ def test_failed_trials_are_recorded_and_search_goes_on(dashboard, tiny_predictor
     df = pd.read_csv(results_dir() / "runs" / "bad" / "trials.csv")
     assert len(df) == 2 and summary.completed == 0
     assert set(df["status"]) == {"diverged"} and (df["reward"] == 0).all()
+
+
+def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_predictor):
+    import os
+    import pickle
+    import signal
+
+    run = results_dir() / "runs" / "stop"
+    stopped = threading.Event()
+
+    def interrupt_after_first_result():
+        deadline = time.time() + 240
+        while time.time() < deadline and not stopped.is_set():
+            if any(p.stat().st_size > 0 for p in (run / "tune").glob("*/result.json")):
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl+C does; Tune saves its state and returns
+                stopped.set()
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=interrupt_after_first_result, daemon=True)
+    t.start()
+    first = run_search(_opts(name="stop", trials=4, concurrency=1), predictor=tiny_predictor)
+    t.join(timeout=5)
+    assert stopped.is_set() and 1 <= first.completed < 4
+    done_before = pd.read_csv(run / "trials.csv")
+    done_before = done_before[done_before["status"] == "ok"]
+
+    again = run_search(SearchOptions(target_ms=1.0, resume=True, name="stop", progress=False),
+                       predictor=tiny_predictor)
+    df = pd.read_csv(run / "trials.csv")
+    assert again.trials == 4 and again.completed == 4 and df["trial_id"].is_unique
+    kept = df.set_index("trial_id").loc[done_before["trial_id"]]
+    assert list(kept["accuracy"]) == list(done_before["accuracy"])  # finished trials were not re-run
+    # The controller heard each trial exactly once.
+    state_file = max((run / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    records = pickle.loads(state_file.read_bytes())["records"]
+    assert sorted(r["trial_id"] for r in records) == sorted(df["trial_id"])
