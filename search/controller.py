@@ -34,7 +34,7 @@ class ControllerConfig:
     """Hyper-parameters; defaults follow ENAS/NAS practice scaled to budgets of tens to hundreds of samples."""
 
     hidden: int = 64
-    lr: float = 0.005
+    lr: float = 0.01
     batch_size: int = 4            # rewards per policy update
     baseline_decay: float = 0.8    # EMA baseline: b <- decay * b + (1 - decay) * mean(batch rewards)
     entropy_weight: float = 0.005

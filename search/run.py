@@ -292,7 +292,7 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=opts.trials, metric="reward", mode="max",
                                         max_concurrent_trials=opts.concurrency, time_budget_s=opts.time_budget_s,
-                                        trial_dirname_creator=_trial_dirname),
+                                        trial_dirname_creator=_trial_dirname, reuse_actors=True),
             run_config=run_config,
         )
     return tuner.fit()

@@ -112,6 +112,10 @@ def trial_class():
         def step(self) -> dict[str, Any]:
             return {**run_candidate(self.config, self.data, self.trial_id), "done": True}
 
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            # Lets Tune reuse this actor for the next trial: no new process, no second torch import.
+            return True
+
         def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
             # A trial is one step; nothing to resume inside it (a stopped trial re-runs from scratch).
             return {}
@@ -120,7 +124,8 @@ def trial_class():
             pass
 
         def __repr__(self) -> str:
-            # Ray shows this as the actor's name in the dashboard and in log prefixes.
+            # Ray shows this as the actor's name in the dashboard and in log prefixes (taken when the
+            # actor starts: a reused actor keeps the name of its first trial).
             return f"hwnas-trial-{self.trial_id}"
 
     return SearchTrial

@@ -137,6 +137,6 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
     kept = df.set_index("trial_id").loc[done_before["trial_id"]]
     assert list(kept["accuracy"]) == list(done_before["accuracy"])  # finished trials were not re-run
     # The controller heard each trial exactly once.
-    state_file = max((run / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    state_file = max((run / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.name)  # named by session start
     records = pickle.loads(state_file.read_bytes())["records"]
     assert sorted(r["trial_id"] for r in records) == sorted(df["trial_id"])
