@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+import cli
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = cli.main(["search", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -28,17 +28,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (["--target-ms", "15", "--resume", "--name", "nothing-here"], "--resume"),
     (["--target-ms", "15", "--name", "../escape"], "--name"),
 ])
-def test_bad_input_is_one_line_exit_2(args, needle):
-    r = _cli(*args)
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert "Traceback" not in r.stderr
+def test_bad_input_is_one_line_exit_2(capsys, args, needle):
+    code, _, err = _cli(capsys, *args)
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in err
     assert needle in lines[-1], lines
 
 
-def test_help_lists_the_options():
-    r = _cli("--help")
-    assert r.returncode == 0
+def test_help_lists_the_options(capsys):
+    code, out, _ = _cli(capsys, "--help")
+    assert code == 0
     for opt in ("--target-ms", "--trials", "--epochs", "--data", "--w", "--alpha", "--beta", "--seed",
                 "--concurrency", "--device", "--address", "--resume", "--name", "--json", "--measure"):
-        assert opt in r.stdout
+        assert opt in out
