@@ -77,11 +77,13 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
 
         measured_ms = float(measure(spec, threads=s.threads).median_ms)
         latency_ms = measured_ms
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs; a CPU-only trial sees none.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     model = build_model(train_spec)
     status, acc, loss, steps = "ok", 0.0, math.nan, 0
     try:
-        res = train_model(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
+        res = train_model(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
                           eval_limit=s.eval_limit, augment=s.augment,
                           bn_recalibration_batches=5)
         acc, loss, steps = float(res.accuracy), float(res.loss), int(res.steps)
