@@ -82,8 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(v)
     v.add_argument("--n", type=positive_int, default=100, help="held-out networks (default 100)")
     v.add_argument("--seed", type=int, default=None, help="seed of the held-out sample")
-    v.add_argument("--passes", type=positive_int, default=2,
-                   help="passes over the networks; each keeps its quietest (default 2)")
+    v.add_argument("--passes", type=positive_int, default=3,
+                   help="passes over the networks; each keeps its quietest (default 3)")
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-SPACE-rRES.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -88,32 +89,36 @@ class Predictor:
     def unit_ms(self, sigs: Sequence[Sig]) -> np.ndarray:
         """Latency of each unit: measured when in the table, else the per-op model's estimate."""
         cache = self._cache
+        try:  # the common case once warm: every unit cached (map over C callables, no Python loop)
+            return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+        except KeyError:
+            pass
         missing = list(dict.fromkeys(s for s in sigs if s not in cache))
-        if missing:
-            by_op: dict[str, list[Sig]] = {}
-            for s in missing:
-                by_op.setdefault(s.op, []).append(s)
-            for op, group in by_op.items():
-                model = self.models.get(op)
-                if model is None:
-                    raise UserError(
-                        f"no measurement and no per-op model for {op!r} units (e.g. {tuple(group[0])}); "
-                        f"extend the table with `python cli.py latency build --device {self.meta.get('device', 'NAME')}`"
-                    )
-                for s, v in zip(group, model.predict(group)):
-                    cache[s] = float(v)
-        return np.fromiter((cache[s] for s in sigs), dtype=np.float64, count=len(sigs))
+        by_op: dict[str, list[Sig]] = {}
+        for s in missing:
+            by_op.setdefault(s[0], []).append(s)
+        for op, group in by_op.items():
+            model = self.models.get(op)
+            if model is None:
+                raise UserError(
+                    f"no measurement and no per-op model for {op!r} units (e.g. {tuple(group[0])}); "
+                    f"extend the table with `python cli.py latency build --device {self.meta.get('device', 'NAME')}`"
+                )
+            for s, v in zip(group, model.predict(group)):
+                cache[s] = float(v)
+        return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, count, 1)."""
         per_spec = [spec_sigs(s) for s in specs]
+        counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
         ms = self.unit_ms(flat)
-        col = np.fromiter((_OP_COLUMN[u.op] for u in flat), dtype=np.int64, count=len(flat))
-        row = np.repeat(np.arange(len(per_spec)), [len(s) for s in per_spec])
+        col = np.fromiter(map(_OP_COLUMN.__getitem__, map(itemgetter(0), flat)), dtype=np.int64, count=len(flat))
+        row = np.repeat(np.arange(len(per_spec)), counts)
         F = np.zeros((len(per_spec), len(CALIB_FEATURES)))
         np.add.at(F, (row, col), ms)
-        F[:, 4] = [len(s) for s in per_spec]
+        F[:, 4] = counts
         F[:, 5] = 1.0
         return F
 

@@ -53,16 +53,23 @@ def head_sig(spec: ArchSpec) -> Sig:
                spec.final_resolution, hd.fc_ch)
 
 
+_new_sig = tuple.__new__  # skips NamedTuple's Python-level __new__: spec_sigs runs for every network scored
+
+
 def spec_sigs(spec: ArchSpec) -> list[Sig]:
     """Stem, body layers, head: the units whose latencies the predictor sums."""
-    res = -(-spec.resolution // spec.stem.stride)
-    sigs = [stem_sig(spec)]
+    st = spec.stem
+    res = -(-spec.resolution // st.stride)
+    sigs = [_new_sig(Sig, ("stem", st.kernel, st.stride, spec.in_channels, st.out_ch, st.out_ch, 0, st.act, False,
+                           spec.resolution, 0))]
+    append = sigs.append
     for layer in spec.layers:
-        sigs.append(Sig(layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch, layer.se_ch,
-                        layer.act, layer.residual, res, 0))
-        res = -(-res // layer.stride)
+        append(_new_sig(Sig, (layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch,
+                              layer.se_ch, layer.act, layer.residual, res, 0)))
+        if layer.stride != 1:
+            res = -(-res // layer.stride)
     hd = spec.head
-    sigs.append(Sig("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False, res, hd.fc_ch))
+    append(_new_sig(Sig, ("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False, res, hd.fc_ch)))
     return sigs
 
 

@@ -36,8 +36,8 @@ from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
 QUICK_NETWORKS, FULL_NETWORKS = 30, 100
-CALIBRATION_SEED = 7_000_000
-NET_PASSES = 2  # calibration networks come from their own seed stream
+CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
+NET_PASSES = 3  # each calibration / validation network keeps its quietest of this many passes
 
 
 def device_dir(device: str) -> Path:
@@ -315,7 +315,7 @@ def _build(device: str, space: str, resolution: int, mode: str, threads: int, pr
               f"{len(units)} units and {len(specs)} networks to measure", file=sys.stderr)
     if units or specs:
         with tempfile.TemporaryDirectory(prefix="hwnas-latency-") as tmp:
-            # Each calibration network twice, far apart in time, as validation measures its networks.
+            # Each calibration network NET_PASSES times, far apart in time, as validation measures its networks.
             export_folder(tmp, units, [(space, resolution, s) for s in specs] * NET_PASSES, progress=progress,
                           unit_runs=unit_runs, net_runs=net_runs,
                           builds=[{"space": space, "resolution": resolution, "mode": mode}])
