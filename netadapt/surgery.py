@@ -35,6 +35,8 @@ def channel_importance(state: Mapping[str, torch.Tensor], axes: list[Axis]) -> t
 def keep_indices(state: Mapping[str, torch.Tensor], axes: list[Axis], n: int) -> torch.Tensor:
     """Indices (ascending) of the ``n`` most important channels."""
     imp = channel_importance(state, axes)
+    # A filter with NaN/inf weights is garbage: rank it last so it goes first.
+    imp = torch.where(torch.isfinite(imp), imp, torch.full_like(imp, -1.0))
     if not 1 <= n <= imp.numel():
         raise ValueError(f"cannot keep {n} of {imp.numel()} channels")
     # Stable tie-break by index so equal norms always pick the same channels.
