@@ -1,0 +1,270 @@
+"""``cli.py netadapt``: trim a seed network layer by layer to a latency target (NetAdapt)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from space.commands import positive_float, positive_int, print_json
+from space.errors import UserError
+from train.cli_args import add_data_args
+
+DEFAULT_SEED = "seed.json"  # under the results folder, where the search writes it
+# Options that define the run; --resume takes them from the run folder, not the command line.
+RUN_OPTIONS = ("seed", "weights", "device", "space", "resolution", "data", "train_resolution", "batch_size",
+               "data_limit", "eval_limit", "split_seed", "augment")
+
+
+def fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must lie strictly between 0 and 1")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "netadapt", help="trim a trained network to a latency target, layer by layer (NetAdapt)",
+        description="NetAdapt in MobileNetV3's variant: each iteration proposes, for every group of channels "
+                    "(one block's expansion, a residual bottleneck chain, the stem, the head), the fewest filters "
+                    "to remove so that the predicted latency drops by delta_i; fine-tunes each proposal (in "
+                    "parallel as Ray tasks) and keeps the best, until the target is met; then fine-tunes longer. "
+                    "Writes results/netadapt/NAME/.")
+    p.add_argument("--seed", default=None, metavar="PATH_OR_NAME",
+                   help=f"seed network: ArchSpec JSON written by the search (default results/{DEFAULT_SEED}; its weights "
+                        "are read from the .pt beside it) or a reference name such as mobilenet_v3_small")
+    p.add_argument("--weights", default=None, help="seed weights (state_dict .pt); default: the .pt beside the seed JSON")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--target-ms", type=positive_float, default=None, help="latency target in ms (predicted)")
+    t.add_argument("--target-ratio", type=fraction, default=0.5,
+                   help="latency target as a fraction of the seed's predicted latency (default 0.5)")
+    p.add_argument("--delta", type=fraction, default=0.1,
+                   help="first iteration's latency cut as a fraction of the seed's latency (default 0.1)")
+    p.add_argument("--decay", type=fraction, default=0.9, help="delta_i = delta * decay^i (default 0.9)")
+    p.add_argument("--steps", type=non_negative_int, default=10, metavar="T",
+                   help="fine-tune steps per proposal (default 10)")
+    p.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
+                   help="keep the proposal with the largest dAcc/|dLatency| (ratio, MobileNetV3) or the highest "
+                        "accuracy (accuracy, NetAdapt) (default ratio)")
+    p.add_argument("--final-epochs", type=non_negative_float, default=5.0,
+                   help="long-term fine-tune of the result, in epochs (default 5)")
+    p.add_argument("--seed-epochs", type=non_negative_float, default=10.0,
+                   help="training epochs for a seed that has no weights (default 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tune learning rate (AdamW, default 1e-3)")
+    p.add_argument("--workers", type=non_negative_int, default=2,
+                   help="proposals fine-tuned in parallel as Ray tasks (default 2; 0 = one by one in this process)")
+    p.add_argument("--max-iterations", type=positive_int, default=100)
+    p.add_argument("--min-channels", type=positive_int, default=None,
+                   help="never trim a group below this many channels (default: one channel step, 4 or 8)")
+    p.add_argument("--train-seed", type=int, default=0, help="seed of training and fine-tuning (default 0)")
+    p.add_argument("--measure-iterations", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure every kept network with onnxruntime (quick, 15 runs) for history.csv")
+    p.add_argument("--device", default="local-cpu", help="latency table's device name (default local-cpu)")
+    p.add_argument("--space", default=None,
+                   help="search space whose latency table to use (default: the seed's, else mnasnet)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="deployment (latency) resolution (default: the seed spec's, 224 for reference names)")
+    add_data_args(p)
+    p.add_argument("--name", default=None, help="run name under results/netadapt/ (default: the seed's name)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run NAME (default: the latest run of this seed) after its last finished iteration")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    p.set_defaults(func=cmd_netadapt)
+
+
+def _runs_root() -> Path:
+    from space.paths import results_dir
+
+    return results_dir() / "netadapt"
+
+
+def _base_name(seed: str) -> str:
+    from space.references import REFERENCES
+
+    base = seed if seed in REFERENCES else Path(seed).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "run"
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
+    return name
+
+
+def _pick_run_dir(args: argparse.Namespace) -> Path:
+    root = _runs_root()
+    if args.name:
+        d = root / _check_name(args.name)
+        if args.resume:
+            if not (d / "state.json").exists():
+                raise UserError(f"{d}: no run to resume; start it without --resume")
+            return d
+        if d.exists() and any(d.iterdir()):
+            raise UserError(f"{d} already holds a run; pass --resume to continue it or another --name")
+        return d
+    base = _base_name(args.seed)
+    taken = sorted((p for p in root.glob(f"{base}*") if re.fullmatch(re.escape(base) + r"(-\d+)?", p.name)),
+                   key=lambda p: p.stat().st_mtime) if root.exists() else []
+    if args.resume:
+        with_state = [p for p in taken if (p / "state.json").exists()]
+        if not with_state:
+            raise UserError(f"no NetAdapt run of {base!r} under {root} to resume; start one without --resume")
+        return with_state[-1]
+    names = {p.name for p in taken}
+    name, k = base, 2
+    while name in names:
+        name, k = f"{base}-{k}", k + 1
+    return root / name
+
+
+def _infer_space(spec, name: str) -> str:
+    from space.searchspace import SPACES
+
+    prefix = (spec.name or "").split(":")[0]
+    if prefix in SPACES:
+        return prefix
+    return "mobilenet_v3" if name.startswith("mobilenet_v3") or prefix.startswith("mobilenet_v3") else "mnasnet"
+
+
+def _check_seed_source(args: argparse.Namespace) -> None:
+    from space.references import REFERENCES
+    from space.resolve import load_spec
+
+    if args.seed not in REFERENCES and not Path(args.seed).exists():
+        if args.seed_is_default:
+            raise UserError(f"no {args.seed}: run `python cli.py search` first, or pass --seed with a reference "
+                            "name (e.g. mobilenet_v3_small) or an ArchSpec JSON")
+        raise UserError(f"--seed {args.seed!r}: no such file and not a reference network "
+                        f"({', '.join(REFERENCES)})")
+    load_spec(args.seed)  # a malformed seed fails here, before the data is read
+
+
+def load_seed(args: argparse.Namespace, data, log):
+    """The seed ArchSpec fitted to the data, and its weights (None when it has none)."""
+    from dataclasses import replace
+
+    from space.references import REFERENCES
+    from space.resolve import load_spec
+    from train.weights import load_weights
+
+    spec = load_spec(args.seed)
+    weights_path = Path(args.weights) if args.weights else None
+    if weights_path is None and args.seed not in REFERENCES:
+        beside = Path(args.seed).with_suffix(".pt")
+        weights_path = beside if beside.exists() else None
+    state = load_weights(weights_path) if weights_path else None
+    fit = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    if args.resolution:
+        fit["resolution"] = args.resolution
+    if state is not None and (spec.num_classes, spec.in_channels) != (data.num_classes, data.in_channels):
+        raise UserError(f"seed {args.seed} has {spec.num_classes} classes and {spec.in_channels} input channels but "
+                        f"the data has {data.num_classes} and {data.in_channels}; pass the data it was trained on")
+    spec = replace(spec, **fit)
+    if state is not None:
+        from space.builder import build_model
+        from train.weights import check_fits
+
+        check_fits(build_model(spec), state, f"seed weights {weights_path}")
+    if state is None:
+        log(f"seed {args.seed}: no weights found; it will be trained first")
+    else:
+        log(f"seed {args.seed}: weights {weights_path}")
+    return spec, state
+
+
+def cmd_netadapt(args: argparse.Namespace) -> int:
+    import torch
+
+    from latency import load_predictor
+    from netadapt.loop import NetAdaptConfig, NetAdaptRun, log
+    from space.paths import results_dir
+    from train.cli_args import data_from_args
+
+    args.seed_is_default = args.seed is None
+    if args.seed is None:
+        args.seed = str(results_dir() / DEFAULT_SEED)
+    run_dir = _pick_run_dir(args)
+    if args.resume:
+        saved = json.loads((run_dir / "invocation.json").read_text())
+        for k in RUN_OPTIONS:
+            setattr(args, k, saved.get(k))
+        config = NetAdaptConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    else:
+        config = NetAdaptConfig(
+            target_ms=args.target_ms, target_ratio=args.target_ratio, delta=args.delta, decay=args.decay,
+            steps=args.steps, select=args.select, final_epochs=args.final_epochs, seed_epochs=args.seed_epochs,
+            lr=args.lr, batch_size=args.batch_size, workers=args.workers, seed=args.train_seed,
+            max_iterations=args.max_iterations, min_channels=args.min_channels,
+            measure_iterations=args.measure_iterations, augment=args.augment, eval_limit=args.eval_limit,
+        )
+        config.check()
+    # The driver trains the seed and the final network; a single thread is steadier on a shared machine
+    # and leaves the cores to the proposal workers.
+    torch.set_num_threads(max(1, config.threads))
+    # Check everything the user gave before printing anything, so bad input is one line.
+    if not args.resume:
+        _check_seed_source(args)
+    data = data_from_args(args, progress=False)
+    notes: list[str] = []
+    seed_spec, seed_state = load_seed(args, data, notes.append) if not args.resume else (None, None)
+    if args.resume:
+        from space.archspec import ArchSpec
+
+        spec0 = ArchSpec.load(run_dir / "checkpoints" / "iter_000.json")
+    else:
+        spec0 = seed_spec
+    space = args.space or _infer_space(spec0, str(args.seed))
+    predictor = load_predictor(args.device, space=space, resolution=spec0.resolution,
+                               build_if_missing=(args.device == "local-cpu"))
+    run = NetAdaptRun(run_dir, config, data, predictor)
+    if not args.resume:
+        from netadapt.outputs import write_json
+
+        run.resolve_target(seed_spec)  # before anything is written
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json({**{k: getattr(args, k) for k in RUN_OPTIONS}, "space": space}, run_dir / "invocation.json")
+    d = data.describe()
+    log(f"data {d['name']}: {d['num_classes']} classes, {d['in_channels']}x{d['native_resolution']}px (training at "
+        f"{d['resolution']}px), train/val/test {d['train']}/{d['val']}/{d['test']}")
+    for note in notes:
+        log(note)
+    log(f"latency predictor: device {args.device}, space {space}, resolution {spec0.resolution}")
+    log(f"run folder {run_dir}")
+    summary = run.run(seed_spec, seed_state, resume=args.resume)
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"NetAdapt {summary['seed'] or args.seed}: {summary['iterations']} iterations ({summary['stop_reason']})")
+        print(f"  latency  seed {summary['seed_latency_ms']:.3f} ms -> final {summary['final_latency_ms']:.3f} ms "
+              f"measured ({summary['final_predicted_ms']:.3f} ms predicted, target {summary['target_ms']:.3f} ms, "
+              f"predictor error {summary['predictor_error']:.1%})")
+        print(f"  accuracy seed {summary['seed_accuracy']:.4f} -> final {summary['final_accuracy']:.4f} (test split)")
+        print(f"  wrote {summary['run_dir']}/ (netadapt.json, netadapt.pt, netadapt.onnx, history.csv, progress.png)")
+    sys.stdout.flush()
+    return 0
