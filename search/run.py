@@ -237,16 +237,21 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not opts.resume:
         atomic_write_text(run_dir / "options.json", json.dumps(asdict(opts), indent=2) + "\n")
+    import ray
+
+    ours = not ray.is_initialized()  # a Ray this call starts (or attaches to) is let go at the end
     t0 = time.perf_counter()
     url = init_ray(opts.address)
     ray_s = time.perf_counter() - t0
     _log(opts, f"Ray ready in {ray_s:.1f} s; dashboard: {url or 'not available'}"
                + (" (token: ~/.ray/auth_token, or `ray get-auth-token`)" if dashboard_headers() else ""))
-
-    results = _fit(opts, run_dir, data, predictor, rw)
-    summary = _write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
-                             {"predictor_s": predictor_s, "ray_init_s": ray_s})
-    return summary
+    try:
+        results = _fit(opts, run_dir, data, predictor, rw)
+        return _write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
+                              {"predictor_s": predictor_s, "ray_init_s": ray_s})
+    finally:
+        if ours:
+            ray.shutdown()
 
 
 def _trainable(opts: SearchOptions, data: Any):
