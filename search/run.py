@@ -36,7 +36,7 @@ class SearchOptions:
 
     target_ms: float = 15.0
     trials: int = 16
-    epochs: float = 1.0
+    epochs: float = 2.0
     w: float | None = None
     alpha: float | None = None
     beta: float | None = None
