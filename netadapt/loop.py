@@ -2,7 +2,7 @@
 
 Starting from a trained seed network, iteration i sets the latency constraint
 ``current - delta_i`` with ``delta_i = delta * seed_latency * decay ** (i - 1)`` (never cutting
-below the target), proposes for every group the fewest filters to remove that meet it (from the
+below the target; halved while no single group can cut it), proposes for every group the fewest filters to remove that meet it (from the
 latency predictor), trims each proposal keeping the largest-L2 filters, fine-tunes it for ``T``
 steps, and measures its accuracy on the validation split. Proposals of one iteration run in
 parallel as Ray tasks; a proposal that fails is skipped. The kept proposal is the most accurate
@@ -311,10 +311,17 @@ class NetAdaptRun:
                 delta = min(cfg.delta * st.seed_predicted_ms * cfg.decay ** (i - 1), st.predicted_ms - st.target_ms)
                 constraint = st.predicted_ms - delta
                 proposals, unreachable = make_proposals(spec, self.predictor, constraint, cfg.min_channels)
+                # Late in a run no single group may be able to cut delta_i any more; halve it (down to
+                # 1% of the first delta) before concluding that nothing can shrink.
+                floor_delta = 0.01 * cfg.delta * st.seed_predicted_ms
+                while not proposals and delta / 2 >= floor_delta:
+                    delta /= 2
+                    constraint = st.predicted_ms - delta
+                    proposals, unreachable = make_proposals(spec, self.predictor, constraint, cfg.min_channels)
                 self.log(f"[iteration {i}] delta {delta:.3f} ms -> constraint {constraint:.3f} ms: "
                          f"{len(proposals)} proposals" + (f", {len(unreachable)} groups cannot reach it" if unreachable else ""))
                 if not proposals:
-                    st.phase, st.stop_reason = "final", f"no group can cut {delta:.3f} ms"
+                    st.phase, st.stop_reason = "final", f"no group can cut {delta:.4f} ms"
                     break
                 results: list[tuple[Proposal, dict[str, Any]]] = []
 
