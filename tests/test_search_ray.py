@@ -124,16 +124,17 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
 
     t = threading.Thread(target=interrupt_after_first_result, daemon=True)
     t.start()
-    first = run_search(_opts(name="stop", trials=4, concurrency=1), predictor=tiny_predictor)
+    # Reused actors make tiny trials quick: enough of them that the stop lands mid-run.
+    first = run_search(_opts(name="stop", trials=8, concurrency=1, epochs=3.0), predictor=tiny_predictor)
     t.join(timeout=5)
-    assert stopped.is_set() and 1 <= first.completed < 4
+    assert stopped.is_set() and 1 <= first.completed < 8
     done_before = pd.read_csv(run / "trials.csv")
     done_before = done_before[done_before["status"] == "ok"]
 
     again = run_search(SearchOptions(target_ms=1.0, resume=True, name="stop", progress=False),
                        predictor=tiny_predictor)
     df = pd.read_csv(run / "trials.csv")
-    assert again.trials == 4 and again.completed == 4 and df["trial_id"].is_unique
+    assert again.trials == 8 and again.completed == 8 and df["trial_id"].is_unique
     kept = df.set_index("trial_id").loc[done_before["trial_id"]]
     assert list(kept["accuracy"]) == list(done_before["accuracy"])  # finished trials were not re-run
     # The controller heard each trial exactly once.
