@@ -26,7 +26,7 @@ from space.searchspace import (
     SE_CHOICES,
     SKIP_CHOICES,
     SearchSpace,
-    _stage_layers,
+    stage_layers,
 )
 
 HEAD_CLASSES = (10, 100, 1000)
@@ -43,7 +43,7 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
         for cin, cout, op, k, se, skip, act in product(cins, st.filter_choices(), OP_CHOICES, KERNEL_CHOICES,
                                                        SE_CHOICES, SKIP_CHOICES, ACT_CHOICES):
             n = 2 if max(st.layer_choices()) >= 2 else 1
-            layers = _stage_layers(cin, st.stride, op, k, se, skip, cout, n, act)
+            layers = stage_layers(cin, st.stride, op, k, se, skip, cout, n, act)
             seen[layer_sig(layers[0], res)] = None
             if n == 2:
                 seen[layer_sig(layers[1], math.ceil(res / st.stride))] = None

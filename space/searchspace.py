@@ -79,7 +79,7 @@ class StageSkeleton:
         return tuple(dict.fromkeys(max(1, self.layers + d) for d in LAYER_DELTAS))
 
 
-def _stage_layers(cin: int, stride: int, op: str, kernel: int, se: float, skip: str,
+def stage_layers(cin: int, stride: int, op: str, kernel: int, se: float, skip: str,
                   out: int, n: int, act: str) -> list[Layer]:
     layers = []
     for i in range(n):
@@ -153,7 +153,7 @@ class SearchSpace:
         layers: list[Layer] = []
         cin = self.stem.out_ch
         for st, v in zip(self.stages, self.stage_values(tokens)):
-            layers += _stage_layers(cin, st.stride, v["op"], v["kernel"], v["se"], v["skip"],
+            layers += stage_layers(cin, st.stride, v["op"], v["kernel"], v["se"], v["skip"],
                                     v["filters"], v["layers"], v["act"])
             cin = v["filters"]
         return ArchSpec(self.stem, tuple(layers), self.head, resolution, in_channels, num_classes,
@@ -209,7 +209,7 @@ class SearchSpace:
             if values[key] not in d.choices:
                 return None
             toks.append(d.choices.index(values[key]))
-        expect = _stage_layers(cin, st.stride, values["op"], values["kernel"], values["se"],
+        expect = stage_layers(cin, st.stride, values["op"], values["kernel"], values["se"],
                                values["skip"], values["filters"], values["layers"], values["act"])
         return toks if tuple(expect) == chunk else None
 
