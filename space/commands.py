@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="reference name, ArchSpec JSON (weights beside it as NAME.pt are used), or a run folder")
     exp.add_argument("--onnx", required=True, help="output .onnx path")
     exp.add_argument("--weights", help="state_dict .pt to load (default: the one beside the spec, if any)")
+    exp.add_argument("--trial", metavar="TRIAL_ID", help="with a search run folder: export this trial (see its trials.csv)")
     exp.add_argument("--resolution", type=positive_int, help="input resolution (default: the spec's)")
     exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     exp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -169,12 +170,36 @@ def cmd_list(args: argparse.Namespace) -> int:
 RUN_ARTIFACTS = (("netadapt.json", "netadapt.pt"), ("seed.json", "seed.pt"), ("arch.json", "weights.pt"))
 
 
-def resolve_export_source(arg: str, weights: str | None) -> tuple[object, Path | None]:
-    """(ArchSpec, weights path or None) from a name, a spec file or a run folder."""
+def _trial_source(run: Path, trial: str, weights: str | None) -> tuple[object, Path | None]:
+    """A search trial's ArchSpec and weights, read from the run's trials.csv (columns trial_id, arch, weights)."""
+    import csv
+
+    from space.archspec import ArchSpec
+
+    table = run / "trials.csv"
+    if not table.is_file():
+        raise UserError(f"{run}: has no trials.csv, so it is not a search run; --trial needs one")
+    with table.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("trial_id") == trial]
+    if not rows or not rows[0].get("arch"):
+        raise UserError(f"{table}: no finished trial {trial!r}; pick a trial_id from that file")
+    spec = ArchSpec.from_json(rows[0]["arch"], source=f"{table} trial {trial}")
+    w = Path(weights) if weights else (Path(rows[0]["weights"]) if rows[0].get("weights") else None)
+    if w is not None and not weights and not w.is_file():
+        w = None  # trials off the Pareto front have their weights pruned after the run
+    return spec, w
+
+
+def resolve_export_source(arg: str, weights: str | None, trial: str | None = None) -> tuple[object, Path | None]:
+    """(ArchSpec, weights path or None) from a name, a spec file, a run folder or a search trial."""
     from space.archspec import ArchSpec
     from space.resolve import load_spec
 
     p = Path(arg)
+    if trial is not None:
+        if not p.is_dir():
+            raise UserError(f"--trial needs a search run folder, and {arg!r} is not a folder")
+        return _trial_source(p, trial, weights)
     if p.is_dir():
         for spec_name, weights_name in RUN_ARTIFACTS:
             if (p / spec_name).is_file():
@@ -192,7 +217,7 @@ def resolve_export_source(arg: str, weights: str | None) -> tuple[object, Path |
 def cmd_export(args: argparse.Namespace) -> int:
     from space.export import export_onnx
 
-    spec, weights = resolve_export_source(args.spec, args.weights)
+    spec, weights = resolve_export_source(args.spec, args.weights, args.trial)
     if args.resolution:
         spec = replace(spec, resolution=args.resolution)
     out = Path(args.onnx)

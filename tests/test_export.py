@@ -62,3 +62,21 @@ def test_export_bad_input(tmp_path):
     assert_one_line_error(run_cli("export", "mobilenet_v9", "--onnx", str(target)), "mobilenet_v9")
     assert_one_line_error(run_cli("export", "mobilenet_v3_small", "--onnx", str(tmp_path)), "is a folder")
     assert target.read_bytes() == b"old"
+
+
+def test_export_search_trial(tmp_path):
+    import csv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    spec = _small()
+    torch.save(build_model(spec).state_dict(), run / "w.pt")
+    with (run / "trials.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["trial_id", "status", "arch", "weights"])
+        w.writeheader()
+        w.writerow({"trial_id": "abc_00001", "status": "ok", "arch": spec.to_json(indent=None), "weights": str(run / "w.pt")})
+    out = run_cli("export", str(run), "--trial", "abc_00001", "--onnx", str(tmp_path / "t.onnx"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["weights"].endswith("w.pt")
+    assert_one_line_error(run_cli("export", str(run), "--trial", "zzz", "--onnx", str(tmp_path / "u.onnx")), "zzz")
+    assert not (tmp_path / "u.onnx").exists()
