@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from latency import runner
 from latency.runner import OPT_LEVEL, PROVIDERS, RunnerError, cpu_model, ort_version  # noqa: F401 (re-exported)
 from space.archspec import ArchSpec, Layer
+from space.atomic import atomic_write_bytes
 from space.errors import UserError
 
 OPSET = 17
@@ -111,22 +111,8 @@ def export_module(module, input_shape: tuple[int, ...], path: str | os.PathLike 
                           output_names=["output"], do_constant_folding=True)
     data = buf.getvalue()
     if path is not None:
-        write_bytes_atomic(path, data)
+        atomic_write_bytes(path, data)
     return data
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def export_spec(spec: ArchSpec, path: str | os.PathLike | None = None) -> bytes:

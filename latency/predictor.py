@@ -25,7 +25,8 @@ import numpy as np
 
 from latency.opmodel import OpModel
 from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, spec_sigs
-from space.archspec import ArchSpec, atomic_write_text
+from space.archspec import ArchSpec
+from space.atomic import atomic_write_text
 from space.errors import UserError
 
 PREDICTOR_FORMAT = 2  # bump when features or the model change: saved predictors are refitted

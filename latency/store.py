@@ -31,7 +31,8 @@ import numpy as np
 from latency.predictor import Predictor
 from latency.signature import KEY_COLUMNS, Sig
 from latency.units import NET_ROUNDS, NET_RUNS, NET_WARMUP, UNIT_ROUNDS, UNIT_RUNS, UNIT_WARMUP
-from space.archspec import ArchSpec, atomic_write_text
+from space.archspec import ArchSpec
+from space.atomic import atomic_write_text
 from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
@@ -118,8 +119,8 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     manifest and a copy of the standalone runner into ``out``."""
     import shutil
 
-    from latency.measure import write_bytes_atomic
     from latency.onnx_units import network_onnx_bytes, unit_onnx_bytes
+    from space.atomic import atomic_write_bytes
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -135,12 +136,12 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     for i, (kind, obj) in enumerate(it):
         if kind == "unit":
             name = f"units/u{i:05d}.onnx"
-            write_bytes_atomic(out / name, unit_onnx_bytes(obj, seed=i))
+            atomic_write_bytes(out / name, unit_onnx_bytes(obj, seed=i))
             items.append({"kind": "unit", "file": name, "sig": list(obj)})
         else:
             space, res, spec = obj
             name = f"networks/n{i:05d}.onnx"
-            write_bytes_atomic(out / name, network_onnx_bytes(spec, seed=i))
+            atomic_write_bytes(out / name, network_onnx_bytes(spec, seed=i))
             items.append({"kind": "network", "file": name, "space": space, "resolution": res,
                           "spec": spec.to_dict()})
     manifest = {"format": 1, "id": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16],

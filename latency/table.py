@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from latency.signature import KEY_COLUMNS, Sig
-from space.archspec import atomic_write_text
+from space.atomic import atomic_write_text
 from space.errors import UserError
 from space.paths import results_dir
 

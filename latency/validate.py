@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from space.archspec import ArchSpec
+from space.atomic import atomic_path
 
 VALIDATION_SEED = 9_000_000  # a seed stream of its own, apart from the calibration networks'
 
@@ -116,7 +117,7 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
     frame = pd.DataFrame({"name": [s.name for s in specs], "measured_ms": measured, "predicted_ms": full,
                           "lut_sum_ms": lut, "flops_ms": flops,
                           "spread": [r["spread"] for r in rows], "spec": [s.to_json(indent=None) for s in specs]})
-    from space.archspec import atomic_write_text
+    from space.atomic import atomic_write_text
 
     csv_path = atomic_write_text(out_dir / f"validation-{space}-r{resolution}.csv", frame.to_csv(index=False))
     png = Path(plot) if plot else out_dir / f"validation-{space}-r{resolution}.png"
@@ -131,8 +132,6 @@ def scatter_png(path: str | Path, measured: np.ndarray, preds: dict[str, np.ndar
     import matplotlib
 
     matplotlib.use("Agg")
-    import os
-    import tempfile
 
     import matplotlib.pyplot as plt
 
@@ -151,12 +150,9 @@ def scatter_png(path: str | Path, measured: np.ndarray, preds: dict[str, np.ndar
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".png", dir=p.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return p

@@ -6,16 +6,14 @@ half-written table or a seed whose weights do not match its spec.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from space.archspec import ArchSpec, atomic_write_text
+from space.archspec import ArchSpec
+from space.atomic import atomic_path, atomic_write_text
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
@@ -51,21 +49,10 @@ def running_mean(rewards: list[float] | np.ndarray, decay: float) -> np.ndarray:
     return np.asarray(out)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
 
 
 def plot_rewards(df: pd.DataFrame, path: Path, decay: float, title: str = "") -> Path:
@@ -87,7 +74,8 @@ def plot_rewards(df: pd.DataFrame, path: Path, decay: float, title: str = "") ->
     ax.set_title(title or "search reward")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -107,13 +95,16 @@ def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, path: Path, target_ms: fl
     ax.set_ylabel("proxy accuracy")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
 
 
 def copy_atomic(src: Path, dst: Path) -> Path:
-    return _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
 
 
 def write_seed(spec: ArchSpec, weights: Path | None, folders: list[Path]) -> list[Path]:

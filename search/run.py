@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from search.reward import Reward
-from space.archspec import atomic_write_text
+from space.atomic import atomic_write_text
 from space.errors import UserError
 from space.paths import results_dir
 

@@ -11,9 +11,7 @@ a resumed run neither loses nor repeats feedback.
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from ray.tune.search import Searcher
 
 from search.controller import Controller, ControllerConfig
 from search.trial import TrialSettings, deploy_spec
+from space.atomic import atomic_path
 from space.searchspace import get_space
 
 
@@ -84,14 +83,8 @@ class ControllerSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         p = Path(checkpoint_path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(self.get_state(), f)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:

@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from space.atomic import atomic_write_text
 from space.errors import SpecError
 
 OPS = ("conv", "dwconv", "mbconv")
@@ -218,21 +218,6 @@ class ArchSpec:
 def _conv_out(res: int, stride: int) -> int:
     # Odd kernel with padding k//2: out = ceil(in / stride).
     return math.ceil(res / stride)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 # ---- parsing and validation ------------------------------------------------------------------

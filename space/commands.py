@@ -123,7 +123,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from space.archspec import atomic_write_text
+    from space.atomic import atomic_write_text
     from space.searchspace import get_space
 
     space = get_space(args.space)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from space.archspec import ArchSpec
+from space.atomic import atomic_path
 from space.errors import UserError
 
 OPSET = 17
@@ -59,9 +59,7 @@ def export_onnx(spec: ArchSpec, out: str | os.PathLike, weights: str | os.PathLi
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(seed))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         # The TorchScript exporter (dynamo=False) is ~30x faster than the dynamo one for these
         # small graphs; its deprecation warning and progress chatter are silenced.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -78,7 +76,4 @@ def export_onnx(spec: ArchSpec, out: str | os.PathLike, weights: str | os.PathLi
             with torch.no_grad():
                 want = model(x).numpy()
             result["max_abs_diff"] = float(np.max(np.abs(got - want)))
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return result
