@@ -8,7 +8,7 @@ import math
 from space.commands import positive_float, positive_int, print_json
 from train.cli_args import add_data_args
 
-DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 2.0, 32, 0.02, 2
+DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 2.0, 32, 3e-3, 2
 DEFAULTS_WHY = (
     f"Defaults fit the 15-minute budget of a 2-core CPU machine, latency-table build included: {DEFAULT_TRIALS} "
     f"trials of {DEFAULT_EPOCHS:g} epochs (batch {DEFAULT_BATCH}, so --batch-size defaults to {DEFAULT_BATCH} here) "

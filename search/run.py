@@ -51,7 +51,7 @@ class SearchOptions:
     name: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    lr: float = 0.02
+    lr: float = 3e-3
     controller_method: str = "ppo"
     controller_batch: int | None = None  # None: the concurrency (one update per wave of trials)
     time_budget_s: float | None = None

@@ -27,7 +27,7 @@ class TrialSettings:
     space: str = "mnasnet"
     epochs: float = 1.0
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float = 3e-3  # AdamW, train.loop.train_model's optimizer
     seed: int = 0
     latency_resolution: int = 224
     target_ms: float = 15.0
