@@ -7,7 +7,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from space.commands import positive_int, print_json
+from space.cli_types import positive_int
+from space.commands import print_json
 from space.errors import UserError
 
 DEFAULT_DEVICE = "local-cpu"

@@ -8,7 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from space.commands import positive_float, positive_int, print_json
+from space.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from space.commands import print_json
 from space.errors import UserError
 from train.cli_args import add_data_args
 
@@ -16,36 +17,6 @@ DEFAULT_SEED = "seed.json"  # under the results folder, where the search writes 
 # Options that define the run; --resume takes them from the run folder, not the command line.
 RUN_OPTIONS = ("seed", "weights", "device", "space", "resolution", "data", "train_resolution", "batch_size",
                "data_limit", "eval_limit", "split_seed", "augment")
-
-
-def fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must lie strictly between 0 and 1")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-from space.commands import positive_float, positive_int, print_json
+from space.cli_types import non_positive_float, positive_float, positive_int
+from space.commands import print_json
 from train.cli_args import add_data_args
 
 DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 2.0, 32, 3e-3, 2
@@ -14,16 +14,6 @@ DEFAULTS_WHY = (
     f"trials of {DEFAULT_EPOCHS:g} epochs (batch {DEFAULT_BATCH}, so --batch-size defaults to {DEFAULT_BATCH} here) "
     f"on the 8x8 digits, {DEFAULT_CONCURRENCY} at a time (see docs/search.md)."
 )
-
-
-def _exponent(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number <= 0")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_float, default=DEFAULT_EPOCHS,
                    help=f"proxy training epochs per trial (default {DEFAULT_EPOCHS:g})")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--w", type=_exponent, default=None, help="reward exponent (default -0.15, MobileNetV3)")
-    g.add_argument("--alpha", type=_exponent, default=None,
+    g.add_argument("--w", type=non_positive_float, default=None, help="reward exponent (default -0.15, MobileNetV3)")
+    g.add_argument("--alpha", type=non_positive_float, default=None,
                    help="MnasNet exponent when LAT <= T (soft: -0.07; hard: 0 with --beta -1)")
-    p.add_argument("--beta", type=_exponent, default=None, help="MnasNet exponent when LAT > T")
+    p.add_argument("--beta", type=non_positive_float, default=None, help="MnasNet exponent when LAT > T")
     p.add_argument("--seed", type=int, default=0, help="controller and training seed (default 0)")
     p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
                    help=f"trials running at once (default {DEFAULT_CONCURRENCY})")

@@ -7,28 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from space.cli_types import positive_int
 from space.errors import UserError
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1, with a one-line message otherwise."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
-    return v
 
 
 def print_json(obj: object) -> None:

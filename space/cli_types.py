@@ -1,0 +1,36 @@
+"""argparse types for numbers with bounds: one line saying what is wrong, e.g. ``0 must be >= 1``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Callable[[str], float | int]:
+    """An argparse ``type=`` that parses ``kind`` (int or float) and checks the given bounds."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+        for bound, ok, sign in ((ge, v >= (ge or 0), ">="), (gt, v > (gt or 0), ">"), (le, v <= (le or 0), "<="),
+                                (lt, v < (lt or 0), "<")):
+            if bound is not None and not ok:
+                raise argparse.ArgumentTypeError(f"{text} must be {sign} {bound:g}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = bounded(int, ge=1)
+non_negative_int = bounded(int, ge=0)
+positive_float = bounded(float, gt=0)
+non_negative_float = bounded(float, ge=0)
+fraction = bounded(float, gt=0, lt=1)
+non_positive_float = bounded(float, le=0)
