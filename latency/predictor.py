@@ -36,6 +36,7 @@ CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "cons
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
+MIN_COMPUTE_SHARE = 0.1
 
 
 @dataclass
@@ -53,7 +54,12 @@ class Calibration:
     n_networks: int = 0
 
     def apply(self, F: np.ndarray) -> np.ndarray:
-        return F @ np.asarray(self.weights)
+        w = np.asarray(self.weights)
+        # The fitted per-unit and constant terms may be negative (separately timed units each paid
+        # overheads a network pays once). Far below the calibration range, e.g. a heavily trimmed
+        # or tiny network, they could outweigh the compute, so no network is predicted faster than
+        # a tenth of its scaled unit time: never zero or negative.
+        return np.maximum(F @ w, MIN_COMPUTE_SHARE * (F[:, :4] @ w[:4]))
 
     @classmethod
     def fit(cls, F: np.ndarray, measured: np.ndarray) -> Calibration:

@@ -273,3 +273,13 @@ def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
 
     for spec in (_spec(21, 32), _pruned(_spec(22, 32)), replace(reference("mobilenet_v3_small"), resolution=32)):
         assert optimised_ops(network_onnx_bytes(spec)) == optimised_ops(export_spec(spec)), spec.name
+
+
+def test_calibration_never_predicts_zero_or_negative():
+    # A fitted negative constant (overheads the separately timed units paid) must not push a
+    # network far below the calibration range, e.g. a tiny or heavily trimmed one, to <= 0 ms.
+    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.4], n_networks=30)
+    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 1], [2.0, 1.0, 5.0, 0.5, 20, 1]])
+    out = cal.apply(F)
+    assert out[0] == pytest.approx(0.1 * 0.9 * 0.04) and out[0] > 0
+    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.4)
