@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 
 def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None) -> Callable[[str], float | int]:
-    """An argparse ``type=`` that parses ``kind`` (int or float) and checks the given bounds."""
+            lt: float | None = None, rule: str | None = None) -> Callable[[str], float | int]:
+    """An argparse ``type=`` that parses ``kind`` (int or float) and checks the given bounds;
+    ``rule`` replaces the message's ``must be <op> <bound>`` (e.g. for a two-sided range)."""
 
     def parse(text: str):
         try:
@@ -21,7 +22,7 @@ def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le:
         for bound, ok, sign in ((ge, v >= (ge or 0), ">="), (gt, v > (gt or 0), ">"), (le, v <= (le or 0), "<="),
                                 (lt, v < (lt or 0), "<")):
             if bound is not None and not ok:
-                raise argparse.ArgumentTypeError(f"{text} must be {sign} {bound:g}")
+                raise argparse.ArgumentTypeError(f"{text} {rule or f'must be {sign} {bound:g}'}")
         return v
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -32,5 +33,5 @@ positive_int = bounded(int, ge=1)
 non_negative_int = bounded(int, ge=0)
 positive_float = bounded(float, gt=0)
 non_negative_float = bounded(float, ge=0)
-fraction = bounded(float, gt=0, lt=1)
+fraction = bounded(float, gt=0, lt=1, rule="must lie strictly between 0 and 1")
 non_positive_float = bounded(float, le=0)
