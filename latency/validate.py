@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from space.archspec import ArchSpec
-from space.atomic import atomic_path
+from space.atomic import save_png
 
 VALIDATION_SEED = 9_000_000  # a seed stream of its own, apart from the calibration networks'
 
@@ -150,9 +150,4 @@ def scatter_png(path: str | Path, measured: np.ndarray, preds: dict[str, np.ndar
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return p
+    return save_png(fig, p)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from space.archspec import atomic_write_text
+from space.atomic import atomic_write_text, save_png
 
 HISTORY_COLUMNS = (
     "iteration", "group", "channels_before", "channels_after", "filters_removed", "delta_ms", "constraint_ms",
@@ -67,13 +65,4 @@ def plot_progress(history: list[dict[str, Any]], seed_point: dict[str, float], t
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_png(fig, path)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from space.archspec import ArchSpec
-from space.atomic import atomic_path, atomic_write_text
+from space.atomic import atomic_path, atomic_write_text, save_png
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
@@ -74,10 +74,7 @@ def plot_rewards(df: pd.DataFrame, path: Path, decay: float, title: str = "") ->
     ax.set_title(title or "search reward")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, path: Path, target_ms: float) -> Path:
@@ -95,10 +92,7 @@ def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, path: Path, target_ms: fl
     ax.set_ylabel("proxy accuracy")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def copy_atomic(src: Path, dst: Path) -> Path:
