@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(b)
     b.add_argument("--mode", choices=("quick", "full"), default="quick",
                    help="quick: a sample of units + per-op model (minutes); full: every unit of the space")
-    b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 30 quick, 100 full)")
+    b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 60 quick, 100 full)")
     _runtime(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(e)
     e.add_argument("--out", required=True, help="folder to write into")
     e.add_argument("--mode", choices=("quick", "full"), default="quick", help="which units (default quick)")
-    e.add_argument("--networks", type=int, help="whole networks for the calibration (default 30 quick, 100 full)")
+    e.add_argument("--networks", type=int, help="whole networks for the calibration (default 60 quick, 100 full)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_export)
 
@@ -83,8 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(v)
     v.add_argument("--n", type=positive_int, default=100, help="held-out networks (default 100)")
     v.add_argument("--seed", type=int, default=None, help="seed of the held-out sample")
-    v.add_argument("--passes", type=positive_int, default=3,
-                   help="passes over the networks; each keeps its quietest (default 3)")
+    v.add_argument("--passes", type=positive_int, default=None,
+                   help="passes over the networks; each keeps its quietest (default 2, as the table build)")
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-SPACE-rRES.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")

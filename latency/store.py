@@ -30,15 +30,14 @@ import numpy as np
 
 from latency.predictor import Predictor
 from latency.signature import KEY_COLUMNS, Sig
-from latency.units import NET_ROUNDS, NET_RUNS, NET_WARMUP, UNIT_ROUNDS, UNIT_RUNS, UNIT_WARMUP
+from latency.units import MEASURE_PASSES, NET_ROUNDS, NET_RUNS, NET_WARMUP, UNIT_ROUNDS, UNIT_RUNS, UNIT_WARMUP
 from space.archspec import ArchSpec
 from space.atomic import atomic_write_text
 from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
-QUICK_NETWORKS, FULL_NETWORKS = 30, 100
+QUICK_NETWORKS, FULL_NETWORKS = 60, 100  # 60 >= 50: the calibration fits per-op scales
 CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
-NET_PASSES = 3  # each calibration / validation network keeps its quietest of this many passes
 
 
 def device_dir(device: str) -> Path:
@@ -114,9 +113,11 @@ def _read_meta(p: Path) -> dict[str, Any]:
 
 def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, int, ArchSpec]],
                   progress: bool = True, unit_warmup: int = UNIT_WARMUP, unit_runs: int = UNIT_RUNS,
-                  net_warmup: int = NET_WARMUP, net_runs: int = NET_RUNS, builds: list[dict] | None = None) -> Path:
+                  net_warmup: int = NET_WARMUP, net_runs: int = NET_RUNS, builds: list[dict] | None = None,
+                  passes: int = MEASURE_PASSES) -> Path:
     """Write ONNX files for ``units`` and whole ``networks`` (space, resolution, spec), the
-    manifest and a copy of the standalone runner into ``out``."""
+    manifest (``passes``: how often the runner goes over the list) and a copy of the standalone
+    runner into ``out``."""
     import shutil
 
     from latency.onnx_units import network_onnx_bytes, unit_onnx_bytes
@@ -147,7 +148,8 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
     manifest = {"format": 1, "id": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16],
                 "key_columns": list(KEY_COLUMNS), "unit_warmup": unit_warmup, "unit_runs": unit_runs,
                 "network_warmup": net_warmup, "network_runs": net_runs,
-                "unit_rounds": UNIT_ROUNDS, "network_rounds": NET_ROUNDS, "builds": builds or [], "items": items}
+                "unit_rounds": UNIT_ROUNDS, "network_rounds": NET_ROUNDS, "passes": passes, "builds": builds or [],
+                "items": items}
     atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
     shutil.copyfile(Path(__file__).with_name("runner.py"), out / "runner.py")
     return out
@@ -276,23 +278,26 @@ def calibration_specs(space_name: str, resolution: int, n: int, seed: int = CALI
 
 
 def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224, mode: str = "quick",
-          threads: int = 1, provider: str = "cpu", n_networks: int | None = None, per_stage: int | None = None,
-          progress: bool = True, unit_runs: int = UNIT_RUNS, net_runs: int = NET_RUNS) -> Predictor:
+          threads: int = 1, provider: str = "cpu", n_networks: int | None = None,
+          sample: dict[str, int | None] | None = None, progress: bool = True, unit_runs: int = UNIT_RUNS,
+          net_runs: int = NET_RUNS) -> Predictor:
     """Measure what ``space`` at ``resolution`` needs on this machine and fit the predictor.
 
     Units already in the device's table are not measured again, so builds extend each other.
-    Concurrent builds of one device (e.g. parallel trials) wait for each other.
+    Concurrent builds of one device (e.g. parallel trials) wait for each other. ``sample``
+    overrides :func:`latency.sampling.units_to_measure`'s sample sizes (``per_stage``,
+    ``conv_per_stage``, ``trimmed_per_stage``).
     """
     with _build_lock(device):
-        return _build(device, space, resolution, mode, threads, provider, n_networks, per_stage, progress,
+        return _build(device, space, resolution, mode, threads, provider, n_networks, sample, progress,
                       unit_runs, net_runs)
 
 
 def _build(device: str, space: str, resolution: int, mode: str, threads: int, provider: str, n_networks: int | None,
-           per_stage: int | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
+           sample: dict[str, int | None] | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
     from latency.measure import resolve_provider
     from latency.runner import run_folder
-    from latency.sampling import QUICK_PER_STAGE, units_to_measure
+    from latency.sampling import units_to_measure
     from latency.table import LatencyTable, check_device_name
     from space.searchspace import get_space
 
@@ -302,7 +307,7 @@ def _build(device: str, space: str, resolution: int, mode: str, threads: int, pr
         raise UserError(f"unknown build mode {mode!r}; choose quick or full")
     sp = get_space(space)
     t0 = time.time()
-    wanted = units_to_measure(sp, resolution, mode, per_stage=per_stage or QUICK_PER_STAGE)
+    wanted = units_to_measure(sp, resolution, mode, **(sample or {}))
     have: set[Sig] = set()
     if units_path(device).exists():
         have = set(LatencyTable.load(units_path(device)).lookup())
@@ -316,8 +321,9 @@ def _build(device: str, space: str, resolution: int, mode: str, threads: int, pr
               f"{len(units)} units and {len(specs)} networks to measure", file=sys.stderr)
     if units or specs:
         with tempfile.TemporaryDirectory(prefix="hwnas-latency-") as tmp:
-            # Each calibration network NET_PASSES times, far apart in time, as validation measures its networks.
-            export_folder(tmp, units, [(space, resolution, s) for s in specs] * NET_PASSES, progress=progress,
+            # Units and calibration networks go through the same passes (quietest kept), so the table and
+            # the networks it is calibrated on see the same machine.
+            export_folder(tmp, units, [(space, resolution, s) for s in specs], progress=progress,
                           unit_runs=unit_runs, net_runs=net_runs,
                           builds=[{"space": space, "resolution": resolution, "mode": mode}])
             csv_path = _run_with_bar(run_folder, tmp, threads, provider, progress)
@@ -348,7 +354,8 @@ def _run_with_bar(run_folder, folder: str, threads: int, provider: str, progress
     from latency import runner
 
     manifest = runner.read_manifest(Path(folder))
-    bar = tqdm(total=len(manifest["items"]), desc="measuring", unit="model", file=sys.stderr)
+    bar = tqdm(total=len(manifest["items"]) * int(manifest.get("passes", 1)), desc="measuring", unit="model",
+               file=sys.stderr)
     orig = runner.make_session
 
     def counting(*a, **k):

@@ -16,6 +16,10 @@ from space.archspec import ArchSpec
 # Units are cheap (0.01-3 ms); whole networks are what validation compares against.
 UNIT_WARMUP, UNIT_RUNS, UNIT_ROUNDS = 3, 24, 3
 NET_WARMUP, NET_RUNS, NET_ROUNDS = 3, 40, 5
+# Passes over a whole list (units and networks alike), each item keeping its quietest. On a shared
+# machine a unit's figure drifts by ~10% over minutes while back-to-back passes agree within ~2%;
+# the table, its calibration networks and held-out networks are all measured the same way.
+MEASURE_PASSES = 2
 
 
 def unit_module(sig: Sig):
@@ -72,13 +76,14 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
 
     With ``passes`` > 1 the list is measured that many times, minutes apart on a long list, and
     each network keeps its quietest pass (lowest median): a burst of load from other processes
-    then spoils a network's figure only if it hits every pass.
+    then spoils a network's figure only if it hits every pass. Same scheme as the runner's.
     """
     from latency.onnx_units import network_onnx_bytes
+    from latency.runner import pass_order
 
     graphs = [network_onnx_bytes(s) for s in specs]
     best: list[dict[str, Any] | None] = [None] * len(specs)
-    order = [(p, i) for p in range(passes) for i in range(len(specs))]
+    order = [(p, i) for p in range(passes) for i in pass_order(len(specs), passes, p)]
     for p, i in _progress(order, desc, progress):
         t0 = time.perf_counter()
         sess = make_session(graphs[i], threads, provider)

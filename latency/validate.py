@@ -87,8 +87,8 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
     the list) and score the three predictors on them."""
     import pandas as pd
 
-    from latency.store import NET_PASSES, NET_RUNS, NET_WARMUP, device_dir, load_networks, load_predictor
-    from latency.units import measure_networks
+    from latency.store import NET_RUNS, NET_WARMUP, device_dir, load_networks, load_predictor
+    from latency.units import MEASURE_PASSES, measure_networks
 
     pred = load_predictor(device, space, resolution)
     nets, _ = load_networks(device)
@@ -101,7 +101,7 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
         print(f"validating the {device} predictor on {len(specs)} held-out networks "
               f"({space}, {resolution}x{resolution}); {len(calib)} calibration networks excluded", file=sys.stderr)
     rows = measure_networks(specs, threads, provider, NET_WARMUP, runs or NET_RUNS, progress=progress,
-                            desc="measuring held-out networks", passes=passes or NET_PASSES)
+                            desc="measuring held-out networks", passes=passes or MEASURE_PASSES)
     measured = np.array([r["median_ms"] for r in rows])
     full = pred.predict_many(specs)
     lut = pred.unit_sum_many(specs)
