@@ -1,9 +1,10 @@
 """The latency predictor: table lookups + the per-op model + a calibration on whole networks.
 
 ``predict(spec)`` = calibration(per-op sums over units of (measured ms if the unit is in the table,
-else the per-op model's ms), unit count). The calibration is what a per-unit sum misses on a CPU:
-each unit timed alone pays a session call and reads its input cold, while inside a network
-onnxruntime runs one graph whose layers hand activations over through the cache. It is a linear
+else the per-op model's ms), unit count, input elements). The calibration is what a per-unit sum
+misses on a CPU: each unit timed alone pays a session call and brings its input in (and into
+onnxruntime's blocked NCHWc layout) itself, while inside a network onnxruntime runs one graph
+whose layers hand activations over in the cache and in the blocked layout. It is a linear
 model (see :class:`Calibration`) fitted by least relative squares on whole networks measured end
 to end (never the networks a validation scores).
 
@@ -29,10 +30,11 @@ from space.archspec import ArchSpec
 from space.atomic import atomic_write_text
 from space.errors import UserError
 
-PREDICTOR_FORMAT = 2  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 3  # bump when features or the model change: saved predictors are refitted
 
 
-CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "const")
+CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "const")
+_IN, _CONST = CALIB_FEATURES.index("in_melems"), CALIB_FEATURES.index("const")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
@@ -42,15 +44,16 @@ MIN_COMPUTE_SHARE = 0.1
 @dataclass
 class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
-    units, sum of mbconv units, stem + head, number of units, 1)``.
+    units, sum of mbconv units, stem + head, number of units, millions of unit input elements, 1)``.
 
-    Fitted by least relative squares; with fewer than 50 networks all four sums share one scale.
-    The unit-count weight absorbs what each separately timed unit paid once and a network pays
-    once in total (session call, input and output copies); per-op scales absorb fusion and
-    cache effects that differ between ops. Identity (plain sum) when not fitted.
+    Fitted by least relative squares. With fewer than 50 networks two weights are fitted: one
+    scale shared by the four sums and one per input element (what each separately timed unit paid
+    to bring its input in, proportional to its size; typically negative). With 50 or more, per-op
+    scales (lightly pulled towards 1, they absorb fusion and cache effects that differ between
+    ops), the unit count (per-call overhead) and a constant join. Identity (plain sum) when not fitted.
     """
 
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     n_networks: int = 0
 
     def apply(self, F: np.ndarray) -> np.ndarray:
@@ -68,15 +71,18 @@ class Calibration:
             raise UserError(f"calibration needs at least 3 measured networks, got {n}")
         A = F / measured[:, None]
         b = np.ones(n)
+        k = len(CALIB_FEATURES)
         if n < PER_OP_MIN_NETWORKS:
-            A3 = np.stack([A[:, :4].sum(axis=1), A[:, 4], A[:, 5]], axis=1)
-            (a, c_units, c0), *_ = np.linalg.lstsq(A3, b, rcond=None)
-            w = np.array([a, a, a, a, c_units, c0])
+            A2 = np.stack([A[:, :4].sum(axis=1), A[:, _IN]], axis=1)
+            (a, c_in), *_ = np.linalg.lstsq(A2, b, rcond=None)
+            w = np.zeros(k)
+            w[:4], w[_IN] = a, c_in
         else:
-            pen = np.sqrt(RIDGE) * np.eye(6)[:4]
-            w, *_ = np.linalg.lstsq(np.vstack([A, pen]), np.concatenate([b, pen @ np.ones(6)]), rcond=None)
+            pen = np.sqrt(RIDGE) * np.eye(k)[:4]
+            w, *_ = np.linalg.lstsq(np.vstack([A, pen]), np.concatenate([b, pen @ np.ones(k)]), rcond=None)
         if np.any(w[:4] <= 0):  # degenerate data: fall back to one scale
-            w = np.array([*[float(np.median(measured / F[:, :4].sum(axis=1)))] * 4, 0.0, 0.0])
+            w = np.zeros(k)
+            w[:4] = float(np.median(measured / F[:, :4].sum(axis=1)))
         return cls([float(x) for x in w], n)
 
 
@@ -116,7 +122,8 @@ class Predictor:
         return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
-        """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, count, 1)."""
+        """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, unit count,
+        millions of unit input elements, 1)."""
         per_spec = [spec_sigs(s) for s in specs]
         counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
@@ -126,7 +133,10 @@ class Predictor:
         F = np.zeros((len(per_spec), len(CALIB_FEATURES)))
         np.add.at(F, (row, col), ms)
         F[:, 4] = counts
-        F[:, 5] = 1.0
+        # Input elements of each unit: in_ch * res * res (Sig fields 3 and 9).
+        melems = np.fromiter((u[3] * u[9] * u[9] for u in flat), dtype=np.float64, count=len(flat)) / 1e6
+        np.add.at(F[:, _IN], row, melems)
+        F[:, _CONST] = 1.0
         return F
 
     # ---- networks ------------------------------------------------------------------------

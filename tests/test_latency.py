@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from latency.signature import FEATURES, Sig, feature_matrix, spec_sigs
 from latency.store import load_predictor, units_path
 from latency.table import LatencyTable
 from latency.testing import TINY_DEVICE, TINY_RESOLUTION
+from latency.units import MEASURE_PASSES
 from space.errors import UserError
 from space.references import reference
 from space.searchspace import get_space
@@ -158,12 +160,16 @@ def test_missing_op_model_is_a_clear_error():
 
 def test_calibration_recovers_a_linear_relation():
     rng = np.random.default_rng(0)
-    F = np.column_stack([rng.uniform(0, 10, (40, 4)), rng.integers(10, 25, 40), np.ones(40)])
-    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.05, 0.3])
-    small = Calibration.fit(F[:8], y[:8])  # few networks: one shared scale
-    assert small.weights == pytest.approx([0.8, 0.8, 0.8, 0.8, 0.05, 0.3], rel=1e-6)
-    full = Calibration.fit(F, y)  # per-op scales, lightly pulled towards 1
+    F = np.column_stack([rng.uniform(0, 10, (60, 4)), rng.integers(10, 25, 60), rng.uniform(1, 6, 60), np.ones(60)])
+    # Few networks: one shared scale and a (negative) cost per million input elements.
+    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.0])
+    small = Calibration.fit(F[:8], y[:8])
+    assert small.weights == pytest.approx([0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.0], rel=1e-6, abs=1e-9)
+    # Many networks: per-op scales (lightly pulled towards 1), unit count and constant as well.
+    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.3])
+    full = Calibration.fit(F, y)
     assert full.apply(F) == pytest.approx(y, rel=0.02)
+    assert full.weights[1] > full.weights[0]
 
 
 def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
@@ -178,11 +184,56 @@ def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
     r = subprocess.run([sys.executable, "-I", "runner.py", ".", "--out", str(tmp_path / "m.csv")], cwd=folder,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+    # Every model measured in each of the manifest's passes (one row per model, its quietest pass).
+    rows = list(csv.DictReader((tmp_path / "m.csv").read_text().splitlines()[1:]))
+    assert len(rows) == 8 and {row["passes"] for row in rows} == {str(MEASURE_PASSES)}
+    assert "(pass 2/2)" in r.stderr
     counts = import_measurements(tmp_path / "m.csv", "phone", folder)
     assert counts == {"units": 5, "networks": 3, "table_rows": 5}
     t = LatencyTable.load(units_path("phone"))
     assert set(t.lookup()) == set(units) and t.meta["device"] == "phone" and t.meta["clock"] == "cpu"
     assert len(load_networks("phone")[0]) == 3
+
+
+def test_quick_sample_holds_every_conv_unit_and_netadapt_like_trimmed_units():
+    from latency.onnx_units import unit_onnx_bytes
+    from latency.sampling import _stage_units, units_to_measure
+
+    space = get_space("mnasnet")
+    grid = {s for st in _stage_units(space, 224) for s in st}
+    quick = units_to_measure(space, 224, "quick")
+    assert {s for s in grid if s.op == "conv"} <= set(quick)
+    trimmed = [s for s in quick if s.op not in ("stem", "head") and s not in grid]
+    assert 200 <= len(trimmed) <= 7 * 40
+    for s in trimmed:
+        assert s.in_ch % 4 == 0 and s.out_ch % 4 == 0 and s.exp_ch % 4 == 0 and s.se_ch % 4 == 0
+        assert not s.residual or s.in_ch == s.out_ch
+        assert (s.op != "dwconv" or s.exp_ch == s.in_ch) and (s.op != "conv" or s.exp_ch == s.out_ch)
+    assert any(s.in_ch % 8 for s in trimmed)  # off onnxruntime's 8-channel blocks too
+    unit_onnx_bytes(trimmed[0])  # a valid unit graph
+    assert units_to_measure(space, 224, "quick") == quick  # seeded: the same sample every build
+
+
+def test_pass_order_spreads_each_items_passes_apart():
+    from latency.runner import pass_order
+
+    for n, passes in ((10, 2), (7, 3), (1, 2)):
+        orders = [pass_order(n, passes, p) for p in range(passes)]
+        assert all(sorted(o) == list(range(n)) for o in orders)
+        if n > 1:  # item i's passes lie about n / passes positions apart, never back to back
+            assert all(orders[1].index(i) != orders[0].index(i) for i in range(n))
+    assert pass_order(10, 2, 1)[:3] == [5, 6, 7]
+
+
+def test_calibration_features_count_units_and_input_elements(tiny_predictor):
+    from latency.predictor import CALIB_FEATURES
+
+    spec = _spec(3)
+    row = dict(zip(CALIB_FEATURES, tiny_predictor.calib_features([spec])[0]))
+    sigs = spec_sigs(spec)
+    assert row["units"] == len(sigs) and row["const"] == 1
+    assert row["in_melems"] == pytest.approx(sum(s.in_ch * s.res**2 for s in sigs) / 1e6)
+    assert sum(row[c] for c in CALIB_FEATURES[:4]) == pytest.approx(tiny_predictor.unit_sum(spec))
 
 
 def test_import_refuses_a_csv_that_is_not_the_runners(tmp_path):
@@ -278,8 +329,8 @@ def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
 def test_calibration_never_predicts_zero_or_negative():
     # A fitted negative constant (overheads the separately timed units paid) must not push a
     # network far below the calibration range, e.g. a tiny or heavily trimmed one, to <= 0 ms.
-    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.4], n_networks=30)
-    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 1], [2.0, 1.0, 5.0, 0.5, 20, 1]])
+    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.3, -0.4], n_networks=30)
+    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 0.5, 1], [2.0, 1.0, 5.0, 0.5, 20, 3.0, 1]])
     out = cal.apply(F)
     assert out[0] == pytest.approx(0.1 * 0.9 * 0.04) and out[0] > 0
-    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.4)
+    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.3 * 3.0 - 0.4)
