@@ -250,7 +250,8 @@ def test_failing_trials_are_recorded_and_the_run_goes_on(killed_search):
         assert row["status"] == status and text in row["error"], (i, row["status"], row["error"])
         assert len(row["error"]) <= 200 and row["reward"] == 0
     ok = df.drop(index=list(FAULTS))
-    assert set(ok["status"]) == {"ok"} and (ok["reward"] > 0).all() and (ok["error"].isna()).all()
+    assert set(ok["status"]) == {"ok"} and ok["error"].isna().all() and ok["accuracy"].between(0, 1).all()
+    assert ok["reward"].tolist() == pytest.approx((ok["accuracy"] * (ok["latency_ms"] / 1.0) ** -0.15).tolist())
     s = killed_search.out
     assert s["completed"] == TRIALS - len(FAULTS) and s["failed"] == len(FAULTS)
 
@@ -270,14 +271,15 @@ def test_netadapt_killed_after_an_iteration_resumes_without_repeats(tmp_path, ti
     spec.save(root / "seed.json")
     torch.manual_seed(0)
     save_weights(build_model(spec), root / "seed.pt")
-    # A target three small cuts away (as in the NetAdapt CLI test) and proposals fine-tuned in the process.
+    # A target far away, small cuts and at most 3 iterations: 3 iterations whatever latencies this machine
+    # measured for the tiny table (one cut can overshoot a near target); proposals fine-tuned in the process.
     from netadapt.proposals import smallest_network
 
     top, floor = tiny_predictor.predict(spec), tiny_predictor.predict(smallest_network(spec))
     args = ["netadapt", "--device", TINY, "--data", "digits", "--data-limit", "200", "--eval-limit", "100",
             "--steps", "2", "--final-epochs", "0.2", "--batch-size", "64", "--no-measure-iterations",
-            "--target-ms", f"{top - 0.3 * (top - floor):.6f}", "--delta", "0.02", "--workers", "0",
-            "--name", "na", "--json"]
+            "--target-ms", f"{top - 0.8 * (top - floor):.6f}", "--delta", "0.02", "--max-iterations", "3",
+            "--workers", "0", "--name", "na", "--json"]
     run = root / "netadapt" / "na"
 
     def one_iteration() -> bool:
@@ -302,7 +304,8 @@ def test_netadapt_killed_after_an_iteration_resumes_without_repeats(tmp_path, ti
     out = json.loads((tmp_path / "resumed.out").read_text())
     assert f"resuming {run} after iteration {done}" in (tmp_path / "resumed.err").read_text()
     n = out["iterations"]
-    assert n > done and out["stop_reason"] == "target met" and out["final_predicted_ms"] <= out["target_ms"] + 1e-9
+    assert n > done and (n == 3 and out["stop_reason"] == "stopped after 3 iterations"
+                         or out["stop_reason"] == "target met" and out["final_predicted_ms"] <= out["target_ms"] + 1e-9)
     hist = pd.read_csv(run / "history.csv")
     assert hist["iteration"].tolist() == list(range(1, n + 1))  # each iteration once, none missing
     pd.testing.assert_frame_equal(hist.iloc[:done], hist_before.iloc[:done])  # finished ones untouched
