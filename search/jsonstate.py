@@ -47,6 +47,8 @@ def encode(obj: Any) -> Any:
         arr = t.numpy()
         raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         return {"__tensor__": _NAMES[t.dtype], "shape": list(t.shape), "data": base64.b64encode(raw).decode("ascii")}
+    if isinstance(obj, np.generic):  # numpy scalars (a metric computed with numpy) as Python numbers
+        obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
