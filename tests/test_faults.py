@@ -180,10 +180,11 @@ def killed_search(tmp_path_factory, tiny_predictor):
     assert not (run / "trials.csv").exists()  # the run did not get to its end
 
     # The resumed run gets no HWNAS_FAULT_INJECT: the faults come back with the run's own settings.
-    _run_to_end([*SEARCH[:1], "--target-ms", "1", "--resume", "--name", "k", "--json"], _env(root),
+    _run_to_end(["search", "--target-ms", "1", "--resume", "--name", "k", "--json"], _env(root),
                 base / "resumed", timeout=400)
     return SimpleNamespace(
         run=run, before=before, tune_copy=tune_copy, cached=cached,
+        # stdout is the one --json object, although Ray reported a dead worker meanwhile
         out=json.loads((base / "resumed.out").read_text()), log=(base / "resumed.err").read_text(),
         df=pd.read_csv(run / "trials.csv", keep_default_na=False, na_values=[""]),
         after=read_state(run / "searcher.json"), summary=json.loads((run / "summary.json").read_text()),
