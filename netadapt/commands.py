@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -13,6 +14,7 @@ from space.commands import print_json
 from space.errors import UserError
 from train.cli_args import add_data_args
 
+COMMAND = "netadapt"  # the marker config.json carries (see netadapt.loop), checked by --resume
 DEFAULT_SEED = "seed.json"  # under the results folder, where the search writes it
 # Options that define the run; --resume takes them from the run folder, not the command line.
 RUN_OPTIONS = ("seed", "weights", "device", "space", "resolution", "data", "train_resolution", "batch_size",
@@ -93,8 +95,9 @@ def _pick_run_dir(args: argparse.Namespace) -> Path:
     if args.name:
         d = root / _check_name(args.name)
         if args.resume:
-            if not (d / "state.json").exists():
+            if not d.is_dir():
                 raise UserError(f"{d}: no run to resume; start it without --resume")
+            check_netadapt_run(d)
             return d
         if d.exists() and any(d.iterdir()):
             raise UserError(f"{d} already holds a run; pass --resume to continue it or another --name")
@@ -106,12 +109,44 @@ def _pick_run_dir(args: argparse.Namespace) -> Path:
         with_state = [p for p in taken if (p / "state.json").exists()]
         if not with_state:
             raise UserError(f"no NetAdapt run of {base!r} under {root} to resume; start one without --resume")
+        check_netadapt_run(with_state[-1])
         return with_state[-1]
     names = {p.name for p in taken}
     name, k = base, 2
     while name in names:
         name, k = f"{base}-{k}", k + 1
     return root / name
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--resume: {path.parent} has no {path.name}; it is not a complete NetAdapt run and "
+                        "cannot be resumed (start a new run with another --name)") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--resume: {path} is unreadable ({e}); start a new run with another --name") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"--resume: {path} does not hold {what}; start a new run with another --name")
+    return doc
+
+
+def check_netadapt_run(d: Path) -> tuple[dict, dict]:
+    """(invocation, config) of the NetAdapt run in ``d``; anything else (another command's folder, a
+    folder missing what ``--resume`` reads) is one line."""
+    if (d / "options.json").exists() and (d / "tune").exists():
+        raise UserError(f"--resume: {d} is a search run, not a NetAdapt run; resume it with "
+                        f"`python cli.py search --resume --name {d.name}`")
+    if not (d / "state.json").exists():
+        raise UserError(f"{d}: no run to resume (no state.json); start it without --resume")
+    config = _read_json(d / "config.json", "a NetAdapt configuration")
+    if config.get("command", COMMAND) != COMMAND:
+        raise UserError(f"--resume: {d} holds a {config['command']} run, not a NetAdapt run; check --name")
+    _read_json(d / "state.json", "a NetAdapt run state")
+    invocation = _read_json(d / "invocation.json", "the options the run started with")
+    if not (d / "checkpoints" / "iter_000.json").exists():
+        raise UserError(f"--resume: {d} has no seed checkpoint (checkpoints/iter_000.json); start a new run")
+    return invocation, config
 
 
 def _infer_space(spec, name: str) -> str:
@@ -182,10 +217,10 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         args.seed = str(results_dir() / DEFAULT_SEED)
     run_dir = _pick_run_dir(args)
     if args.resume:
-        saved = json.loads((run_dir / "invocation.json").read_text())
+        saved, saved_config = check_netadapt_run(run_dir)
         for k in RUN_OPTIONS:
             setattr(args, k, saved.get(k))
-        config = NetAdaptConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        config = NetAdaptConfig.from_dict(saved_config)
     else:
         config = NetAdaptConfig(
             target_ms=args.target_ms, target_ratio=args.target_ratio, delta=args.delta, decay=args.decay,
@@ -227,7 +262,9 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         log(note)
     log(f"latency predictor: device {args.device}, space {space}, resolution {spec0.resolution}")
     log(f"run folder {run_dir}")
-    summary = run.run(seed_spec, seed_state, resume=args.resume)
+    # Ray prints some events (a proposal's worker dying) to sys.stdout; --json keeps stdout to one object.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        summary = run.run(seed_spec, seed_state, resume=args.resume)
     if args.json:
         print_json(summary)
     else:

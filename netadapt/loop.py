@@ -483,7 +483,8 @@ class NetAdaptRun:
             if seed_spec is None:
                 raise ValueError("a new run needs a seed spec")
             self.resolve_target(seed_spec)
-            write_json(self.config.to_dict(), self.dir / "config.json")
+            # "command" tells --resume (and the search's --resume) whose folder this is.
+            write_json({"command": "netadapt", **self.config.to_dict()}, self.dir / "config.json")
             st = self.start(seed_spec, seed_state)
         if st.phase == "adapt":
             st = self.adapt(st)

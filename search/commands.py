@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 from space.cli_types import non_positive_float, positive_float, positive_int
 from space.commands import print_json
@@ -77,7 +79,10 @@ def options_from_args(args: argparse.Namespace):
 def cmd_search(args: argparse.Namespace) -> int:
     from search.run import run_search
 
-    summary = run_search(options_from_args(args))
+    # Ray prints some events (e.g. "a worker died") to whatever sys.stdout is; with --json, stdout holds
+    # the one JSON object only, so those go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        summary = run_search(options_from_args(args))
     if args.json:
         print_json({"best": summary.best, "run_dir": summary.run_dir, "trials": summary.trials,
                     "completed": summary.completed, "failed": summary.failed, "seconds": round(summary.seconds, 1),

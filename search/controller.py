@@ -103,6 +103,7 @@ class Controller:
         self.pending: dict[int, Sample] = {}
         self.collected: list[tuple[Sample, float]] = []
         self.updates = 0
+        self.feedbacks = 0  # rewards received; a resumed search checks it equals its finished trials
         self.history: list[dict[str, float]] = []  # per update: mean reward, baseline, entropy, loss
 
     @classmethod
@@ -183,6 +184,7 @@ class Controller:
             raise KeyError(f"no pending controller sample with key {key}")
         r = float(reward)
         self.collected.append((sample, r if math.isfinite(r) else 0.0))
+        self.feedbacks += 1
         if len(self.collected) >= self.config.batch_size:
             return self.update()
         return None
@@ -238,7 +240,7 @@ class Controller:
             "n_choices": list(self.n_choices), "config": asdict(self.config), "seed": self.seed,
             "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(), "baseline": self.baseline, "reward_var": self.reward_var,
-            "next_key": self.next_key, "updates": self.updates, "history": list(self.history),
+            "next_key": self.next_key, "updates": self.updates, "feedbacks": self.feedbacks, "history": list(self.history),
             "pending": [asdict(s) for s in self.pending.values()],
             "collected": [(asdict(s), r) for s, r in self.collected],
         })
@@ -253,6 +255,8 @@ class Controller:
         self.generator.set_state(state["generator"])
         self.baseline, self.reward_var = state["baseline"], state["reward_var"]
         self.next_key, self.updates = state["next_key"], state["updates"]
+        # States written before the counter existed: every update consumed one batch of rewards.
+        self.feedbacks = state.get("feedbacks", self.updates * self.config.batch_size + len(state["collected"]))
         self.history = list(state["history"])
         self.pending = {s["key"]: Sample(**s) for s in state["pending"]}
         self.collected = [(Sample(**s), r) for s, r in state["collected"]]

@@ -2,8 +2,10 @@
 
 Layout of a run (``results/runs/<name>/``)::
 
-    options.json      the options the run started with (``--resume`` reads them back)
-    tune/             Ray Tune's experiment folder (trial states, searcher checkpoints)
+    options.json      the options the run started with (``--resume`` reads them back; "command": "search")
+    searcher.json     the searcher's state (controller, samples, rewards), rewritten after every change
+    tune/             Ray Tune's experiment folder (trial states, Tune's copies of the searcher state)
+    trials/           each finished trial's result, so a resumed run never trains a finished trial again
     weights/          trained weights of the best and the Pareto trials
     trials.csv  pareto.csv  reward.png  pareto.png  seed.json  seed.pt  summary.json
 
@@ -101,24 +103,52 @@ def _log(opts: SearchOptions, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+COMMAND = "search"  # the marker options.json carries, so that no other command's folder is taken for a search run
+
+
 def _run_dir(opts: SearchOptions) -> Path:
     runs = results_dir() / "runs"
     if opts.resume:
         if opts.name:
             d = runs / opts.name
+            if not d.is_dir():
+                raise UserError(f"--resume: there is no search run {d}; check --name (runs are in {runs})")
         else:  # the most recent run
             cands = sorted((p for p in runs.glob("*") if (p / "options.json").exists()), key=lambda p: p.stat().st_mtime)
             if not cands:
                 raise UserError(f"--resume: no run to resume under {runs}; start one without --resume")
             d = cands[-1]
-        if not (d / "options.json").exists() or not (d / "tune").exists():
-            raise UserError(f"--resume: {d} is not a search run folder (no options.json / tune/); check --name")
+        check_search_run(d)
         return d
     name = opts.name or time.strftime("search-%Y%m%d-%H%M%S")
     d = runs / name
     if d.exists():
         raise UserError(f"run folder {d} already exists; pass --resume to continue it or another --name")
     return d
+
+
+def check_search_run(d: Path) -> None:
+    """Refuse, with one line, a folder that is not a resumable search run (another command's, or none)."""
+    if (d / "state.json").exists() and (d / "config.json").exists():
+        raise UserError(f"--resume: {d} is a NetAdapt run, not a search run; resume it with "
+                        f"`python cli.py netadapt --resume --name {d.name}`")
+    if not (d / "options.json").is_file():
+        raise UserError(f"--resume: {d} is not a search run folder (it has no options.json); check --name")
+    try:
+        saved = json.loads((d / "options.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--resume: {d / 'options.json'} is unreadable ({e}); this run cannot be resumed") from None
+    if not isinstance(saved, dict) or saved.get("command", COMMAND) != COMMAND:
+        what = saved.get("command") if isinstance(saved, dict) else None
+        raise UserError(f"--resume: {d} holds a {what or 'different'} run, not a search run; check --name")
+    tune_dir = d / "tune"
+    if not (tune_dir / "tuner.pkl").exists() or not any(tune_dir.glob("experiment_state-*.json")):
+        raise UserError(f"--resume: {d} has no Tune checkpoint (the run stopped before its first one); "
+                        "start it again under another --name")
+    if any(tune_dir.glob("searcher-state-*.pkl")) and not (d / "searcher.json").exists() \
+            and not any(tune_dir.glob("searcher-state-*.json")):
+        raise UserError(f"--resume: {d} was written by an older hwnas whose searcher checkpoint is a pickle, "
+                        "which is no longer loaded (it could run code); start a new run")
 
 
 def _restore_options(opts: SearchOptions, run_dir: Path) -> SearchOptions:
@@ -219,6 +249,12 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
 
     check_device_name(opts.device)
     rw = Reward.from_options(opts.target_ms, opts.w, opts.alpha, opts.beta)
+    from search.trial import FAULT_ENV, parse_faults
+
+    # Testing only: faults to inject into given samples (docs/search.md, "Failures"). Read when a run
+    # starts and kept in its trial settings, so that a resumed run injects the same ones.
+    faults = "" if opts.resume else os.environ.get(FAULT_ENV, "").strip()
+    parse_faults(faults)
 
     from train.data import load_data
 
@@ -236,7 +272,8 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not opts.resume:
-        atomic_write_text(run_dir / "options.json", json.dumps(asdict(opts), indent=2) + "\n")
+        doc = {"command": COMMAND, **asdict(opts)}
+        atomic_write_text(run_dir / "options.json", json.dumps(doc, indent=2) + "\n")
     import ray
 
     ours = not ray.is_initialized()  # a Ray this call starts (or attaches to) is let go at the end
@@ -246,7 +283,7 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
     _log(opts, f"Ray ready in {ray_s:.1f} s; dashboard: {url or 'not available'}"
                + (" (token: ~/.ray/auth_token, or `ray get-auth-token`)" if dashboard_headers() else ""))
     try:
-        results = _fit(opts, run_dir, data, predictor, rw)
+        results = _fit(opts, run_dir, data, predictor, rw, faults)
         return _write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
                               {"predictor_s": predictor_s, "ray_init_s": ray_s})
     finally:
@@ -266,7 +303,7 @@ def _trainable(opts: SearchOptions, data: Any):
     return tune.with_resources(tune.with_parameters(trial_class(), data=data), {"cpu": opts.cpus_per_trial, "gpu": gpus})
 
 
-def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Reward):
+def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Reward, faults: str = ""):
     from ray import tune
 
     from search.controller import ControllerConfig
@@ -289,10 +326,12 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
             latency_resolution=opts.latency_resolution, target_ms=rw.target_ms, alpha=rw.alpha, beta=rw.beta,
             measure=opts.measure, threads=max(1, int(opts.cpus_per_trial)), eval_limit=opts.eval_limit,
             augment=opts.augment,
-            weights_dir=str((run_dir / "weights").resolve()),
+            weights_dir=str((run_dir / "weights").resolve()), trials_dir=str((run_dir / "trials").resolve()),
+            faults=faults,
         )
         ctl = ControllerConfig(method=opts.controller_method, batch_size=opts.controller_batch or opts.concurrency)
-        searcher = ControllerSearcher(settings, data.num_classes, data.in_channels, opts.device, ctl, predictor)
+        searcher = ControllerSearcher(settings, data.num_classes, data.in_channels, opts.device, ctl, predictor,
+                                      state_path=(run_dir / "searcher.json").resolve())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=opts.trials, metric="reward", mode="max",
@@ -317,16 +356,22 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
                    nc_ic: tuple[int, int], timings: dict[str, float]) -> SearchSummary:
     from search import results as out
     from search.controller import ControllerConfig
+    from search.searcher import read_state
     from search.trial import deploy_spec
 
+    # What the searcher handed out: a trial that failed before reporting (restored after a kill)
+    # comes back from Tune without its config; its sample and tokens are still known here.
+    handed_out = (read_state(run_dir / "searcher.json") or {}).get("suggested", {})
     rows = []
     for res in results:
-        cfg = res.config or {}
         m = res.metrics or {}
         trial_id = str(m.get("trial_id") or _trial_id_from_path(res.path))
+        cfg = res.config or {}
+        if "tokens" not in cfg and trial_id in handed_out:
+            cfg = handed_out[trial_id]
         tokens = [int(t) for t in cfg.get("tokens", [])]
         if res.error is not None:
-            status = "error"
+            status = "error"  # raised, or its worker died (Tune's FailureConfig(max_failures=0): no retry)
         elif "accuracy" not in m:
             status = "unfinished"  # interrupted before it reported; --resume runs it again
         else:
@@ -339,7 +384,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
             "params": m.get("params", math.nan), "macs": m.get("macs", math.nan),
             "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
             "train_loss": m.get("train_loss", math.nan),
-            "error": "" if res.error is None else str(res.error).strip().splitlines()[-1][:300],
+            "error": m.get("error", "") if res.error is None else _error_line(res.error),
             "weights": m.get("weights", ""), "arch": "",
         })
     df = out.trials_frame(rows)
@@ -378,12 +423,39 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
                 "weights": str(results_dir() / "seed.pt") if weights is not None else None}
     summary = SearchSummary(
         run_dir=str(run_dir), trials=len(df), completed=int((df["status"] == "ok").sum()),
-        failed=int(df["status"].isin(["error", "diverged"]).sum()), best=best, pareto=len(front),
+        failed=int(df["status"].isin(FAILED).sum()), best=best, pareto=len(front),
         seconds=time.perf_counter() - start, dashboard_url=url, files=files,
     )
-    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings}
+    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "controller": _controller_counts(run_dir)}
     atomic_write_text(run_dir / "summary.json", json.dumps(doc, indent=2) + "\n")
     return summary
+
+
+FAILED = ("error", "diverged", "oom")
+
+
+def _error_line(error: Any) -> str:
+    """One short line of a Tune trial error: the exception the trial raised (``Type: message``), or for a
+    worker that died, e.g. ``RayActorError: The actor is dead because its worker process has died.``"""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    exc = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:", line)]
+    if exc:
+        return exc[-1][:200]
+    last = lines[-1] if lines else ""
+    first_sentence = last.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {first_sentence}."[:200]
+
+
+def _controller_counts(run_dir: Path) -> dict[str, int] | None:
+    """Rewards the controller received, its policy updates and samples still waiting (searcher.json)."""
+    from search.searcher import read_state
+
+    state = read_state(run_dir / "searcher.json")
+    if state is None:
+        return None
+    c = state["controller"]
+    return {"feedbacks": int(c["feedbacks"]), "updates": int(c["updates"]), "pending": len(c["pending"]),
+            "records": len(state["records"])}
 
 
 def _trial_id_from_path(path: str | None) -> str:

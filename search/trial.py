@@ -9,7 +9,10 @@ by the searcher (no torch there) or measured here with onnxruntime when asked.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 from search.reward import reward
 from space.archspec import ArchSpec
+from space.errors import UserError
 from space.searchspace import get_space
 
 
@@ -38,6 +42,8 @@ class TrialSettings:
     eval_limit: int | None = None
     augment: bool = False
     weights_dir: str = ""
+    trials_dir: str = ""  # each finished trial's result, so a re-run of a finished trial does not train again
+    faults: str = ""      # HWNAS_FAULT_INJECT as the run started (testing only; empty: none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,12 +55,86 @@ def deploy_spec(space_name: str, tokens: list[int], resolution: int, num_classes
     return get_space(space_name).decode(tokens, resolution=resolution, num_classes=num_classes, in_channels=in_channels)
 
 
+FAULT_ENV = "HWNAS_FAULT_INJECT"
+FAULT_KINDS = ("raise", "nan", "oom", "exit")
+
+
+def parse_faults(text: str) -> dict[int, str]:
+    """``"raise:1,nan:2"`` -> ``{1: "raise", 2: "nan"}``: which sample (the controller's sample index,
+    trials.csv's ``trial`` column) gets which injected fault; see :func:`run_candidate`."""
+    out: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        kind, _, idx = part.partition(":")
+        if kind not in FAULT_KINDS or not idx.isdigit():
+            raise UserError(f"{FAULT_ENV}={text!r}: expected KIND:SAMPLE[,KIND:SAMPLE...] with KIND one of "
+                            f"{', '.join(FAULT_KINDS)} and SAMPLE a trial index (e.g. raise:1,nan:3); unset it for a normal run")
+        out[int(idx)] = kind
+    return out
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's ``torch.OutOfMemoryError``, Python's ``MemoryError``, or the CPU allocator refusing a tensor."""
+    import torch
+
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
+def short_error(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters (the trials.csv error column)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:limit]
+
+
+def _cached_result(path: Path, sample: int, tokens: str) -> dict[str, Any] | None:
+    from search import jsonstate
+
+    try:
+        doc = jsonstate.read(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: train again, the new result replaces it
+    if not isinstance(doc, dict) or doc.get("sample") != sample or doc.get("tokens") != tokens:
+        return None
+    return {k: v for k, v in doc.items() if k != "sample"}
+
+
+def _inject(fault: str | None, sample: Any, device: str) -> None:
+    """The faults of ``HWNAS_FAULT_INJECT`` that happen where training would start (``nan`` is set up
+    on the model before): each goes through the same path a real failure of its kind takes."""
+    import torch
+
+    if fault == "raise":
+        raise RuntimeError(f"fault injected into sample {sample} ({FAULT_ENV})")
+    if fault == "oom":
+        # A genuine allocation failure, not a simulated one: 1 PiB is more than any machine's address space,
+        # so the allocator refuses it at once (CPU: RuntimeError "can't allocate memory"; CUDA:
+        # torch.OutOfMemoryError) without touching real memory.
+        torch.empty(1 << 50, dtype=torch.uint8, device=device)
+    if fault == "exit":
+        # The worker process dies as under the kernel's OOM killer: no exception, no result.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") -> dict[str, Any]:
     """Train and score one candidate; returns the metrics a trial reports.
 
-    ``config`` holds ``tokens``, ``latency_ms`` (predicted, from the searcher) and ``settings``
-    (a :class:`TrialSettings` dict). A non-finite loss gives ``status='diverged'`` with accuracy
-    0 (and so reward 0) rather than an exception, so the search keeps the record.
+    ``config`` holds ``tokens``, ``latency_ms`` (predicted, from the searcher), ``settings`` (a
+    :class:`TrialSettings` dict) and ``sample`` (the controller's sample index). Failures that are
+    the network's, not the code's, come back as a result with reward 0 and a short ``error`` text, so
+    the search keeps the record: a non-finite loss is ``status='diverged'``, running out of memory
+    (``torch.OutOfMemoryError``, ``MemoryError``, the CPU allocator refusing a tensor) is
+    ``status='oom'``. Anything else raises, and Tune records the trial as ``error``.
+
+    With ``settings.trials_dir`` the result is also written to ``<trials_dir>/sample_<index>.json``
+    before it is returned; a trial run again for the same sample and tokens (a resumed run whose
+    checkpoint predates the trial's end) returns that result instead of training again.
+
+    ``settings.faults`` (from ``HWNAS_FAULT_INJECT``, see :func:`parse_faults`) makes this sample
+    fail on purpose, for testing the failure paths with real processes: ``raise`` raises, ``nan``
+    fills the first layer's weights with NaN so the real training loss diverges, ``oom`` asks the
+    allocator for 1 PiB (a real, immediate allocation failure, since a real memory overrun cannot be
+    produced cheaply and safely), ``exit`` SIGKILLs the process running the trial.
     """
     import torch
 
@@ -66,6 +146,14 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
     s = TrialSettings(**config["settings"])
     torch.set_num_threads(max(1, int(s.threads)))
     tokens = [int(t) for t in config["tokens"]]
+    token_text = "-".join(map(str, tokens))
+    sample = config.get("sample")
+    cache = Path(s.trials_dir) / f"sample_{int(sample):05d}.json" if s.trials_dir and sample is not None else None
+    if cache is not None and cache.exists():
+        cached = _cached_result(cache, sample, token_text)
+        if cached is not None:
+            return cached
+    fault = parse_faults(s.faults).get(int(sample)) if s.faults and sample is not None else None
     space = get_space(s.space)
     train_spec = space.decode(tokens, resolution=data.resolution, **data.spec_kwargs())
     spec = deploy_spec(s.space, tokens, s.latency_resolution, data.num_classes, data.in_channels)
@@ -81,24 +169,42 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     model = build_model(train_spec)
-    status, acc, loss, steps = "ok", 0.0, math.nan, 0
+    if fault == "nan":
+        with torch.no_grad():
+            next(model.parameters()).fill_(math.nan)
+    status, error, acc, loss, steps = "ok", "", 0.0, math.nan, 0
     try:
+        _inject(fault, sample, device)
         res = train_model(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
                           eval_limit=s.eval_limit, augment=s.augment,
                           bn_recalibration_batches=5)
         acc, loss, steps = float(res.accuracy), float(res.loss), int(res.steps)
-    except TrainingDiverged:
-        status = "diverged"
+    except TrainingDiverged as e:
+        status, error = "diverged", short_error(e)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        status, error = "oom", short_error(e)
+        # The actor may be reused for the next trial: give back what this one held.
+        model = None
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     weights = ""
     if status == "ok" and s.weights_dir:
         weights = str(save_weights(model, Path(s.weights_dir) / f"{trial_id}.pt"))
-    return {
+    out = {
         "accuracy": acc, "latency_ms": latency_ms, "measured_ms": measured_ms,
         "reward": reward(acc, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta) if status == "ok" else 0.0,
         "params": c.params, "macs": c.macs, "train_loss": loss, "steps": steps,
-        "train_seconds": time.perf_counter() - start, "status": status, "tokens": "-".join(map(str, tokens)),
+        "train_seconds": time.perf_counter() - start, "status": status, "error": error, "tokens": token_text,
         "weights": weights,
     }
+    if cache is not None:
+        from search import jsonstate
+
+        jsonstate.write(cache, {"sample": sample, **out})
+    return out
 
 
 def trial_class():

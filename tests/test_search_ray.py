@@ -107,8 +107,9 @@ def test_failed_trials_are_recorded_and_search_goes_on(dashboard, tiny_predictor
 
 def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_predictor):
     import os
-    import pickle
     import signal
+
+    from search.searcher import read_state
 
     run = results_dir() / "runs" / "stop"
     stopped = threading.Event()
@@ -138,6 +139,5 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
     kept = df.set_index("trial_id").loc[done_before["trial_id"]]
     assert list(kept["accuracy"]) == list(done_before["accuracy"])  # finished trials were not re-run
     # The controller heard each trial exactly once.
-    state_file = max((run / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.name)  # named by session start
-    records = pickle.loads(state_file.read_bytes())["records"]
+    records = read_state(run / "searcher.json")["records"]
     assert sorted(r["trial_id"] for r in records) == sorted(df["trial_id"])
