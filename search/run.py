@@ -26,6 +26,7 @@ from search.reward import Reward
 from space.atomic import atomic_write_text
 from space.errors import UserError
 from space.paths import results_dir
+from space.ray_cluster import attach, check_reachable, token_location
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -47,6 +48,7 @@ class SearchOptions:
     latency_resolution: int = 224
     measure: bool = False
     address: str | None = None
+    dashboard_host: str = "127.0.0.1"  # where a Ray this run starts serves its dashboard (not with address)
     resume: bool = False
     name: str | None = None
     cpus_per_trial: float = 1.0
@@ -74,8 +76,9 @@ class SearchOptions:
             raise UserError("--trials and --concurrency must be >= 1")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise UserError(f"--epochs {self.epochs} must be a positive number")
+        check_dashboard_host(self.dashboard_host)
         if self.address:
-            _check_reachable(self.address)
+            check_reachable(self.address)
         if self.name is not None and not NAME_RE.match(self.name):
             raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
 
@@ -123,14 +126,16 @@ def _run_dir(opts: SearchOptions) -> Path:
 
 def _restore_options(opts: SearchOptions, run_dir: Path) -> SearchOptions:
     saved = json.loads((run_dir / "options.json").read_text())
-    keep = {"resume": True, "name": run_dir.name, "address": opts.address, "progress": opts.progress}
+    keep = {"resume": True, "name": run_dir.name, "address": opts.address, "dashboard_host": opts.dashboard_host,
+            "progress": opts.progress}
     allowed = {f.name for f in fields(SearchOptions)}
     return SearchOptions(**{**{k: v for k, v in saved.items() if k in allowed}, **keep})
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
-    """Start a local Ray (dashboard on 127.0.0.1, token authentication as Ray sets it) or attach to
-    ``address``; returns the dashboard URL. An already initialised Ray in this process is reused."""
+def init_ray(address: str | None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1") -> str | None:
+    """Start a local Ray (dashboard on ``dashboard_host``, token authentication as Ray sets it) or attach to
+    ``address`` (shipping this project's code to its workers); returns the dashboard URL. An already
+    initialised Ray in this process is reused."""
     import ray
 
     if ray.is_initialized():
@@ -139,32 +144,36 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
         return url
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter: the live table we configure
     if address:
-        _check_reachable(address)
-        try:
-            info = ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"--address {address}: cannot attach to a Ray cluster there ({str(e).splitlines()[0][:160]})") from None
+        info = attach(address)
     else:
-        info = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+        info = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host,
                         log_to_driver=False, configure_logging=True, logging_level="WARNING")
     url = info.dashboard_url or None
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
-def _check_reachable(address: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, with one line, when ``host:port`` does not answer (Ray itself retries for minutes)."""
-    import socket
+def check_dashboard_host(host: str) -> None:
+    """``--dashboard-host`` must be an IP address to bind to (Ray hands it to the dashboard's server)."""
+    import ipaddress
 
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head node (e.g. 10.0.0.5:6379) or 'auto'")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise UserError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster with "
-                        "`ray start --head` or fix the address") from None
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UserError(f"--dashboard-host {host!r}: give an IP address to bind the dashboard to (127.0.0.1: this "
+                        "machine only; 0.0.0.0: every network interface)") from None
+
+
+def dashboard_warning(host: str) -> str | None:
+    """The one-line warning for a dashboard bound to a non-loopback address, else None."""
+    import ipaddress
+
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    auth = os.environ.get("RAY_AUTH_MODE", "token").lower()
+    guard = (f"Ray's token authentication stays on (token: {token_location()})" if auth == "token" else
+             f"token authentication is OFF (RAY_AUTH_MODE={auth}): anyone who reaches it can run code here")
+    return (f"warning: --dashboard-host {host}: the Ray dashboard will be reachable from the network, not only "
+            f"from this machine; {guard}")
 
 
 def _dashboard_url_of_session() -> str | None:
@@ -234,18 +243,22 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
     predictor_s = time.perf_counter() - t0
     _log(opts, f"latency predictor for {opts.device} ready in {predictor_s:.1f} s")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
-        atomic_write_text(run_dir / "options.json", json.dumps(asdict(opts), indent=2) + "\n")
     import ray
 
     ours = not ray.is_initialized()  # a Ray this call starts (or attaches to) is let go at the end
+    warning = dashboard_warning(opts.dashboard_host) if ours and not opts.address else None
+    if warning:  # said even without progress output: it is about who can reach this machine
+        print(warning, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    url = init_ray(opts.address)
+    url = init_ray(opts.address, dashboard_host=opts.dashboard_host)
     ray_s = time.perf_counter() - t0
     _log(opts, f"Ray ready in {ray_s:.1f} s; dashboard: {url or 'not available'}"
-               + (" (token: ~/.ray/auth_token, or `ray get-auth-token`)" if dashboard_headers() else ""))
+               + (f" (token: {token_location()})" if dashboard_headers() else ""))
     try:
+        # Only once Ray is there: a cluster that refuses us must not leave a run folder behind.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not opts.resume:
+            atomic_write_text(run_dir / "options.json", json.dumps(asdict(opts), indent=2) + "\n")
         results = _fit(opts, run_dir, data, predictor, rw)
         return _write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
                               {"predictor_s": predictor_s, "ray_init_s": ray_s})
