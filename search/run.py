@@ -288,8 +288,11 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
 
     trainable = _trainable(opts, data)
     exp_dir = run_dir / "tune"
+    from search.collect import WeightsToDriver
+
     run_config = tune.RunConfig(
         name="tune", storage_path=str(run_dir.resolve()), progress_reporter=_reporter(opts),
+        callbacks=[WeightsToDriver()],  # first, so that Tune's loggers never see the weights' bytes
         verbose=1 if opts.progress else 0, failure_config=tune.FailureConfig(max_failures=0),
         checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
     )
@@ -302,7 +305,6 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
             latency_resolution=opts.latency_resolution, target_ms=rw.target_ms, alpha=rw.alpha, beta=rw.beta,
             measure=opts.measure, threads=max(1, int(opts.cpus_per_trial)), eval_limit=opts.eval_limit,
             augment=opts.augment,
-            weights_dir=str((run_dir / "weights").resolve()),
         )
         ctl = ControllerConfig(method=opts.controller_method, batch_size=opts.controller_batch or opts.concurrency)
         searcher = ControllerSearcher(settings, data.num_classes, data.in_channels, opts.device, ctl, predictor)
@@ -353,7 +355,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
             "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
             "train_loss": m.get("train_loss", math.nan),
             "error": "" if res.error is None else str(res.error).strip().splitlines()[-1][:300],
-            "weights": m.get("weights", ""), "arch": "",
+            "node": m.get("node", ""), "weights": m.get("weights", ""), "arch": "",
         })
     df = out.trials_frame(rows)
     archs = []
@@ -365,6 +367,11 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
             archs.append("")
     df["arch"] = archs
     front = out.pareto_front(df)
+    ok = df[df["status"] == "ok"]
+    best_idx = ok["reward"].astype(float).idxmax() if len(ok) else None
+    # Weights of trials off the Pareto front are deleted below; the table names only files that stay.
+    keep = set(front["weights"]) | ({df.loc[best_idx, "weights"]} if best_idx is not None else set())
+    df["weights"] = [w if w and w in keep and Path(w).is_file() else "" for w in df["weights"]]
     files = {
         "trials": str(out.write_csv(df, run_dir / "trials.csv")),
         "pareto": str(out.write_csv(front, run_dir / "pareto.csv")),
@@ -373,10 +380,9 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
     if len(df):
         files["reward_plot"] = str(out.plot_rewards(df, run_dir / "reward.png", decay, f"{run_dir.name}: {rw.describe()}"))
         files["pareto_plot"] = str(out.plot_pareto(df, front, run_dir / "pareto.png", rw.target_ms))
-    ok = df[df["status"] == "ok"]
     best = None
-    if len(ok):
-        b = ok.loc[ok["reward"].astype(float).idxmax()]
+    if best_idx is not None:
+        b = df.loc[best_idx]
         spec = deploy_spec(opts.space, [int(t) for t in b["tokens"].split("-")], opts.latency_resolution, *nc_ic)
         spec = replace(spec, name=f"{run_dir.name}/{b['trial_id']}")
         weights = Path(b["weights"]) if b["weights"] and Path(b["weights"]).exists() else None
@@ -384,7 +390,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
         files.update({"seed": str(results_dir() / "seed.json"), "run_seed": str(run_dir / "seed.json")})
         if weights is not None:
             files["seed_weights"] = str(results_dir() / "seed.pt")
-        _prune_weights(run_dir / "weights", keep=set(front["weights"]) | {b["weights"]})
+        _prune_weights(run_dir / "weights", keep=keep)
         best = {"arch": str(results_dir() / "seed.json"), "trial_id": b["trial_id"], "tokens": b["tokens"],
                 "accuracy": float(b["accuracy"]), "latency_ms": float(b["latency_ms"]), "reward": float(b["reward"]),
                 "params": int(b["params"]), "macs": int(b["macs"]),

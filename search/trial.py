@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from search.reward import reward
 from space.archspec import ArchSpec
 from space.searchspace import get_space
+
+# The result key under which a trial hands its trained state_dict (torch.save bytes) to the driver,
+# which writes it (search.collect): on a cluster the trial's own disk is another machine's.
+WEIGHTS_BLOB = "weights_blob"
 
 
 @dataclass
@@ -37,7 +40,7 @@ class TrialSettings:
     threads: int = 1
     eval_limit: int | None = None
     augment: bool = False
-    weights_dir: str = ""
+    weights_dir: str = ""  # unused: trials return their weights (WEIGHTS_BLOB); older run configs carry it
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,14 +57,14 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
 
     ``config`` holds ``tokens``, ``latency_ms`` (predicted, from the searcher) and ``settings``
     (a :class:`TrialSettings` dict). A non-finite loss gives ``status='diverged'`` with accuracy
-    0 (and so reward 0) rather than an exception, so the search keeps the record.
+    0 (and so reward 0) rather than an exception, so the search keeps the record. A trained network's
+    ``state_dict`` comes back serialised under :data:`WEIGHTS_BLOB`; nothing is written to disk here.
     """
     import torch
 
     from space.builder import build_model
     from space.cost import cost
     from train.loop import TrainingDiverged, train_model
-    from train.weights import save_weights
 
     s = TrialSettings(**config["settings"])
     torch.set_num_threads(max(1, int(s.threads)))
@@ -89,16 +92,25 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
         acc, loss, steps = float(res.accuracy), float(res.loss), int(res.steps)
     except TrainingDiverged:
         status = "diverged"
-    weights = ""
-    if status == "ok" and s.weights_dir:
-        weights = str(save_weights(model, Path(s.weights_dir) / f"{trial_id}.pt"))
+    blob = _state_bytes(model) if status == "ok" else b""
     return {
         "accuracy": acc, "latency_ms": latency_ms, "measured_ms": measured_ms,
         "reward": reward(acc, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta) if status == "ok" else 0.0,
         "params": c.params, "macs": c.macs, "train_loss": loss, "steps": steps,
         "train_seconds": time.perf_counter() - start, "status": status, "tokens": "-".join(map(str, tokens)),
-        "weights": weights,
+        WEIGHTS_BLOB: blob,
     }
+
+
+def _state_bytes(model: Any) -> bytes:
+    """The model's ``state_dict`` on the CPU as ``torch.save`` bytes (what ``train.weights.load_weights`` reads)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
 
 
 def trial_class():
@@ -112,7 +124,10 @@ def trial_class():
             self.data = data
 
         def step(self) -> dict[str, Any]:
-            return {**run_candidate(self.config, self.data, self.trial_id), "done": True}
+            from space.ray_cluster import node_id
+
+            # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
+            return {**run_candidate(self.config, self.data, self.trial_id), "node": node_id(), "done": True}
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
             # Lets Tune reuse this actor for the next trial: no new process, no second torch import.
