@@ -257,3 +257,15 @@ def test_netadapt_runs_proposals_on_both_nodes(cluster, tiny_predictor):
     build_model(kept).load_state_dict(load_weights(run / "checkpoints" / "iter_001.pt"))
     assert (run / "netadapt.pt").is_file() and (run / "result.json").is_file()
     assert c.files_on_second_node() == []
+
+
+def test_netadapt_address_bad_input_is_one_line(capsys):
+    import cli
+
+    # No cluster needed: the address is checked before anything else happens.
+    for args, needle in ((["--address", f"127.0.0.1:{_free_port()}"], "nothing answers"),
+                         (["--address", "no-port-here"], "HOST:PORT"),
+                         (["--address", "auto", "--workers", "0"], "--workers >= 1")):
+        assert cli.main(["netadapt", *args, "--device", TINY]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --address") and needle in err[0], err
