@@ -208,8 +208,11 @@ def test_search_runs_trials_on_both_nodes_and_results_land_on_the_driver(cluster
         assert [p for p in everything if p.name == f"{row['trial_id']}.pt"] == [Path(row["weights"])]
         build_model(ArchSpec.from_json(row["arch"])).load_state_dict(load_weights(row["weights"]))
     assert (c.results / "seed.pt").is_file() and out["best"]["weights"] == str(c.results / "seed.pt")
-    # Nothing landed on the second node's side.
+    # Nothing landed on the second node's side, which could not even see this checkout: its workers ran
+    # the code the driver shipped.
     assert c.files_on_second_node() == []
+    if c.private:
+        assert (ROOT / "cli.py").is_file() and not (c.second_view(ROOT) / "cli.py").exists()
 
 
 
