@@ -51,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training epochs for a seed that has no weights (default 10)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tune learning rate (AdamW, default 1e-3)")
     p.add_argument("--workers", type=non_negative_int, default=2,
-                   help="proposals fine-tuned in parallel as Ray tasks (default 2; 0 = one by one in this process)")
+                   help="proposals fine-tuned in parallel as Ray tasks (default 2; 0 = one by one in this process; "
+                        "with --address the cluster's free CPUs decide how many run at once)")
+    p.add_argument("--address", default=None,
+                   help="run the proposals on an existing Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of a local "
+                        "Ray; results are written here only (see docs/cluster.md)")
     p.add_argument("--max-iterations", type=positive_int, default=100)
     p.add_argument("--min-channels", type=positive_int, default=None,
                    help="never trim a group below this many channels (default: one channel step, 4 or 8)")
@@ -221,6 +225,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         for k in RUN_OPTIONS:
             setattr(args, k, saved.get(k))
         config = NetAdaptConfig.from_dict(saved_config)
+        config.address = args.address  # where to run is this invocation's choice, not the run's
+        config.check()
     else:
         config = NetAdaptConfig(
             target_ms=args.target_ms, target_ratio=args.target_ratio, delta=args.delta, decay=args.decay,
@@ -228,6 +234,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
             lr=args.lr, batch_size=args.batch_size, workers=args.workers, seed=args.train_seed,
             max_iterations=args.max_iterations, min_channels=args.min_channels,
             measure_iterations=args.measure_iterations, augment=args.augment, eval_limit=args.eval_limit,
+            address=args.address,
         )
         config.check()
     # The driver trains the seed and the final network; a single thread is steadier on a shared machine

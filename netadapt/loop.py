@@ -62,6 +62,7 @@ class NetAdaptConfig:
     measure_iterations: bool = True
     augment: bool = False
     eval_limit: int | None = None
+    address: str | None = None    # a running Ray cluster for the proposals (None: start a local Ray)
 
     def check(self) -> None:
         if self.target_ms is not None and not (self.target_ms > 0 and math.isfinite(self.target_ms)):
@@ -78,6 +79,12 @@ class NetAdaptConfig:
             raise UserError("--steps, --final-epochs and --seed-epochs must be >= 0")
         if self.workers < 0:
             raise UserError("--workers must be >= 0")
+        if self.address:
+            if self.workers == 0:
+                raise UserError("--address needs --workers >= 1 (--workers 0 runs the proposals in this process)")
+            from space.ray_cluster import check_reachable
+
+            check_reachable(self.address)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +107,7 @@ def evaluate_proposal(spec: ArchSpec, state: dict[str, torch.Tensor], group: str
     """Trim ``group`` of ``spec`` to ``channels``, fine-tune ``steps`` steps, return accuracies and
     the new weights."""
     from space.builder import build_model
+    from space.ray_cluster import node_id
     from train.loop import evaluate, train_model
 
     torch.set_num_threads(threads)
@@ -117,17 +125,23 @@ def evaluate_proposal(spec: ArchSpec, state: dict[str, torch.Tensor], group: str
         acc_after = acc_before
     return {
         "group": group, "accuracy_before": acc_before, "accuracy_after": acc_after,
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "seconds": time.perf_counter() - start,
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the driver writes it
+        "seconds": time.perf_counter() - start, "node": node_id(),
     }
 
 
 class ProposalRunner:
-    """Runs an iteration's proposals: as Ray tasks (``workers`` >= 1) or one by one here."""
+    """Runs an iteration's proposals: as Ray tasks (``workers`` >= 1) or one by one here.
 
-    def __init__(self, workers: int, data) -> None:
+    Ray is a local one with ``workers`` CPUs, or the cluster at ``address`` (then the cluster's free
+    CPUs bound how many run at once). Either way a proposal's trimmed weights come back in its
+    result and only the driver writes files.
+    """
+
+    def __init__(self, workers: int, data, address: str | None = None) -> None:
         self.workers = workers
         self.data = data
+        self.address = address
         self._ray_started = False
         self._remote = None
         self._data_ref = None
@@ -137,10 +151,15 @@ class ProposalRunner:
             import ray
 
             if not ray.is_initialized():
-                path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-                ray.init(num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
-                         log_to_driver=False, configure_logging=True,
-                         runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+                if self.address:
+                    from space.ray_cluster import attach
+
+                    attach(self.address, env_vars={"OMP_NUM_THREADS": "1"})
+                else:
+                    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+                    ray.init(num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
+                             log_to_driver=False, configure_logging=True,
+                             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
                 self._ray_started = True
             self._remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_proposal)
             self._data_ref = ray.put(self.data)
@@ -298,7 +317,7 @@ class NetAdaptRun:
         spec, state = self._current(st)
         ft = {"steps": cfg.steps, "lr": cfg.lr, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
               "threads": cfg.threads, "augment": cfg.augment, "eval_limit": cfg.eval_limit}
-        with ProposalRunner(cfg.workers, self.data) as runner:
+        with ProposalRunner(cfg.workers, self.data, cfg.address) as runner:
             while st.phase == "adapt":
                 if st.predicted_ms <= st.target_ms:
                     st.phase, st.stop_reason = "final", "target met"
@@ -333,7 +352,7 @@ class NetAdaptRun:
                         "channels_after": p.channels_after, "predicted_ms": p.predicted_ms,
                         "accuracy_before": res.get("accuracy_before"), "accuracy_after": res.get("accuracy_after"),
                         "score": score, "status": "ok" if ok else "failed", "error": res.get("error", ""),
-                        "seconds": res.get("seconds"),
+                        "seconds": res.get("seconds"), "node": res.get("node", ""),
                     })
                     if ok:
                         results.append((p, res))

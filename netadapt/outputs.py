@@ -16,7 +16,7 @@ HISTORY_COLUMNS = (
 )
 PROPOSAL_COLUMNS = (
     "iteration", "group", "channels_before", "channels_after", "predicted_ms", "accuracy_before",
-    "accuracy_after", "score", "status", "error", "seconds",
+    "accuracy_after", "score", "status", "error", "seconds", "node",
 )
 
 

@@ -53,7 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="policy-gradient method (default ppo, as MnasNet)")
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="S",
                    help="stop after S seconds of trials (continue later with --resume)")
-    p.add_argument("--address", default=None, help="attach to an existing Ray cluster (e.g. 10.0.0.5:6379 or auto)")
+    p.add_argument("--address", default=None,
+                   help="attach to an existing Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of starting one; "
+                        "see docs/cluster.md")
+    p.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                   help="IP address the Ray dashboard of the Ray this command starts listens on (default 127.0.0.1: "
+                        "this machine only; 0.0.0.0 opens it to the network, with a warning). Does not apply with "
+                        "--address: the cluster's dashboard is where `ray start --head --dashboard-host` put it")
     p.add_argument("--resume", action="store_true", help="continue the run --name (default: the latest run)")
     p.add_argument("--name", default=None, help="run name (folder under results/runs/; default search-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object (best, run_dir, trials) on stdout")
@@ -68,7 +74,8 @@ def options_from_args(args: argparse.Namespace):
     return SearchOptions(
         target_ms=args.target_ms, trials=args.trials, epochs=args.epochs, w=args.w, alpha=args.alpha, beta=args.beta,
         seed=args.seed, concurrency=args.concurrency, device=args.device, space=args.space,
-        latency_resolution=args.latency_resolution, measure=args.measure, address=args.address, resume=args.resume,
+        latency_resolution=args.latency_resolution, measure=args.measure, address=args.address,
+        dashboard_host=args.dashboard_host, resume=args.resume,
         name=args.name, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, lr=args.lr,
         controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
         train_resolution=args.train_resolution, batch_size=args.batch_size,

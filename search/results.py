@@ -17,7 +17,7 @@ from space.atomic import atomic_path, atomic_write_text, save_png
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
-    "train_seconds", "steps", "train_loss", "error", "weights", "arch",
+    "train_seconds", "steps", "train_loss", "error", "node", "weights", "arch",
 ]
 
 

@@ -28,6 +28,7 @@ from search.reward import Reward
 from space.atomic import atomic_write_text
 from space.errors import UserError
 from space.paths import results_dir
+from space.ray_cluster import attach, check_reachable, token_location
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -49,6 +50,7 @@ class SearchOptions:
     latency_resolution: int = 224
     measure: bool = False
     address: str | None = None
+    dashboard_host: str = "127.0.0.1"  # where a Ray this run starts serves its dashboard (not with address)
     resume: bool = False
     name: str | None = None
     cpus_per_trial: float = 1.0
@@ -76,8 +78,9 @@ class SearchOptions:
             raise UserError("--trials and --concurrency must be >= 1")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise UserError(f"--epochs {self.epochs} must be a positive number")
+        check_dashboard_host(self.dashboard_host)
         if self.address:
-            _check_reachable(self.address)
+            check_reachable(self.address)
         if self.name is not None and not NAME_RE.match(self.name):
             raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
 
@@ -153,14 +156,16 @@ def check_search_run(d: Path) -> None:
 
 def _restore_options(opts: SearchOptions, run_dir: Path) -> SearchOptions:
     saved = json.loads((run_dir / "options.json").read_text())
-    keep = {"resume": True, "name": run_dir.name, "address": opts.address, "progress": opts.progress}
+    keep = {"resume": True, "name": run_dir.name, "address": opts.address, "dashboard_host": opts.dashboard_host,
+            "progress": opts.progress}
     allowed = {f.name for f in fields(SearchOptions)}
     return SearchOptions(**{**{k: v for k, v in saved.items() if k in allowed}, **keep})
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
-    """Start a local Ray (dashboard on 127.0.0.1, token authentication as Ray sets it) or attach to
-    ``address``; returns the dashboard URL. An already initialised Ray in this process is reused."""
+def init_ray(address: str | None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1") -> str | None:
+    """Start a local Ray (dashboard on ``dashboard_host``, token authentication as Ray sets it) or attach to
+    ``address`` (shipping this project's code to its workers); returns the dashboard URL. An already
+    initialised Ray in this process is reused."""
     import ray
 
     if ray.is_initialized():
@@ -169,32 +174,36 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> str | None:
         return url
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter: the live table we configure
     if address:
-        _check_reachable(address)
-        try:
-            info = ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"--address {address}: cannot attach to a Ray cluster there ({str(e).splitlines()[0][:160]})") from None
+        info = attach(address)
     else:
-        info = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+        info = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host,
                         log_to_driver=False, configure_logging=True, logging_level="WARNING")
     url = info.dashboard_url or None
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
-def _check_reachable(address: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, with one line, when ``host:port`` does not answer (Ray itself retries for minutes)."""
-    import socket
+def check_dashboard_host(host: str) -> None:
+    """``--dashboard-host`` must be an IP address to bind to (Ray hands it to the dashboard's server)."""
+    import ipaddress
 
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head node (e.g. 10.0.0.5:6379) or 'auto'")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise UserError(f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster with "
-                        "`ray start --head` or fix the address") from None
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UserError(f"--dashboard-host {host!r}: give an IP address to bind the dashboard to (127.0.0.1: this "
+                        "machine only; 0.0.0.0: every network interface)") from None
+
+
+def dashboard_warning(host: str) -> str | None:
+    """The one-line warning for a dashboard bound to a non-loopback address, else None."""
+    import ipaddress
+
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    auth = os.environ.get("RAY_AUTH_MODE", "token").lower()
+    guard = (f"Ray's token authentication stays on (token: {token_location()})" if auth == "token" else
+             f"token authentication is OFF (RAY_AUTH_MODE={auth}): anyone who reaches it can run code here")
+    return (f"warning: --dashboard-host {host}: the Ray dashboard will be reachable from the network, not only "
+            f"from this machine; {guard}")
 
 
 def _dashboard_url_of_session() -> str | None:
@@ -270,19 +279,23 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
     predictor_s = time.perf_counter() - t0
     _log(opts, f"latency predictor for {opts.device} ready in {predictor_s:.1f} s")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
-        doc = {"command": COMMAND, **asdict(opts)}
-        atomic_write_text(run_dir / "options.json", json.dumps(doc, indent=2) + "\n")
     import ray
 
     ours = not ray.is_initialized()  # a Ray this call starts (or attaches to) is let go at the end
+    warning = dashboard_warning(opts.dashboard_host) if ours and not opts.address else None
+    if warning:  # said even without progress output: it is about who can reach this machine
+        print(warning, file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    url = init_ray(opts.address)
+    url = init_ray(opts.address, dashboard_host=opts.dashboard_host)
     ray_s = time.perf_counter() - t0
     _log(opts, f"Ray ready in {ray_s:.1f} s; dashboard: {url or 'not available'}"
-               + (" (token: ~/.ray/auth_token, or `ray get-auth-token`)" if dashboard_headers() else ""))
+               + (f" (token: {token_location()})" if dashboard_headers() else ""))
     try:
+        # Only once Ray is there: a cluster that refuses us must not leave a run folder behind.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not opts.resume:
+            doc = {"command": COMMAND, **asdict(opts)}
+            atomic_write_text(run_dir / "options.json", json.dumps(doc, indent=2) + "\n")
         results = _fit(opts, run_dir, data, predictor, rw, faults)
         return _write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
                               {"predictor_s": predictor_s, "ray_init_s": ray_s})
@@ -312,8 +325,11 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
 
     trainable = _trainable(opts, data)
     exp_dir = run_dir / "tune"
+    from search.collect import WeightsToDriver
+
     run_config = tune.RunConfig(
         name="tune", storage_path=str(run_dir.resolve()), progress_reporter=_reporter(opts),
+        callbacks=[WeightsToDriver()],  # first, so that Tune's loggers never see the weights' bytes
         verbose=1 if opts.progress else 0, failure_config=tune.FailureConfig(max_failures=0),
         checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
     )
@@ -326,8 +342,7 @@ def _fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewa
             latency_resolution=opts.latency_resolution, target_ms=rw.target_ms, alpha=rw.alpha, beta=rw.beta,
             measure=opts.measure, threads=max(1, int(opts.cpus_per_trial)), eval_limit=opts.eval_limit,
             augment=opts.augment,
-            weights_dir=str((run_dir / "weights").resolve()), trials_dir=str((run_dir / "trials").resolve()),
-            faults=faults,
+            trials_dir=str((run_dir / "trials").resolve()), faults=faults,
         )
         ctl = ControllerConfig(method=opts.controller_method, batch_size=opts.controller_batch or opts.concurrency)
         searcher = ControllerSearcher(settings, data.num_classes, data.in_channels, opts.device, ctl, predictor,
@@ -385,7 +400,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
             "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
             "train_loss": m.get("train_loss", math.nan),
             "error": m.get("error", "") if res.error is None else _error_line(res.error),
-            "weights": m.get("weights", ""), "arch": "",
+            "node": m.get("node", ""), "weights": m.get("weights", ""), "arch": "",
         })
     df = out.trials_frame(rows)
     archs = []
@@ -397,6 +412,11 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
             archs.append("")
     df["arch"] = archs
     front = out.pareto_front(df)
+    ok = df[df["status"] == "ok"]
+    best_idx = ok["reward"].astype(float).idxmax() if len(ok) else None
+    # Weights of trials off the Pareto front are deleted below; the table names only files that stay.
+    keep = set(front["weights"]) | ({df.loc[best_idx, "weights"]} if best_idx is not None else set())
+    df["weights"] = [w if w and w in keep and Path(w).is_file() else "" for w in df["weights"]]
     files = {
         "trials": str(out.write_csv(df, run_dir / "trials.csv")),
         "pareto": str(out.write_csv(front, run_dir / "pareto.csv")),
@@ -405,10 +425,9 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
     if len(df):
         files["reward_plot"] = str(out.plot_rewards(df, run_dir / "reward.png", decay, f"{run_dir.name}: {rw.describe()}"))
         files["pareto_plot"] = str(out.plot_pareto(df, front, run_dir / "pareto.png", rw.target_ms))
-    ok = df[df["status"] == "ok"]
     best = None
-    if len(ok):
-        b = ok.loc[ok["reward"].astype(float).idxmax()]
+    if best_idx is not None:
+        b = df.loc[best_idx]
         spec = deploy_spec(opts.space, [int(t) for t in b["tokens"].split("-")], opts.latency_resolution, *nc_ic)
         spec = replace(spec, name=f"{run_dir.name}/{b['trial_id']}")
         weights = Path(b["weights"]) if b["weights"] and Path(b["weights"]).exists() else None
@@ -416,7 +435,7 @@ def _write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward,
         files.update({"seed": str(results_dir() / "seed.json"), "run_seed": str(run_dir / "seed.json")})
         if weights is not None:
             files["seed_weights"] = str(results_dir() / "seed.pt")
-        _prune_weights(run_dir / "weights", keep=set(front["weights"]) | {b["weights"]})
+        _prune_weights(run_dir / "weights", keep=keep)
         best = {"arch": str(results_dir() / "seed.json"), "trial_id": b["trial_id"], "tokens": b["tokens"],
                 "accuracy": float(b["accuracy"]), "latency_ms": float(b["latency_ms"]), "reward": float(b["reward"]),
                 "params": int(b["params"]), "macs": int(b["macs"]),

@@ -23,6 +23,13 @@ from space.archspec import ArchSpec
 from space.errors import UserError
 from space.searchspace import get_space
 
+# The result key under which a trial hands its trained state_dict (torch.save bytes) to the driver,
+# which writes it (search.collect): on a cluster the trial's own disk is another machine's.
+WEIGHTS_BLOB = "weights_blob"
+# What a trial reports (besides the blob), and what the driver stores per finished sample.
+RESULT_KEYS = ("accuracy", "latency_ms", "measured_ms", "reward", "params", "macs", "train_loss", "steps",
+               "train_seconds", "status", "error", "tokens", "weights")
+
 
 @dataclass
 class TrialSettings:
@@ -41,9 +48,9 @@ class TrialSettings:
     threads: int = 1
     eval_limit: int | None = None
     augment: bool = False
-    weights_dir: str = ""
-    trials_dir: str = ""  # each finished trial's result, so a re-run of a finished trial does not train again
-    faults: str = ""      # HWNAS_FAULT_INJECT as the run started (testing only; empty: none)
+    weights_dir: str = ""  # unused: trials return their weights (WEIGHTS_BLOB); older run configs carry it
+    trials_dir: str = ""   # the driver's store of finished results (search.collect), read by re-runs
+    faults: str = ""       # HWNAS_FAULT_INJECT as the run started (testing only; empty: none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,9 +133,12 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
     (``torch.OutOfMemoryError``, ``MemoryError``, the CPU allocator refusing a tensor) is
     ``status='oom'``. Anything else raises, and Tune records the trial as ``error``.
 
-    With ``settings.trials_dir`` the result is also written to ``<trials_dir>/sample_<index>.json``
-    before it is returned; a trial run again for the same sample and tokens (a resumed run whose
-    checkpoint predates the trial's end) returns that result instead of training again.
+    A trained network's ``state_dict`` comes back serialised under :data:`WEIGHTS_BLOB`; nothing is
+    written to disk here (on a cluster this process may run on another machine). The driver keeps
+    each finished result in ``<trials_dir>/sample_<index>.json`` (:mod:`search.collect`); a trial run
+    again for the same sample and tokens (a resumed run whose checkpoint predates the trial's end)
+    returns that result instead of training again where that folder is visible (one machine, or
+    shared storage), and trains again otherwise.
 
     ``settings.faults`` (from ``HWNAS_FAULT_INJECT``, see :func:`parse_faults`) makes this sample
     fail on purpose, for testing the failure paths with real processes: ``raise`` raises, ``nan``
@@ -141,7 +151,6 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
     from space.builder import build_model
     from space.cost import cost
     from train.loop import TrainingDiverged, train_model
-    from train.weights import save_weights
 
     s = TrialSettings(**config["settings"])
     torch.set_num_threads(max(1, int(s.threads)))
@@ -190,21 +199,26 @@ def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") ->
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-    weights = ""
-    if status == "ok" and s.weights_dir:
-        weights = str(save_weights(model, Path(s.weights_dir) / f"{trial_id}.pt"))
+    blob = _state_bytes(model) if status == "ok" and model is not None else b""
     out = {
         "accuracy": acc, "latency_ms": latency_ms, "measured_ms": measured_ms,
         "reward": reward(acc, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta) if status == "ok" else 0.0,
         "params": c.params, "macs": c.macs, "train_loss": loss, "steps": steps,
         "train_seconds": time.perf_counter() - start, "status": status, "error": error, "tokens": token_text,
-        "weights": weights,
+        WEIGHTS_BLOB: blob,
     }
-    if cache is not None:
-        from search import jsonstate
-
-        jsonstate.write(cache, {"sample": sample, **out})
     return out
+
+
+def _state_bytes(model: Any) -> bytes:
+    """The model's ``state_dict`` on the CPU as ``torch.save`` bytes (what ``train.weights.load_weights`` reads)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
 
 
 def trial_class():
@@ -218,7 +232,10 @@ def trial_class():
             self.data = data
 
         def step(self) -> dict[str, Any]:
-            return {**run_candidate(self.config, self.data, self.trial_id), "done": True}
+            from space.ray_cluster import node_id
+
+            # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
+            return {**run_candidate(self.config, self.data, self.trial_id), "node": node_id(), "done": True}
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
             # Lets Tune reuse this actor for the next trial: no new process, no second torch import.

@@ -27,6 +27,8 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
     (["--target-ms", "15", "--address", "nonsense"], "--address"),
     (["--target-ms", "15", "--resume", "--name", "nothing-here"], "--resume"),
     (["--target-ms", "15", "--name", "../escape"], "--name"),
+    (["--target-ms", "15", "--dashboard-host", "my-laptop"], "--dashboard-host"),
+    (["--target-ms", "15", "--dashboard-host", "0.0.0.0:8265"], "--dashboard-host"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, args, needle):
     code, _, err = _cli(capsys, *args)
@@ -40,5 +42,38 @@ def test_help_lists_the_options(capsys):
     code, out, _ = _cli(capsys, "--help")
     assert code == 0
     for opt in ("--target-ms", "--trials", "--epochs", "--data", "--w", "--alpha", "--beta", "--seed",
-                "--concurrency", "--device", "--address", "--resume", "--name", "--json", "--measure"):
+                "--concurrency", "--device", "--address", "--resume", "--name", "--json", "--measure",
+                "--dashboard-host"):
         assert opt in out
+    # The help says that --dashboard-host does not apply to a cluster attached to with --address.
+    assert "Does not apply with --address" in " ".join(out.split())
+
+
+def test_dashboard_host_reaches_the_options_and_defaults_to_loopback():
+    from search.commands import options_from_args
+
+    parser = cli.build_parser()
+    default = options_from_args(parser.parse_args(["search", "--target-ms", "15"]))
+    assert default.dashboard_host == "127.0.0.1"
+    opened = options_from_args(parser.parse_args(["search", "--target-ms", "15", "--dashboard-host", "0.0.0.0"]))
+    assert opened.dashboard_host == "0.0.0.0"
+    opened.check()  # an IP address is accepted
+
+
+def test_non_loopback_dashboard_host_warns_with_the_token_location(monkeypatch):
+    from search.run import dashboard_warning
+
+    for host in ("127.0.0.1", "127.0.0.2", "::1"):
+        assert dashboard_warning(host) is None
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    for host in ("0.0.0.0", "192.168.1.20", "::"):
+        w = dashboard_warning(host)
+        assert w and "\n" not in w and w.startswith(f"warning: --dashboard-host {host}:")
+        assert "reachable from the network" in w and "token authentication stays on" in w
+        assert "~/.ray/auth_token" in w
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/etc/ray/token")
+    assert "/etc/ray/token" in dashboard_warning("0.0.0.0")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert "OFF" in dashboard_warning("0.0.0.0")

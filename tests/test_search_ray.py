@@ -21,7 +21,8 @@ from space.paths import results_dir  # noqa: E402
 
 @pytest.fixture(scope="module")
 def dashboard():
-    url = init_ray(None)
+    # The search's default --dashboard-host, bound for real: the URL below must be on loopback.
+    url = init_ray(None, dashboard_host=SearchOptions().dashboard_host)
     yield url
     ray.shutdown()
 
@@ -71,6 +72,8 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
     run = results_dir() / "runs" / "t"
     df = pd.read_csv(run / "trials.csv")
     assert len(df) == summary.trials == 3 and set(df["status"]) == {"ok"}
+    assert summary.dashboard_url == dashboard
+    assert df["node"].nunique() == 1 and df["node"].iloc[0] == ray.get_runtime_context().get_node_id()
     assert seen and seen <= set(df["trial_id"]), (seen, list(df["trial_id"]))
     assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
     row = df.iloc[0]
