@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# bench/ holds scripts named like the packages (netadapt.py, latency.py): put the repository, not bench/, on the path.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def width_scaled_spec(spec, factor: float):
