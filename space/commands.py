@@ -210,5 +210,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     src = f"with weights {weights}" if weights else "with random weights (no weights file found or given)"
     print(f"wrote {out} ({spec.name or 'network'}, {src})")
     if "max_abs_diff" in result:
-        print(f"onnxruntime vs torch: max |diff| = {result['max_abs_diff']:.2e}")
+        print(f"onnxruntime vs torch: max |diff| = {result['max_abs_diff']:.2e}, "
+              f"{result['max_rel_diff']:.1e} of the largest logit")
     return 0

@@ -40,13 +40,20 @@ def load_weights(model, path: str | os.PathLike) -> None:
         raise UserError(f"{p}: weights do not fit this ArchSpec ({detail})") from None
 
 
+MAX_REL_DIFF = 1e-3
+
+
 def export_onnx(spec: ArchSpec, out: str | os.PathLike, weights: str | os.PathLike | None = None,
                 batch: int = 1, check: bool = True, seed: int = 0) -> dict:
     """Export ``spec`` (with ``weights`` when given, else seeded random weights) to ``out``.
 
     The model is written to a temporary file and renamed, so a failed export leaves ``out`` as
     it was. With ``check``, onnxruntime runs the file on a random input and its output is
-    compared with torch's; the largest absolute difference is returned.
+    compared with torch's: the largest absolute difference and that difference relative to the
+    largest output are returned, and a relative difference above 1e-3 is refused (``out`` is then
+    left as it was). The relative figure is the one to read: a network trained on small images
+    and fed a 224x224 random input can have logits of 1e8, where float32 rounding alone differs
+    by hundreds.
     """
     import torch
 
@@ -75,5 +82,11 @@ def export_onnx(spec: ArchSpec, out: str | os.PathLike, weights: str | os.PathLi
             got = sess.run(None, {"input": x.numpy()})[0]
             with torch.no_grad():
                 want = model(x).numpy()
-            result["max_abs_diff"] = float(np.max(np.abs(got - want)))
+            diff = float(np.max(np.abs(got - want)))
+            rel = diff / max(float(np.max(np.abs(want))), 1e-12)
+            result["max_abs_diff"], result["max_rel_diff"] = diff, rel
+            if not rel <= MAX_REL_DIFF:
+                raise UserError(f"{out}: onnxruntime's output differs from torch's by {rel:.1e} of the largest "
+                                f"logit (limit {MAX_REL_DIFF:g}); nothing written. Report this network's ArchSpec, "
+                                "or pass --no-check to write it anyway")
     return result
