@@ -38,6 +38,8 @@ _IN, _CONST = CALIB_FEATURES.index("in_melems"), CALIB_FEATURES.index("const")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
+TERMS_MIN_NETWORKS = 20  # below this, one scale only: a handful of networks cannot pin down more
+MAX_TERM_SHARE = 0.5     # the non-scale terms may move no calibration network by more than this share
 MIN_COMPUTE_SHARE = 0.1
 
 
@@ -46,11 +48,13 @@ class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
     units, sum of mbconv units, stem + head, number of units, millions of unit input elements, 1)``.
 
-    Fitted by least relative squares. With fewer than 50 networks two weights are fitted: one
-    scale shared by the four sums and one per input element (what each separately timed unit paid
-    to bring its input in, proportional to its size; typically negative). With 50 or more, per-op
-    scales (lightly pulled towards 1, they absorb fusion and cache effects that differ between
-    ops), the unit count (per-call overhead) and a constant join. Identity (plain sum) when not fitted.
+    Fitted by least relative squares. Below 20 networks only a scale shared by the four sums; from
+    20 a weight per input element joins (what each separately timed unit paid to bring its input
+    in, proportional to its size; typically negative); from 50 on, per-op scales (lightly pulled
+    towards 1, they absorb fusion and cache effects that differ between ops), the unit count
+    (per-call overhead) and a constant. A fit whose extra terms would move any calibration network
+    by more than half its scaled unit time (overfitting a small or narrow set) falls back to the
+    shared scale. Identity (plain sum) when not fitted.
     """
 
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
@@ -72,15 +76,22 @@ class Calibration:
         A = F / measured[:, None]
         b = np.ones(n)
         k = len(CALIB_FEATURES)
-        if n < PER_OP_MIN_NETWORKS:
-            A2 = np.stack([A[:, :4].sum(axis=1), A[:, _IN]], axis=1)
-            (a, c_in), *_ = np.linalg.lstsq(A2, b, rcond=None)
+        total = A[:, :4].sum(axis=1)
+        scale_only = np.zeros(k)
+        scale_only[:4] = float(np.linalg.lstsq(total[:, None], b, rcond=None)[0][0])
+        if n < TERMS_MIN_NETWORKS:
+            w = scale_only
+        elif n < PER_OP_MIN_NETWORKS:
+            (a, c_in), *_ = np.linalg.lstsq(np.stack([total, A[:, _IN]], axis=1), b, rcond=None)
             w = np.zeros(k)
             w[:4], w[_IN] = a, c_in
         else:
             pen = np.sqrt(RIDGE) * np.eye(k)[:4]
             w, *_ = np.linalg.lstsq(np.vstack([A, pen]), np.concatenate([b, pen @ np.ones(k)]), rcond=None)
-        if np.any(w[:4] <= 0):  # degenerate data: fall back to one scale
+        scaled, extra = F[:, :4] @ w[:4], F[:, 4:] @ w[4:]
+        if np.any(w[:4] <= 0) or np.any(np.abs(extra) > MAX_TERM_SHARE * scaled):
+            w = scale_only
+        if np.any(w[:4] <= 0):  # degenerate data: the median ratio
             w = np.zeros(k)
             w[:4] = float(np.median(measured / F[:, :4].sum(axis=1)))
         return cls([float(x) for x in w], n)
