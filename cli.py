@@ -12,13 +12,25 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 # Packages whose commands.py adds sub-commands, in the order --help lists them.
 COMMAND_MODULES = ("space", "latency", "search", "netadapt")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's contract for bad input: one line on stderr, exit code 2.
+
+    Sub-command parsers are made with the same class, so every option error reads the same.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # argparse's default prints the whole usage first; the pointer to --help replaces it.
+        self.exit(2, f"error: {message}; see `python {self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cli.py",
         description="Hardware-aware neural architecture search: measure latency on your device, "
         "search a MnasNet-style space with an RNN controller, trim the result with NetAdapt.",

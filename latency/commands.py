@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from space.cli_types import positive_int
+from space.cli_types import check_output_path, non_negative_int, positive_int
 from space.commands import print_json
 from space.errors import UserError
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = ls.add_parser("measure", help="measure a network end to end with onnxruntime (median, p10, p90)")
     _common_spec(m)
     _runtime(m)
-    m.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    m.add_argument("--warmup", type=non_negative_int, default=10, help="warm-up runs (default 10)")
     m.add_argument("--runs", type=positive_int, default=50, help="timed runs per round (default 50)")
     m.add_argument("--clock", default="auto", choices=("auto", "cpu", "wall"),
                    help="auto: the thread's CPU time for 1 CPU thread (robust on a shared machine), else wall time")
@@ -110,8 +110,6 @@ def _load(args: argparse.Namespace):
 def cmd_measure(args: argparse.Namespace) -> int:
     from latency.measure import measure
 
-    if args.warmup < 0:
-        raise UserError(f"--warmup {args.warmup}: must be >= 0")
     if args.spec.endswith(".onnx"):
         if args.resolution or args.classes:
             raise UserError("--resolution/--classes cannot change an ONNX file; pass an ArchSpec instead")
@@ -131,7 +129,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from latency.store import load_predictor
+    from space.searchspace import get_space
 
+    get_space(args.space)  # an unknown space would only warn and predict with another calibration
     spec = _load(args)
     pred = load_predictor(args.device, args.space, spec.resolution)
     ms = pred.predict(spec)
@@ -157,7 +157,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from latency.store import build, units_path
 
     if args.networks is not None and args.networks < 3:
-        raise UserError(f"--networks {args.networks}: the calibration needs at least 3 networks")
+        raise UserError(f"--networks {args.networks}: the calibration needs at least 3 networks; pass 3 or more")
     t0 = time.time()
     pred = build(args.device, args.space, args.resolution, args.mode, args.threads, args.provider, args.networks)
     out = {"device": args.device, "space": args.space, "resolution": args.resolution, "mode": args.mode,
@@ -176,6 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from latency.store import FULL_NETWORKS, QUICK_NETWORKS, calibration_specs, export_folder
     from space.searchspace import get_space
 
+    check_output_path(args.out, "--out", folder=True)
     sp = get_space(args.space)
     n = args.networks if args.networks is not None else (QUICK_NETWORKS if args.mode == "quick" else FULL_NETWORKS)
     if n < 0:
@@ -214,6 +215,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from latency.validate import VALIDATION_SEED, validate
 
+    if args.plot:
+        check_output_path(args.plot, "--plot")  # before minutes of measuring, not after
     rep = validate(args.device, args.space, args.resolution, args.n,
                    VALIDATION_SEED if args.seed is None else args.seed, args.threads, args.provider, args.plot,
                    passes=args.passes)
@@ -231,12 +234,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from latency.store import device_dir, how_to_build, units_path
-    from latency.table import LatencyTable
+    from latency.table import LatencyTable, check_same_device
 
     p = units_path(args.device)
     if not p.exists():
         raise UserError(f"no latency table for device {args.device!r} in {device_dir(args.device)}; {how_to_build(args.device)}")
     t = LatencyTable.load(p)
+    check_same_device(t.meta, args.device, str(p))
     counts = t.frame.groupby("op").size().to_dict()
     meta = {k: v for k, v in t.meta.items() if k != "sha256"}
     if args.json:

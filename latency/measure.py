@@ -147,6 +147,8 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
         model: bytes | str = export_spec(spec)
     else:
         p = Path(spec_or_onnx_path)
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder, not an ONNX file; pass the .onnx file")
         if not p.is_file():
             raise UserError(f"{p}: no such ONNX file")
         if resolution is not None:
@@ -157,5 +159,7 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
     except UserError:
         raise
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise UserError(f"onnxruntime cannot load the model: {str(e).splitlines()[0]}") from None
+        where = "" if isinstance(spec_or_onnx_path, ArchSpec) else f"{spec_or_onnx_path}: "
+        raise UserError(f"{where}onnxruntime cannot load the model ({str(e).splitlines()[0][:160]}); "
+                        "pass an ONNX model, e.g. one written by `cli.py export`") from None
     return time_session(sess, warmup, runs, max_spread, rounds, provider, threads, clock)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -79,12 +80,12 @@ def load_networks(device: str):
     text = p.read_text()
     meta = _read_meta(p)
     if meta.get("sha256") != hashlib.sha256(text.encode()).hexdigest():
-        raise UserError(f"{p}: network measurements are corrupted or truncated (checksum mismatch); rebuild them")
+        raise UserError(f"{p}: network measurements are corrupted or truncated (checksum mismatch); delete {p.parent} and rebuild it")
     try:
         df = pd.read_csv(io.StringIO(text))
         df = df[list(NET_COLUMNS)]
     except (ValueError, KeyError, pd.errors.ParserError) as e:
-        raise UserError(f"{p}: network measurements are malformed ({e}); rebuild them") from None
+        raise UserError(f"{p}: network measurements are malformed ({e}); delete {p.parent} and rebuild it") from None
     return df, meta
 
 
@@ -101,11 +102,11 @@ def _read_meta(p: Path) -> dict[str, Any]:
     try:
         meta = json.loads(mp.read_text())
     except FileNotFoundError:
-        raise UserError(f"{mp}: metadata missing; rebuild the latency data") from None
+        raise UserError(f"{mp}: metadata missing; delete {mp.parent} and rebuild it") from None
     except json.JSONDecodeError:
-        raise UserError(f"{mp}: metadata is not valid JSON; rebuild the latency data") from None
+        raise UserError(f"{mp}: metadata is not valid JSON; delete {mp.parent} and rebuild it") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{mp}: metadata is not a JSON object; rebuild the latency data")
+        raise UserError(f"{mp}: metadata is not a JSON object; delete {mp.parent} and rebuild it")
     return meta
 
 
@@ -178,6 +179,8 @@ def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[s
         lines = p.read_text().splitlines()
     except FileNotFoundError:
         raise UserError(f"{p}: no such measurements file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: cannot read the measurements file ({type(e).__name__}); pass the CSV runner.py wrote") from None
     if not lines or not lines[0].startswith("# hwnas-latency-runner "):
         raise UserError(f"{p}: not a measurements CSV written by latency/runner.py (missing its header line)")
     try:
@@ -189,6 +192,14 @@ def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[s
             r["runs"] = int(r["runs"])
     except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
         raise UserError(f"{p}: measurements CSV is malformed ({e})") from None
+    if not isinstance(env, dict):
+        raise UserError(f"{p}: measurements CSV is malformed (its header is not a JSON object); measure again")
+    for r in rows:
+        # NaN, inf, zero or negative times would poison the table and every fit made from it.
+        bad = [c for c in ("median_ms", "p10_ms", "p90_ms") if not (math.isfinite(r[c]) and r[c] > 0)]
+        if bad or not math.isfinite(r["spread"]) or r["runs"] < 1:
+            what = f"{bad[0]}={r[bad[0]]}" if bad else f"spread={r['spread']}, runs={r['runs']}"
+            raise UserError(f"{p}: row for {r.get('file')!r} has an impossible measurement ({what}); measure again")
     return env, rows
 
 
@@ -204,12 +215,16 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
     p = Path(csv_path)
     env, rows = read_measurements(p)
     mdir = Path(manifest_dir) if manifest_dir else p.parent
+    if mdir.exists() and not mdir.is_dir():
+        raise UserError(f"--manifest {mdir}: is a file; pass the folder written by `cli.py latency export`")
     try:
         manifest = read_manifest(mdir)
     except RunnerError as e:
         raise UserError(str(e)) from None
+    _check_items(manifest["items"], mdir / "manifest.json")
     if env.get("manifest_id") and env["manifest_id"] != manifest.get("id"):
-        raise UserError(f"{p}: measured from another export (manifest id {env['manifest_id']}, {mdir} has {manifest.get('id')})")
+        raise UserError(f"{p}: measured from another export (manifest id {env['manifest_id']}, {mdir} has "
+                        f"{manifest.get('id')}); pass --manifest with the folder it was measured from")
     by_file = {it["file"]: it for it in manifest["items"]}
     meta = {"device": device, **{k: env.get(k) for k in ("cpu", "machine", "system", "cores", "ort_version", "threads",
                                                         "provider", "clock", "opt_level", "date")}}
@@ -229,7 +244,11 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
             net_rows.append({"space": item["space"], "resolution": item["resolution"],
                              "spec": spec.to_json(indent=None), **stats})
     if unit_rows:
-        table.add(unit_rows)
+        try:
+            table.add(unit_rows)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{mdir / 'manifest.json'}: unit signatures are malformed ({str(e).splitlines()[0][:100]}); "
+                            "export the folder again with `cli.py latency export`") from None
     builds = manifest.get("builds", []) if builds is None else builds
     table.meta = {**table.meta, **meta, "builds": _merge_builds(table.meta.get("builds", []), builds)}
     table.save(units_path(device))
@@ -240,6 +259,19 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
         nets = nets.sort_index().reset_index(drop=True)
         save_networks(device, nets, {**nmeta, **meta})
     return {"units": len(unit_rows), "networks": len(net_rows), "table_rows": len(table)}
+
+
+def _check_items(items: list[Any], where: Path) -> None:
+    """Every manifest item names its file and what it is (a unit signature or a network's spec)."""
+    for i, it in enumerate(items):
+        ok = isinstance(it, dict) and isinstance(it.get("file"), str)
+        if ok and it.get("kind") == "unit":
+            ok = isinstance(it.get("sig"), list) and len(it["sig"]) == len(KEY_COLUMNS)
+        elif ok:
+            ok = it.get("kind") == "network" and isinstance(it.get("spec"), dict) and "space" in it and "resolution" in it
+        if not ok:
+            raise UserError(f"{where}: item {i} is malformed ({json.dumps(it)[:80]}); export the folder again "
+                            "with `cli.py latency export`")
 
 
 def _merge_builds(old: list[dict], new: list[dict]) -> list[dict]:
@@ -254,13 +286,29 @@ def _load_or_new_table(device: str, meta: dict[str, Any]):
     if not p.exists():
         return LatencyTable(meta=dict(meta))
     table = LatencyTable.load(p)
-    for key in ("ort_version", "threads", "provider", "clock", "cpu"):
-        if table.meta.get(key) != meta.get(key):
-            raise UserError(
-                f"{p}: existing table was measured with {key}={table.meta.get(key)!r}, new data has {meta.get(key)!r}; "
-                f"use another --device name or delete {device_dir(device)}"
-            )
+    check_compatible(p, table.meta, meta, f"use another --device name or delete {device_dir(device)}")
     return table
+
+
+# What a measurement depends on: a table only takes (or is compared with) measurements that agree on all.
+ENVIRONMENT_KEYS = ("device", "ort_version", "threads", "provider", "clock", "cpu")
+
+
+def check_compatible(p: Path, table_meta: dict[str, Any], new: dict[str, Any], todo: str) -> None:
+    """Refuse to mix the table at ``p`` with measurements made in another environment ``new``."""
+    for key in ENVIRONMENT_KEYS:
+        if table_meta.get(key) != new.get(key):
+            raise UserError(f"{p}: existing table was measured with {key}={table_meta.get(key)!r}, new data has "
+                            f"{new.get(key)!r}; {todo}")
+
+
+def local_environment(device: str, threads: int = 1, provider: str = "cpu") -> dict[str, Any]:
+    """The environment measurements made here would record (see :func:`latency.runner.environment`)."""
+    from latency.measure import resolve_clock, resolve_provider
+    from latency.runner import environment
+
+    resolve_provider(provider)  # an unavailable provider is a UserError, not the runner's error
+    return {"device": device, **environment(threads, provider, resolve_clock("auto", threads, provider))}
 
 
 # ---- build (export + run + import on this machine) -----------------------------------------------
@@ -288,23 +336,35 @@ def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 
     overrides :func:`latency.sampling.units_to_measure`'s sample sizes (``per_stage``,
     ``conv_per_stage``, ``trimmed_per_stage``).
     """
+    _check_build(device, space, mode, threads, provider)  # bad input creates nothing, not even the lock file
     with _build_lock(device):
         return _build(device, space, resolution, mode, threads, provider, n_networks, sample, progress,
                       unit_runs, net_runs)
 
 
-def _build(device: str, space: str, resolution: int, mode: str, threads: int, provider: str, n_networks: int | None,
-           sample: dict[str, int | None] | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
-    from latency.measure import resolve_provider
-    from latency.runner import run_folder
-    from latency.sampling import units_to_measure
+def _check_build(device: str, space: str, mode: str, threads: int, provider: str) -> None:
     from latency.table import LatencyTable, check_device_name
     from space.searchspace import get_space
 
     check_device_name(device)
-    resolve_provider(provider)
+    env = local_environment(device, threads, provider)
     if mode not in ("quick", "full"):
         raise UserError(f"unknown build mode {mode!r}; choose quick or full")
+    get_space(space)
+    if units_path(device).exists():
+        # Import would refuse the new measurements only after minutes of measuring them.
+        check_compatible(units_path(device), LatencyTable.load(units_path(device)).meta, env,
+                         f"use another --device name or delete {device_dir(device)}")
+
+
+def _build(device: str, space: str, resolution: int, mode: str, threads: int, provider: str, n_networks: int | None,
+           sample: dict[str, int | None] | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
+    from latency.runner import run_folder
+    from latency.sampling import units_to_measure
+    from latency.table import LatencyTable
+    from space.searchspace import get_space
+
+    _check_build(device, space, mode, threads, provider)
     sp = get_space(space)
     t0 = time.time()
     wanted = units_to_measure(sp, resolution, mode, **(sample or {}))
@@ -416,11 +476,37 @@ def _build_lock(device: str):
 def _verify(p: Path, meta: dict[str, Any]) -> None:
     """Refuse a file whose checksum differs from its metadata's (truncated, edited, half-written)."""
     if hashlib.sha256(p.read_bytes()).hexdigest() != meta.get("sha256"):
-        raise UserError(f"{p}: corrupted or truncated (checksum mismatch); rebuild it with `python cli.py latency build`")
+        raise UserError(f"{p}: corrupted or truncated (checksum mismatch); delete {p.parent} and rebuild it "
+                        "with `python cli.py latency build`")
 
 
 def _covers(meta: dict[str, Any], space: str, resolution: int) -> bool:
     return any(b.get("space") == space and b.get("resolution") == resolution for b in meta.get("builds", []))
+
+
+def check_table(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224,
+                build_if_missing: bool = False, strict_version: bool | None = None) -> dict[str, Any] | None:
+    """What :func:`load_predictor` would refuse, found without fitting or building anything, so that a
+    command can check its input before any work: the device name, a missing, corrupted or foreign
+    table, and for ``local-cpu`` one that this machine cannot extend (another onnxruntime, CPU, ...).
+    ``strict_version`` refuses a table of another onnxruntime (default: for ``local-cpu`` only).
+    Returns the table's metadata (None when the table will be built on first use)."""
+    from latency.table import check_device_name, check_meta
+
+    check_device_name(device)
+    upath, local = units_path(device), device == LOCAL_DEVICE
+    if not upath.exists():
+        if build_if_missing and local:
+            return None  # built on first use
+        raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
+    tmeta = _read_meta(upath)
+    _verify(upath, tmeta)
+    check_meta(tmeta, device, str(upath), strict_version=local if strict_version is None else strict_version)
+    if build_if_missing and local and not _covers(tmeta, space, resolution):
+        check_compatible(upath, tmeta, local_environment(device), f"delete {device_dir(device)} to rebuild it here")
+    if networks_path(device).exists():
+        _verify(networks_path(device), _read_meta(networks_path(device)))
+    return tmeta
 
 
 def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224,
@@ -441,7 +527,8 @@ def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolutio
         raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
     tmeta = _read_meta(upath)
     _verify(upath, tmeta)
-    check_meta(tmeta, device, str(upath))
+    # local-cpu is this machine: its table must be of this onnxruntime (another device's has its own).
+    check_meta(tmeta, device, str(upath), strict_version=device == LOCAL_DEVICE)
     if not _covers(tmeta, space, resolution):
         warnings.warn(f"the {device} table has no build for space {space!r} at resolution {resolution}; "
                       f"predictions extrapolate (run `python cli.py latency build --device {device} --space {space} "

@@ -95,9 +95,9 @@ class LatencyTable:
         try:
             meta = json.loads(mp.read_text())
         except json.JSONDecodeError:
-            raise UserError(f"{mp}: metadata is not valid JSON; rebuild the table") from None
+            raise UserError(f"{mp}: metadata is not valid JSON; delete {p.parent} and rebuild the table") from None
         if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(text.encode()).hexdigest():
-            raise UserError(f"{p}: table is corrupted or truncated (checksum mismatch); rebuild it")
+            raise UserError(f"{p}: table is corrupted or truncated (checksum mismatch); delete {p.parent} and rebuild it")
         try:
             frame = pd.read_csv(io.StringIO(text))
             missing = [c for c in COLUMNS if c not in frame.columns]
@@ -105,20 +105,26 @@ class LatencyTable:
                 raise ValueError(f"missing columns {missing}")
             frame = frame[list(COLUMNS)].astype(DTYPES)
         except (ValueError, pd.errors.ParserError) as e:
-            raise UserError(f"{p}: table is malformed ({e}); rebuild it") from None
+            raise UserError(f"{p}: table is malformed ({e}); delete {p.parent} and rebuild it") from None
         return cls(frame, meta)
+
+
+def check_same_device(meta: dict[str, Any], device: str, where: str) -> None:
+    """Refuse a table filed under ``device`` whose metadata names another device (a copied or renamed folder)."""
+    if meta.get("device") != device:
+        raise UserError(f"{where}: was measured on device {meta.get('device')!r}, not {device!r}; move it back to "
+                        f"the folder of its device or rebuild it with `python cli.py latency build --device {device}`")
 
 
 def check_meta(meta: dict[str, Any], device: str, where: str, strict_version: bool = False) -> None:
     """Refuse a table of another device; warn (or refuse) when onnxruntime's version changed."""
     from latency.measure import ort_version
 
-    if meta.get("device") != device:
-        raise UserError(f"{where}: was measured on device {meta.get('device')!r}, not {device!r}")
+    check_same_device(meta, device, where)
     have = ort_version()
     if meta.get("ort_version") and meta.get("ort_version") != have:
-        msg = (f"{where}: measured with onnxruntime {meta.get('ort_version')}, this is {have}; "
-               f"rebuild with `python cli.py latency build --device {device}`")
+        msg = (f"{where}: measured with onnxruntime {meta.get('ort_version')}, this is {have}; delete "
+               f"{Path(where).parent} and rebuild it with `python cli.py latency build --device {device}`")
         if strict_version:
             raise UserError(msg)
         warnings.warn(msg, stacklevel=2)

@@ -87,9 +87,25 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
     the list) and score the three predictors on them."""
     import pandas as pd
 
-    from latency.store import NET_RUNS, NET_WARMUP, device_dir, load_networks, load_predictor
+    from latency.store import (
+        NET_RUNS,
+        NET_WARMUP,
+        check_compatible,
+        check_table,
+        device_dir,
+        load_networks,
+        load_predictor,
+        local_environment,
+        units_path,
+    )
     from latency.units import MEASURE_PASSES, measure_networks
+    from space.searchspace import get_space
 
+    # Everything is checked before the predictor is refitted (which writes) and minutes of measuring.
+    get_space(space)
+    meta = check_table(device, space, resolution, strict_version=True)
+    check_compatible(units_path(device), meta, local_environment(device, threads, provider),
+                     "validation measures here: run it where the table was measured, with its --threads and --provider")
     pred = load_predictor(device, space, resolution)
     nets, _ = load_networks(device)
     calib = nets[nets["resolution"] == resolution] if len(nets) else nets

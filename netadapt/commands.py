@@ -175,6 +175,23 @@ def _check_seed_source(args: argparse.Namespace) -> None:
     load_spec(args.seed)  # a malformed seed fails here, before the data is read
 
 
+def _check_latency_inputs(args: argparse.Namespace, run_dir: Path) -> None:
+    """An unknown --space and a missing, corrupted or foreign latency table, refused before the data
+    is read and the seed trained (the predictor is loaded only after both, for the same space and resolution)."""
+    from latency.store import LOCAL_DEVICE, check_table
+    from space.archspec import ArchSpec
+    from space.resolve import load_spec
+    from space.searchspace import get_space
+
+    if args.space is not None:
+        get_space(args.space)
+    spec = ArchSpec.load(run_dir / "checkpoints" / "iter_000.json") if args.resume else load_spec(args.seed)
+    resolution = args.resolution if args.resolution and not args.resume else spec.resolution
+    # Without a table for its space and resolution, local-cpu gets one built; that is not bad input.
+    check_table(args.device, args.space or _infer_space(spec, str(args.seed)), resolution,
+                build_if_missing=args.device == LOCAL_DEVICE)
+
+
 def load_seed(args: argparse.Namespace, data, log):
     """The seed ArchSpec fitted to the data, and its weights (None when it has none)."""
     from dataclasses import replace
@@ -243,6 +260,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     # Check everything the user gave before printing anything, so bad input is one line.
     if not args.resume:
         _check_seed_source(args)
+    _check_latency_inputs(args, run_dir)
     data = data_from_args(args, progress=False)
     notes: list[str] = []
     seed_spec, seed_state = load_seed(args, data, notes.append) if not args.resume else (None, None)

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from space.cli_types import non_positive_float, positive_float, positive_int
+from space.cli_types import non_negative_float, non_positive_float, positive_float, positive_int
 from space.commands import print_json
 from train.cli_args import add_data_args
 
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
                    help=f"trials running at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs Ray reserves per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
+    p.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                    help="GPUs per trial (default: 1 when the cluster has a GPU, else 0)")
     p.add_argument("--device", default="local-cpu", help="latency table's device name (default local-cpu)")
     p.add_argument("--space", default="mnasnet", help="search space: mnasnet | mobilenet_v3 (default mnasnet)")
@@ -63,9 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run --name (default: the latest run)")
     p.add_argument("--name", default=None, help="run name (folder under results/runs/; default search-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object (best, run_dir, trials) on stdout")
-    add_data_args(p)
     # Smaller batches give more steps per epoch: what a short proxy training needs (docs/search.md).
-    p.set_defaults(func=cmd_search, batch_size=DEFAULT_BATCH)
+    add_data_args(p, batch_size=DEFAULT_BATCH)
+    p.set_defaults(func=cmd_search)
 
 
 def options_from_args(args: argparse.Namespace):

@@ -264,6 +264,14 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
     # starts and kept in its trial settings, so that a resumed run injects the same ones.
     faults = "" if opts.resume else os.environ.get(FAULT_ENV, "").strip()
     parse_faults(faults)
+    # An unknown space and a missing, corrupted or foreign latency table are refused here, in a second,
+    # not after the data is read, a table built (minutes) or Ray started.
+    from latency.store import LOCAL_DEVICE, check_table
+    from space.searchspace import get_space
+
+    get_space(opts.space)
+    if predictor is None:
+        check_table(opts.device, opts.space, opts.latency_resolution, build_if_missing=opts.device == LOCAL_DEVICE)
 
     from train.data import load_data
 

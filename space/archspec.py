@@ -39,6 +39,8 @@ POOLS = ("avg",)
 
 def _fail(where: str, value: Any, why: str) -> SpecError:
     shown = json.dumps(value) if _jsonable(value) else repr(value)
+    if len(shown) > 60:  # a whole list or object where a field was expected: its start is enough
+        shown = shown[:57] + "..."
     return SpecError(f"{where}: {shown} {why}")
 
 
@@ -203,8 +205,12 @@ class ArchSpec:
             text = p.read_text()
         except FileNotFoundError:
             raise SpecError(f"{p}: no such file") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-            raise SpecError(f"{p}: cannot read ArchSpec ({type(e).__name__})") from None
+        except IsADirectoryError:
+            raise SpecError(f"{p}: is a folder, not an ArchSpec JSON file; pass the .json file inside it") from None
+        except PermissionError:
+            raise SpecError(f"{p}: cannot read ArchSpec (permission denied); make the file readable") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"{p}: cannot read ArchSpec (not a text file); pass an ArchSpec JSON file") from None
         try:
             return cls.from_json(text, source=str(p))
         except SpecError as e:

@@ -1,10 +1,15 @@
-"""argparse types for numbers with bounds: one line saying what is wrong, e.g. ``0 must be >= 1``."""
+"""argparse types for numbers with bounds: one line saying what is wrong, e.g. ``0 must be >= 1``;
+and the check of output paths the commands run before any work."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+from space.errors import UserError
 
 
 def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -35,3 +40,21 @@ positive_float = bounded(float, gt=0)
 non_negative_float = bounded(float, ge=0)
 fraction = bounded(float, gt=0, lt=1, rule="must lie strictly between 0 and 1")
 non_positive_float = bounded(float, le=0)
+
+
+def check_output_path(path: str | os.PathLike, option: str, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work and without creating anything:
+    a folder where a file goes (or a file where a folder goes), or a file where a parent folder goes."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"{option} {p}: exists and is not a folder; pass a folder path")
+    if not folder and p.is_dir():
+        raise UserError(f"{option} {p}: is a folder; give a file path, e.g. one inside it")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {p}: {parent} is a file, not a folder; pass a path in a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {p}: cannot write in {parent} (permission denied); pass a writable path")
+            break
+    return p

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from space.cli_types import positive_int
+from space.cli_types import check_output_path, positive_int
 from space.errors import UserError
 
 
@@ -107,9 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from space.searchspace import get_space
 
     space = get_space(args.space)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; pass a folder path")
+    out = check_output_path(args.out, "--out", folder=True)
     rng = np.random.default_rng(args.seed)
     paths = []
     for i in range(args.n):
@@ -159,8 +157,11 @@ def _trial_source(run: Path, trial: str, weights: str | None) -> tuple[object, P
     table = run / "trials.csv"
     if not table.is_file():
         raise UserError(f"{run}: has no trials.csv, so it is not a search run; --trial needs one")
-    with table.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("trial_id") == trial]
+    try:
+        with table.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("trial_id") == trial]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{table}: not a readable trials table ({type(e).__name__}); pass a search run folder") from None
     if not rows or not rows[0].get("arch"):
         raise UserError(f"{table}: no finished trial {trial!r}; pick a trial_id from that file")
     spec = ArchSpec.from_json(rows[0]["arch"], source=f"{table} trial {trial}")
@@ -200,9 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     spec, weights = resolve_export_source(args.spec, args.weights, args.trial)
     if args.resolution:
         spec = replace(spec, resolution=args.resolution)
-    out = Path(args.onnx)
-    if out.is_dir():
-        raise UserError(f"--onnx {out}: is a folder; give a file path such as {out / 'model.onnx'}")
+    out = check_output_path(args.onnx, "--onnx")
     result = export_onnx(spec, out, weights=weights, check=not args.no_check)
     if args.json:
         print_json(result)

@@ -22,6 +22,8 @@ def load_weights(model, path: str | os.PathLike) -> None:
     import torch
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a weights file; pass the .pt file written with the spec")
     if not p.is_file():
         raise UserError(f"{p}: no such weights file")
     try:

@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from train.data import DataBundle
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add ``--data``, ``--train-resolution``, ``--batch-size``, ``--data-limit``, ``--eval-limit``,
-    ``--split-seed`` and ``--augment`` to a sub-command."""
+DEFAULT_BATCH = 128
+
+
+def add_data_args(parser: argparse.ArgumentParser, batch_size: int = DEFAULT_BATCH) -> argparse._ArgumentGroup:
+    """Add ``--data``, ``--train-resolution``, ``--batch-size`` (defaulting to ``batch_size``, which
+    the help shows), ``--data-limit``, ``--eval-limit``, ``--split-seed`` and ``--augment`` to a sub-command."""
     g = parser.add_argument_group("data")
     g.add_argument("--data", metavar="SOURCE", default=None,
                    help="'digits' (default: scikit-learn's bundled 8x8 digits, offline), 'cifar10' (downloaded "
@@ -24,7 +27,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                         "directory (class/xxx.png, optionally under train/ and test/)")
     g.add_argument("--train-resolution", type=positive_int, default=None, metavar="PX",
                    help="resize images to PX x PX for training (default: the data's own size)")
-    g.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"training batch size (default {batch_size})")
     g.add_argument("--data-limit", type=positive_int, default=None, metavar="N",
                    help="use at most N training images (a class-balanced subset) for fast runs")
     g.add_argument("--eval-limit", type=positive_int, default=None, metavar="N",

@@ -37,8 +37,10 @@ def save_weights(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: s
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict written by :func:`save_weights` (or any plain tensor dict)."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a weights file; pass the state_dict .pt file")
     if not p.is_file():
-        raise UserError(f"weights file {p} does not exist")
+        raise UserError(f"weights file {p} does not exist; check the path")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files
