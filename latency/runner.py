@@ -209,6 +209,9 @@ def run_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, 
     out = Path(out) if out else folder / "measurements.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would hide the CSV from the user's other tools
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(f"# hwnas-latency-runner {json.dumps({**env, 'manifest_id': manifest.get('id', '')})}\n")

@@ -53,7 +53,7 @@ class NetAdaptConfig:
     lr: float = 1e-3              # fine-tune learning rate (long-term fine-tune too)
     seed_lr: float = 3e-3
     optimizer: str = "adamw"
-    batch_size: int = 64
+    batch_size: int = 128        # the CLI's default too
     workers: int = 2              # parallel proposals (Ray tasks); 0 = in this process, one by one
     threads: int = 1              # torch threads per proposal
     seed: int = 0
@@ -421,8 +421,9 @@ class NetAdaptRun:
         write_csv(frame(self.history, HISTORY_COLUMNS), self.dir / "history.csv")
         write_csv(frame(self.proposal_rows, PROPOSAL_COLUMNS), self.dir / "proposals.csv")
 
-    def _plot(self, st: RunState) -> None:
-        seed_point = {"predicted_ms": st.seed_predicted_ms, "accuracy": st.seed_accuracy}
+    def _plot(self, st: RunState, seed_measured_ms: float | None = None) -> None:
+        seed_point = {"predicted_ms": st.seed_predicted_ms, "accuracy": st.seed_accuracy,
+                      "measured_ms": seed_measured_ms}
         plot_progress(self.history, seed_point, st.target_ms, self.dir / "progress.png")
 
     # -- the end
@@ -482,7 +483,7 @@ class NetAdaptRun:
                 "threads": final_meas.threads, "provider": final_meas.provider, "ort_version": final_meas.ort_version,
                 "runs": final_meas.runs},
         }
-        self._plot(st)
+        self._plot(st, seed_meas.median_ms)  # the seed is measured only now: its point joins the plot
         write_json(summary, self.dir / "result.json")
         st.phase = "done"
         self._save_state(st)
