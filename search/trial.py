@@ -123,7 +123,7 @@ def _inject(fault: str | None, sample: Any, device: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_candidate(config: dict[str, Any], data: Any, trial_id: str = "local") -> dict[str, Any]:
+def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
     """Train and score one candidate; returns the metrics a trial reports.
 
     ``config`` holds ``tokens``, ``latency_ms`` (predicted, from the searcher), ``settings`` (a
@@ -235,7 +235,7 @@ def trial_class():
             from space.ray_cluster import node_id
 
             # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
-            return {**run_candidate(self.config, self.data, self.trial_id), "node": node_id(), "done": True}
+            return {**run_candidate(self.config, self.data), "node": node_id(), "done": True}
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
             # Lets Tune reuse this actor for the next trial: no new process, no second torch import.

@@ -31,7 +31,7 @@ def _settings(tmp_path, **kw) -> TrialSettings:
 def test_trial_measures_latency_when_asked(tmp_path, tiny_data):
     tokens = get_space("mnasnet").sample(0)
     out = run_candidate({"tokens": tokens, "latency_ms": 123.0, "settings": _settings(tmp_path, measure=True).to_dict()},
-                        tiny_data, "abc")
+                        tiny_data)
     assert out["status"] == "ok" and out["steps"] == 1 and 0 <= out["accuracy"] <= 1
     assert 0 < out["measured_ms"] < 100 and out["latency_ms"] == out["measured_ms"]  # measured replaces predicted
     assert out["reward"] == pytest.approx(reward(out["accuracy"], out["latency_ms"], 2.0))
