@@ -51,13 +51,7 @@ SEARCH = ["search", "--target-ms", "1", "--trials", str(TRIALS), "--concurrency"
           "--eval-limit", "40", "--batch-size", "64", "--name", "k", "--json"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The controller's updates in this process: on a busy 2-core machine, threads only wait for each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- processes ---------------------------------------------------------------------------------

@@ -25,14 +25,7 @@ from space.searchspace import get_space
 from train.data import load_data
 from train.weights import check_fits, load_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Results are reproducible for a given thread count; module scope so the shared run uses it too.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ def small_spec(num_classes: int = 10, in_channels: int = 1) -> ArchSpec:
     )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on a busy 2-core machine make torch spin-wait; one thread is faster and stable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
