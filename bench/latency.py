@@ -2,7 +2,7 @@
 """Latency benchmark: the cost of building a table, the predictor's fidelity on held-out networks
 (vs a FLOPs-linear fit and the plain table sum), and its throughput.
 
-    python bench/latency.py [--n 100] [--mode quick] [--resolution 224] [--results DIR] [--json]
+    python bench/latency.py [--n 100] [--mode full|quick] [--resolution 224] [--results DIR] [--json]
 
 By default it builds a fresh table into a new results folder (so the build time is what a fresh
 clone pays), then measures ``--n`` networks sampled from the space that the calibration never
@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--device", default="local-cpu")
     ap.add_argument("--space", default="mnasnet")
     ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--mode", default="quick", choices=("quick", "full"))
+    ap.add_argument("--mode", default="full", choices=("quick", "full"), help="table to build (default full, the CLI's)")
     ap.add_argument("--n", type=int, default=100, help="held-out networks (default 100)")
     ap.add_argument("--results", help="results folder with an existing table (default: build a fresh one)")
     ap.add_argument("--json", action="store_true")

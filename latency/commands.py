@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from latency.store import DEFAULT_MODE
 from space.cli_types import check_output_path, non_negative_int, positive_int
 from space.commands import print_json
 from space.errors import UserError
@@ -56,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = ls.add_parser("build", help="measure the units and networks a space needs on this machine and fit the predictor")
     b.add_argument("--device", default=DEFAULT_DEVICE, help=f"name to file the table under (default {DEFAULT_DEVICE})")
     _space_res(b)
-    b.add_argument("--mode", choices=("quick", "full"), default="quick",
-                   help="quick: a sample of units + per-op model (minutes); full: every unit of the space")
+    b.add_argument("--mode", choices=("quick", "full"), default=DEFAULT_MODE,
+                   help=f"full: every unit of the space; quick: a sample of units + per-op model (default {DEFAULT_MODE})")
     b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 60 quick, 100 full)")
     _runtime(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = ls.add_parser("export", help="write the ONNX files to measure on a target device, a manifest and the runner")
     _space_res(e)
     e.add_argument("--out", required=True, help="folder to write into")
-    e.add_argument("--mode", choices=("quick", "full"), default="quick", help="which units (default quick)")
+    e.add_argument("--mode", choices=("quick", "full"), default=DEFAULT_MODE, help=f"which units (default {DEFAULT_MODE})")
     e.add_argument("--networks", type=int, help="whole networks for the calibration (default 60 quick, 100 full)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_export)
@@ -162,12 +163,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     pred = build(args.device, args.space, args.resolution, args.mode, args.threads, args.provider, args.networks)
     out = {"device": args.device, "space": args.space, "resolution": args.resolution, "mode": args.mode,
            "units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
+           "calibration": pred.calibration.kind, "calibration_cv_mape": pred.calibration.cv_mape,
            "seconds": round(time.time() - t0, 1), "table": str(units_path(args.device))}
     if args.json:
         print_json(out)
     else:
         print(f"latency table for {args.device}: {out['units']} units, {out['calibration_networks']} calibration "
-              f"networks, in {out['seconds']} s -> {out['table']}")
+              f"networks (calibration {out['calibration']}), in {out['seconds']} s -> {out['table']}")
     return 0
 
 
@@ -223,7 +225,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rep)
         return 0
-    print(f"{rep['n']} held-out networks ({args.space}, {args.resolution}x{args.resolution}) on {args.device}:")
+    print(f"{rep['n']} held-out networks ({args.space}, {args.resolution}x{args.resolution}) on {args.device}; "
+          f"calibration {rep['calibration']} on {rep['calibration_networks']} networks:")
     print(f"  {'':<10}{'<=5%':>7}{'<=10%':>7}{'MAPE%':>8}{'RMSE ms':>9}{'Spearman':>10}{'Kendall':>9}")
     for label, m in (("predictor", rep), ("lut_sum", rep["baselines"]["lut_sum"]), ("flops", rep["baselines"]["flops"])):
         print(f"  {label:<10}{m['within_5pct']:>7.2f}{m['within_10pct']:>7.2f}{m['mape']:>8.2f}{m['rmse']:>9.3f}"

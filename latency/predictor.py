@@ -1,12 +1,13 @@
 """The latency predictor: table lookups + the per-op model + a calibration on whole networks.
 
 ``predict(spec)`` = calibration(per-op sums over units of (measured ms if the unit is in the table,
-else the per-op model's ms), unit count, input elements). The calibration is what a per-unit sum
-misses on a CPU: each unit timed alone pays a session call and brings its input in (and into
-onnxruntime's blocked NCHWc layout) itself, while inside a network onnxruntime runs one graph
-whose layers hand activations over in the cache and in the blocked layout. It is a linear
-model (see :class:`Calibration`) fitted by least relative squares on whole networks measured end
-to end (never the networks a validation scores).
+else the per-op model's ms), unit count, input elements, parameters). The calibration is what a
+per-unit sum misses on a CPU: each unit timed alone keeps its weights in cache between runs, pays a
+session call and brings its input in (and into onnxruntime's blocked NCHWc layout) itself, while
+a network streams its weights in once per inference and its layers hand activations over in the
+cache and in the blocked layout. It is a linear model (see :class:`Calibration`) chosen by
+cross-validation and fitted by least relative squares on whole networks measured end to end
+(never the networks a validation scores).
 
 Prediction needs numpy only (no torch, pandas or scikit-learn), and caches unit latencies, so
 scoring thousands of networks per second is cheap.
@@ -25,40 +26,92 @@ from typing import Any
 import numpy as np
 
 from latency.opmodel import OpModel
-from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, spec_sigs
+from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, sig_params, spec_sigs
 from space.archspec import ArchSpec
 from space.atomic import atomic_write_text
 from space.errors import UserError
 
-PREDICTOR_FORMAT = 3  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 4  # bump when features or the model change: saved predictors are refitted
 
 
-CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "const")
-_IN, _CONST = CALIB_FEATURES.index("in_melems"), CALIB_FEATURES.index("const")
+CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m", "const")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
+_COL = {f: i for i, f in enumerate(CALIB_FEATURES)}
+# The candidate calibrations, simplest first: whether the four unit-time sums get a scale each
+# (else one shared scale) and which further terms join. The fit keeps the candidate with the lowest
+# cross-validated error on the calibration networks.
+CANDIDATES: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "scale": (False, ()),
+    "scale+inputs": (False, ("in_melems",)),
+    "scale+weights": (False, ("params_m",)),
+    "scale+weights+inputs": (False, ("params_m", "in_melems")),
+    "per-op": (True, ("units", "in_melems", "params_m", "const")),
+}
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
 TERMS_MIN_NETWORKS = 20  # below this, one scale only: a handful of networks cannot pin down more
 MAX_TERM_SHARE = 0.5     # the non-scale terms may move no calibration network by more than this share
 MIN_COMPUTE_SHARE = 0.1
+CV_FOLDS = 10
+
+
+def _fit_candidate(F: np.ndarray, measured: np.ndarray, per_op: bool, terms: tuple[str, ...]) -> np.ndarray:
+    """Least relative squares for one candidate; the full weight vector over CALIB_FEATURES."""
+    sums = F[:, :4] if per_op else F[:, :4].sum(axis=1, keepdims=True)
+    cols = [_COL[t] for t in terms]
+    A = np.hstack([sums, F[:, cols]]) / measured[:, None]
+    b = np.ones(len(measured))
+    if per_op:
+        pen = np.sqrt(RIDGE) * np.eye(A.shape[1])[:4]
+        A, b = np.vstack([A, pen]), np.concatenate([b, pen.sum(axis=1)])
+    x = np.linalg.lstsq(A, b, rcond=None)[0]
+    w = np.zeros(len(CALIB_FEATURES))
+    w[:4] = x[:4] if per_op else x[0]
+    w[cols] = x[sums.shape[1]:]
+    return w
+
+
+def _sound(w: np.ndarray, F: np.ndarray) -> bool:
+    """Positive scales, and extra terms that move no network by more than MAX_TERM_SHARE."""
+    scaled, extra = F[:, :4] @ w[:4], F[:, 4:] @ w[4:]
+    return bool(np.all(w[:4] > 0) and np.all(np.abs(extra) <= MAX_TERM_SHARE * scaled))
+
+
+def _cv_mape(F: np.ndarray, measured: np.ndarray, per_op: bool, terms: tuple[str, ...]) -> float:
+    """K-fold cross-validated mean absolute relative error (%), with fixed folds."""
+    n = len(measured)
+    order = np.random.default_rng(0).permutation(n)
+    err = np.zeros(n)
+    for k in range(min(CV_FOLDS, n)):
+        test = order[k::CV_FOLDS]
+        train = np.setdiff1d(order, test)
+        w = _fit_candidate(F[train], measured[train], per_op, terms)
+        err[test] = F[test] @ w / measured[test] - 1.0
+    return float(np.mean(np.abs(err)) * 100)
 
 
 @dataclass
 class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
-    units, sum of mbconv units, stem + head, number of units, millions of unit input elements, 1)``.
+    units, sum of mbconv units, stem + head, number of units, millions of unit input elements,
+    millions of parameters, 1)``.
 
-    Fitted by least relative squares. Below 20 networks only a scale shared by the four sums; from
-    20 a weight per input element joins (what each separately timed unit paid to bring its input
-    in, proportional to its size; typically negative); from 50 on, per-op scales (lightly pulled
-    towards 1, they absorb fusion and cache effects that differ between ops), the unit count
-    (per-call overhead) and a constant. A fit whose extra terms would move any calibration network
-    by more than half its scaled unit time (overfitting a small or narrow set) falls back to the
-    shared scale. Identity (plain sum) when not fitted.
+    What a per-unit sum misses, and the terms for it: a unit timed alone keeps its weights in cache
+    from run to run, where a network streams every weight in once per inference (``params_m``,
+    positive); each unit timed alone brings its input in and into onnxruntime's blocked layout
+    itself (``in_melems``, negative) and pays a session call (``units``); fusion and cache effects
+    differ between ops (per-op scales). Candidates (:data:`CANDIDATES`) are fitted by least
+    relative squares and the one with the lowest 10-fold cross-validated error on the calibration
+    networks is kept (``kind``; ``cv_mape`` holds each candidate's error in %). Below 20 networks
+    only the shared scale is fitted; per-op scales need 50. A candidate whose extra terms would move
+    a calibration network by more than half its scaled unit time is not considered. Identity
+    (plain sum) when not fitted.
     """
 
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     n_networks: int = 0
+    kind: str = "identity"
+    cv_mape: dict[str, float] = field(default_factory=dict)
 
     def apply(self, F: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weights)
@@ -73,28 +126,19 @@ class Calibration:
         n = len(measured)
         if n < 3:
             raise UserError(f"calibration needs at least 3 measured networks, got {n}")
-        A = F / measured[:, None]
-        b = np.ones(n)
-        k = len(CALIB_FEATURES)
-        total = A[:, :4].sum(axis=1)
-        scale_only = np.zeros(k)
-        scale_only[:4] = float(np.linalg.lstsq(total[:, None], b, rcond=None)[0][0])
         if n < TERMS_MIN_NETWORKS:
-            w = scale_only
-        elif n < PER_OP_MIN_NETWORKS:
-            (a, c_in), *_ = np.linalg.lstsq(np.stack([total, A[:, _IN]], axis=1), b, rcond=None)
-            w = np.zeros(k)
-            w[:4], w[_IN] = a, c_in
+            names = ["scale"]
         else:
-            pen = np.sqrt(RIDGE) * np.eye(k)[:4]
-            w, *_ = np.linalg.lstsq(np.vstack([A, pen]), np.concatenate([b, pen @ np.ones(k)]), rcond=None)
-        scaled, extra = F[:, :4] @ w[:4], F[:, 4:] @ w[4:]
-        if np.any(w[:4] <= 0) or np.any(np.abs(extra) > MAX_TERM_SHARE * scaled):
-            w = scale_only
+            names = [c for c, (per_op, _) in CANDIDATES.items() if not per_op or n >= PER_OP_MIN_NETWORKS]
+        fits = {c: _fit_candidate(F, measured, *CANDIDATES[c]) for c in names}
+        fits = {c: w for c, w in fits.items() if c == "scale" or _sound(w, F)}
+        cv = {c: _cv_mape(F, measured, *CANDIDATES[c]) for c in fits} if len(fits) > 1 else {}
+        kind = min(cv, key=cv.__getitem__) if cv else "scale"
+        w = fits[kind]
         if np.any(w[:4] <= 0):  # degenerate data: the median ratio
-            w = np.zeros(k)
+            kind, w = "median-ratio", np.zeros(len(CALIB_FEATURES))
             w[:4] = float(np.median(measured / F[:, :4].sum(axis=1)))
-        return cls([float(x) for x in w], n)
+        return cls([float(x) for x in w], n, kind, {c: round(v, 4) for c, v in cv.items()})
 
 
 @dataclass
@@ -108,6 +152,7 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self._cache: dict[Sig, float] = dict(self.lookup)
+        self._params: dict[Sig, float] = {}
 
     # ---- units ---------------------------------------------------------------------------
     def unit_ms(self, sigs: Sequence[Sig]) -> np.ndarray:
@@ -134,7 +179,7 @@ class Predictor:
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, unit count,
-        millions of unit input elements, 1)."""
+        millions of unit input elements, millions of parameters, 1)."""
         per_spec = [spec_sigs(s) for s in specs]
         counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
@@ -143,12 +188,24 @@ class Predictor:
         row = np.repeat(np.arange(len(per_spec)), counts)
         F = np.zeros((len(per_spec), len(CALIB_FEATURES)))
         np.add.at(F, (row, col), ms)
-        F[:, 4] = counts
+        F[:, _COL["units"]] = counts
         # Input elements of each unit: in_ch * res * res (Sig fields 3 and 9).
         melems = np.fromiter((u[3] * u[9] * u[9] for u in flat), dtype=np.float64, count=len(flat)) / 1e6
-        np.add.at(F[:, _IN], row, melems)
-        F[:, _CONST] = 1.0
+        np.add.at(F[:, _COL["in_melems"]], row, melems)
+        np.add.at(F[:, _COL["params_m"]], row, self._unit_params(flat))
+        F[:, _COL["const"]] = 1.0
         return F
+
+    def _unit_params(self, sigs: Sequence[Sig]) -> np.ndarray:
+        """Millions of parameters of each unit (cached like the latencies)."""
+        cache = self._params
+        try:
+            return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+        except KeyError:
+            for s in sigs:
+                if s not in cache:
+                    cache[s] = sig_params(s) / 1e6
+        return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
 
     # ---- networks ------------------------------------------------------------------------
     def unit_sum(self, spec: ArchSpec) -> float:

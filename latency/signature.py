@@ -85,6 +85,18 @@ def sig_head(sig: Sig) -> Head:
     return Head(sig.exp_ch, sig.act, "avg", sig.fc_ch)
 
 
+def sig_params(sig: Sig) -> int:
+    """Parameters of the unit (BN folded or not, the count :mod:`space.cost` uses): the weights a
+    network streams in once per inference, while a unit timed alone keeps them in cache."""
+    from space.cost import classifier_cost, conv_stem_cost, layer_cost
+
+    if sig.op == "stem":
+        return conv_stem_cost(sig.kernel, sig.stride, sig.in_ch, sig.out_ch, sig.res).params
+    if sig.op == "head":
+        return classifier_cost(sig.in_ch, sig_head(sig), sig.res, sig.out_ch).params
+    return layer_cost(sig_layer(sig), sig.res).params
+
+
 def input_shape(sig: Sig) -> tuple[int, int, int, int]:
     return (1, sig.in_ch, sig.res, sig.res)
 

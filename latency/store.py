@@ -37,6 +37,9 @@ from space.atomic import atomic_write_text
 from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
+# Every unit of the space: 7-8 minutes for ``mnasnet`` at 224 on 2 cores, and no per-op model error
+# on the networks a search scores (quick mode samples the units in about 4.5 minutes).
+DEFAULT_MODE = "full"
 QUICK_NETWORKS, FULL_NETWORKS = 60, 100  # 60 >= 50: the calibration fits per-op scales
 CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
 
@@ -325,7 +328,7 @@ def calibration_specs(space_name: str, resolution: int, n: int, seed: int = CALI
     return list(seen.values())
 
 
-def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224, mode: str = "quick",
+def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224, mode: str = DEFAULT_MODE,
           threads: int = 1, provider: str = "cpu", n_networks: int | None = None,
           sample: dict[str, int | None] | None = None, progress: bool = True, unit_runs: int = UNIT_RUNS,
           net_runs: int = NET_RUNS) -> Predictor:
@@ -512,7 +515,7 @@ def check_table(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: 
 def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224,
                    build_if_missing: bool = False, progress: bool = True) -> Predictor:
     """The predictor for ``device``: loaded when saved and current, refitted when the data changed,
-    built (quick mode, on this machine) when ``build_if_missing`` and ``device`` is ``local-cpu``;
+    built (:data:`DEFAULT_MODE`, on this machine) when ``build_if_missing`` and ``device`` is ``local-cpu``;
     otherwise a missing table is a :class:`UserError` saying how to build one."""
     from latency.table import check_device_name, check_meta
 
@@ -522,7 +525,8 @@ def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolutio
             (not upath.exists() or not _covers(_read_meta(upath), space, resolution)):
         with _build_lock(device):  # parallel workers: one builds, the others wait and load
             if not upath.exists() or not _covers(_read_meta(upath), space, resolution):
-                return _build(device, space, resolution, "quick", 1, "cpu", None, None, progress, UNIT_RUNS, NET_RUNS)
+                return _build(device, space, resolution, DEFAULT_MODE, 1, "cpu", None, None, progress, UNIT_RUNS,
+                              NET_RUNS)
     if not upath.exists():
         raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
     tmeta = _read_meta(upath)

@@ -126,7 +126,7 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
         else np.full(len(specs), np.nan)
     report = {
         "device": device, "space": space, "resolution": resolution, "n": len(specs),
-        "calibration_networks": int(len(calib)), **metrics(full, measured),
+        "calibration_networks": int(len(calib)), "calibration": pred.calibration.kind, **metrics(full, measured),
         "baselines": {"flops": metrics(flops, measured), "lut_sum": metrics(lut, measured)},
     }
     out_dir = device_dir(device)

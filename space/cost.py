@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from space.archspec import ArchSpec, Layer
+from space.archspec import ArchSpec, Head, Layer
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,23 @@ def layer_cost(layer: Layer, res: int) -> Cost:
 
 def stem_cost(spec: ArchSpec) -> Cost:
     st = spec.stem
-    out_px = (-(-spec.resolution // st.stride)) ** 2
-    w = st.kernel**2 * spec.in_channels * st.out_ch
-    return Cost(w + 2 * st.out_ch, w * out_px)
+    return conv_stem_cost(st.kernel, st.stride, spec.in_channels, st.out_ch, spec.resolution)
+
+
+def conv_stem_cost(kernel: int, stride: int, in_ch: int, out_ch: int, res: int) -> Cost:
+    """The stem conv (with BN) on a ``res`` x ``res`` image of ``in_ch`` channels."""
+    out_px = (-(-res // stride)) ** 2
+    w = kernel**2 * in_ch * out_ch
+    return Cost(w + 2 * out_ch, w * out_px)
 
 
 def head_cost(spec: ArchSpec) -> Cost:
-    hd, ch, res = spec.head, spec.body_ch, spec.final_resolution
+    return classifier_cost(spec.body_ch, spec.head, spec.final_resolution, spec.num_classes)
+
+
+def classifier_cost(ch: int, hd: Head, res: int, num_classes: int) -> Cost:
+    """The head on a ``res`` x ``res`` map of ``ch`` channels: optional 1x1 conv, pool, optional
+    FC, classifier."""
     c = Cost(0, 0)
     if hd.conv_ch:
         c += Cost(ch * hd.conv_ch + 2 * hd.conv_ch, ch * hd.conv_ch * res * res)
@@ -62,7 +72,7 @@ def head_cost(spec: ArchSpec) -> Cost:
     if hd.fc_ch:
         c += Cost(ch * hd.fc_ch + hd.fc_ch, ch * hd.fc_ch)
         ch = hd.fc_ch
-    return c + Cost(ch * spec.num_classes + spec.num_classes, ch * spec.num_classes)
+    return c + Cost(ch * num_classes + num_classes, ch * num_classes)
 
 
 def layer_costs(spec: ArchSpec) -> list[Cost]:

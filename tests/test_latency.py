@@ -21,6 +21,7 @@ from latency.store import load_predictor, units_path
 from latency.table import LatencyTable
 from latency.testing import TINY_DEVICE, TINY_RESOLUTION
 from latency.units import MEASURE_PASSES
+from space.cost import cost
 from space.errors import UserError
 from space.references import reference
 from space.searchspace import get_space
@@ -87,12 +88,18 @@ def test_spec_sigs_cover_stem_layers_head_with_resolutions():
 
 
 def test_features_count_macs_like_the_cost_model():
-    from space.cost import cost
-
     spec = reference("mnasnet_a1")
     X = feature_matrix(spec_sigs(spec))
     macs = X[:, [i for i, f in enumerate(FEATURES) if f.startswith("mac_")]].sum()
     assert macs == pytest.approx(cost(spec).macs, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["mnasnet_a1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_unit_parameters_add_up_to_the_network(name):
+    from latency.signature import sig_params
+
+    spec = reference(name)  # SE, FC heads (v3), dwconv-first stages (v2): every unit kind
+    assert sum(sig_params(s) for s in spec_sigs(spec)) == cost(spec).params
 
 
 # ---- table -------------------------------------------------------------------------------------
@@ -158,32 +165,49 @@ def test_missing_op_model_is_a_clear_error():
         pred.predict(_spec(0))
 
 
-def test_calibration_recovers_a_linear_relation():
+def _calib_features(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Rows of CALIB_FEATURES: four unit-time sums, units, M input elements, M params, 1."""
+    return np.column_stack([rng.uniform(2, 10, (n, 4)), rng.integers(10, 25, n), rng.uniform(1, 6, n),
+                            rng.uniform(2, 8, n), np.ones(n)])
+
+
+def test_calibration_keeps_the_candidate_that_cross_validates_best():
+    from latency.predictor import CANDIDATES
+
     rng = np.random.default_rng(0)
-    F = np.column_stack([rng.uniform(2, 10, (60, 4)), rng.integers(10, 25, 60), rng.uniform(1, 6, 60), np.ones(60)])
-    # 20-49 networks: one shared scale and a (negative) cost per million input elements.
-    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.0])
+    F = _calib_features(rng, 60)
+    # 20-49 networks: shared-scale candidates only; the one holding both terms fits exactly.
+    truth = [0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.1, 0.0]
+    y = F @ np.array(truth)
     mid = Calibration.fit(F[:30], y[:30])
-    assert mid.weights == pytest.approx([0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.0], rel=1e-6, abs=1e-9)
+    assert mid.kind == "scale+weights+inputs" and mid.n_networks == 30
+    assert mid.weights == pytest.approx(truth, rel=1e-6, abs=1e-9)
+    assert set(mid.cv_mape) == set(CANDIDATES) - {"per-op"}
+    assert mid.cv_mape["scale+weights+inputs"] < 1e-6 < min(v for k, v in mid.cv_mape.items() if k != mid.kind)
     # A handful of networks: one scale only, whatever else the data might suggest.
     few = Calibration.fit(F[:8], y[:8])
-    assert few.weights[4:] == [0.0, 0.0, 0.0] and len(set(few.weights[:4])) == 1
+    assert few.kind == "scale" and few.weights[4:] == [0.0] * 4 and len(set(few.weights[:4])) == 1
     # Many networks: per-op scales (lightly pulled towards 1), unit count and constant as well.
-    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.3])
+    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.1, 0.3])
     full = Calibration.fit(F, y)
+    assert full.kind == "per-op" and full.cv_mape["per-op"] == min(full.cv_mape.values())
     assert full.apply(F) == pytest.approx(y, rel=0.02)
     assert full.weights[1] > full.weights[0]
 
 
 def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
     # Input elements that "explain" most of the time on a narrow set would reorder networks outside
-    # it (a trimmed network predicted slower than its seed): the fit keeps the shared scale instead.
+    # it (a trimmed network predicted slower than its seed): candidates with that term are dropped.
+    from latency.predictor import CALIB_FEATURES
+
     rng = np.random.default_rng(1)
     F = np.column_stack([rng.uniform(0.1, 0.3, (30, 4)), rng.integers(10, 25, 30), rng.uniform(0.04, 0.06, 30),
-                         np.ones(30)])
+                         np.zeros(30), np.ones(30)])
     y = F[:, :4].sum(axis=1) * 0.2 + 12.0 * F[:, 5] - 0.3  # nonsense the terms could fit
     cal = Calibration.fit(F, y)
-    assert cal.weights[4:] == [0.0, 0.0, 0.0] and cal.weights[0] > 0
+    w = dict(zip(CALIB_FEATURES, cal.weights))
+    assert "inputs" not in cal.kind and w["in_melems"] == 0 and w["const"] == 0 and w["conv_ms"] > 0
+    assert not any("inputs" in k for k in cal.cv_mape)
 
 
 def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
@@ -247,6 +271,7 @@ def test_calibration_features_count_units_and_input_elements(tiny_predictor):
     sigs = spec_sigs(spec)
     assert row["units"] == len(sigs) and row["const"] == 1
     assert row["in_melems"] == pytest.approx(sum(s.in_ch * s.res**2 for s in sigs) / 1e6)
+    assert row["params_m"] == pytest.approx(cost(spec).params / 1e6)  # every weight, stem to classifier
     assert sum(row[c] for c in CALIB_FEATURES[:4]) == pytest.approx(tiny_predictor.unit_sum(spec))
 
 
@@ -343,8 +368,8 @@ def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
 def test_calibration_never_predicts_zero_or_negative():
     # A fitted negative constant (overheads the separately timed units paid) must not push a
     # network far below the calibration range, e.g. a tiny or heavily trimmed one, to <= 0 ms.
-    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.3, -0.4], n_networks=30)
-    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 0.5, 1], [2.0, 1.0, 5.0, 0.5, 20, 3.0, 1]])
+    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.3, 0.1, -0.4], n_networks=30)
+    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 0.5, 0.01, 1], [2.0, 1.0, 5.0, 0.5, 20, 3.0, 4.0, 1]])
     out = cal.apply(F)
     assert out[0] == pytest.approx(0.1 * 0.9 * 0.04) and out[0] > 0
-    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.3 * 3.0 - 0.4)
+    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.3 * 3.0 + 0.1 * 4.0 - 0.4)
