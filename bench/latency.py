@@ -61,6 +61,29 @@ def cli_predict_seconds(results: str, device: str) -> float:
     return time.perf_counter() - t0
 
 
+def remeasure(csv_path: str, first_mid: float) -> dict:
+    """Measure the validation's networks again (same method) and score the first measurement as a
+    predictor of the second; also the drift of each predictor's error between the two."""
+    import numpy as np
+    import pandas as pd
+
+    from latency.units import MEASURE_PASSES, NET_RUNS, NET_WARMUP, measure_networks
+    from latency.validate import metrics
+    from space.archspec import ArchSpec
+
+    first = pd.read_csv(csv_path)
+    t0 = time.time()
+    rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], 1, "cpu", NET_WARMUP, NET_RUNS,
+                            progress=False, passes=MEASURE_PASSES)
+    second = np.array([r["median_ms"] for r in rows])
+    out = metrics(first["measured_ms"].to_numpy(float), second)
+    out["minutes_later"] = ((t0 + time.time()) / 2 - first_mid) / 60  # between the midpoints of the two
+    out["median_ratio_second_to_first"] = float(np.median(second / first["measured_ms"].to_numpy(float)))
+    out["full_vs_second"] = metrics(first["predicted_ms"].to_numpy(float), second)
+    out["lut_sum_vs_second"] = metrics(first["lut_sum_ms"].to_numpy(float), second)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="local-cpu")
@@ -69,6 +92,9 @@ def main() -> int:
     ap.add_argument("--mode", default="full", choices=("quick", "full"), help="table to build (default full, the CLI's)")
     ap.add_argument("--n", type=int, default=100, help="held-out networks (default 100)")
     ap.add_argument("--results", help="results folder with an existing table (default: build a fresh one)")
+    ap.add_argument("--repeat", action="store_true",
+                    help="measure the held-out networks a second time and score the first measurement as if it were "
+                         "a predictor of the second: the ceiling this machine's drift puts on any predictor")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -85,13 +111,16 @@ def main() -> int:
         build(args.device, args.space, args.resolution, args.mode)
         build_s = time.perf_counter() - t0
     pred = load_predictor(args.device, args.space, args.resolution)
+    t_val = time.time()
     rep = validate(args.device, args.space, args.resolution, n=args.n)
+    t_val = (t_val + time.time()) / 2
     tp = throughput(pred, args.space, args.resolution)
     cli_s = cli_predict_seconds(results, args.device)
+    repeat = remeasure(rep["csv"], t_val) if args.repeat else None
     out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "mode": args.mode,
            "build_seconds": build_s, "table_units": len(pred.lookup),
            "calibration_networks": pred.calibration.n_networks, "validation": rep, "throughput": tp,
-           "cli_predict_seconds": cli_s}
+           "cli_predict_seconds": cli_s, "repeat": repeat}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -102,9 +131,17 @@ def main() -> int:
     print(f"held-out networks: {rep['n']} ({args.space}, {args.resolution}x{args.resolution})")
     print("| predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall |")
     print("|---|---|---|---|---|---|---|")
-    for label, m in (("full", rep), ("table sum", rep["baselines"]["lut_sum"]), ("FLOPs-linear", rep["baselines"]["flops"])):
+    rows = [("full", rep), ("table sum", rep["baselines"]["lut_sum"]), ("FLOPs-linear", rep["baselines"]["flops"])]
+    if repeat:
+        rows.append((f"first measurement ({repeat['minutes_later']:.0f} min earlier)", repeat))
+    for label, m in rows:
         print(f"| {label} | {m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
               f"{m['spearman']:.3f} | {m['kendall']:.3f} |")
+    if repeat:
+        f2, s2 = repeat["full_vs_second"], repeat["lut_sum_vs_second"]
+        print(f"second measurement / first: median {repeat['median_ratio_second_to_first']:.4f}; against the second "
+              f"measurement: full {f2['within_5pct']:.2f} / {f2['within_10pct']:.2f} / MAPE {f2['mape']:.2f}, "
+              f"table sum {s2['within_5pct']:.2f} / {s2['within_10pct']:.2f} / MAPE {s2['mape']:.2f}")
     print(f"throughput: {tp['cold_per_s']:,.0f} networks/s cold cache, {tp['warm_per_s']:,.0f} warm; "
           f"one `cli.py latency predict`: {cli_s:.2f} s")
     print(f"scatter: {rep['plot']}")

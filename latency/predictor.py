@@ -31,7 +31,7 @@ from space.archspec import ArchSpec
 from space.atomic import atomic_write_text
 from space.errors import UserError
 
-PREDICTOR_FORMAT = 4  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 5  # bump when features or the model change: saved predictors are refitted
 
 
 CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m", "const")

@@ -34,6 +34,10 @@ from space.searchspace import (
 )
 
 HEAD_CLASSES = (10, 100, 1000)
+# Stem widths beyond the space's own: NetAdapt trims the stem (to 4-8 channels at its deepest), and
+# the reference networks' stems use other activations. A stem costs about as much as a small layer.
+STEM_WIDTHS = (4, 8, 12, 16, 24, 32, 40, 48, 64)
+STEM_ACTS = ("relu", "relu6", "hswish")
 QUICK_PER_STAGE = 100  # sampled dwconv + mbconv units per stage in quick mode
 TRIMMED_PER_STAGE = 40  # narrower variants of sampled units per stage (both modes), for NetAdapt
 
@@ -59,9 +63,12 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
 
 
 def _edge_units(space: SearchSpace, resolution: int) -> list[Sig]:
-    """Stem and heads (every last-stage width, a few class counts) of the space."""
+    """Stems (the space's, and :data:`STEM_WIDTHS` x :data:`STEM_ACTS`) and heads (every
+    last-stage width, a few class counts) of the space."""
     probe = space.decode(space.sample(0), resolution=resolution)
     sigs = [stem_sig(probe)]
+    for width, act in product(STEM_WIDTHS, STEM_ACTS):
+        sigs.append(sigs[0]._replace(out_ch=width, exp_ch=width, act=act))
     for body_ch, classes in product(space.stages[-1].filter_choices(), HEAD_CLASSES):
         layers = list(probe.layers)
         last = layers[-1]

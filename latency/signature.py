@@ -120,11 +120,33 @@ FEATURES = (
     "se_elems",   # elements SE pools and rescales
     "res_elems",  # elements added by the residual
     "n_nodes",    # graph nodes after fusion (rough)
+    "im2col",     # elements of a full conv's unfolded input (k*k*in_ch per output pixel)
+    "pad8_macs",  # conv MACs with channels rounded up to blocks of 8 (onnxruntime's NCHWc on AVX2)
+    "pad16_macs",  # ... blocks of 16 (AVX-512): narrow or odd widths compute the padding too
 )
 
 
 def _out(res: int, stride: int) -> int:
     return -(-res // stride)
+
+
+def _block(c: int, b: int) -> int:
+    return -(-c // b) * b
+
+
+def _padded_macs(sig: Sig, px: int, opx: int, b: int) -> float:
+    """Conv MACs as a blocked kernel computes them: channel counts rounded up to blocks of ``b``
+    (the stem's image channels are not blocked)."""
+    k2, cin, cout, exp = sig.kernel ** 2, _block(sig.in_ch, b), _block(sig.out_ch, b), _block(sig.exp_ch, b)
+    if sig.op == "mbconv":
+        return cin * exp * px + exp * cout * opx + k2 * exp * opx
+    if sig.op == "dwconv":
+        return k2 * cin * opx + cin * cout * opx
+    if sig.op == "conv":
+        return k2 * cin * cout * opx
+    if sig.op == "stem":
+        return k2 * sig.in_ch * cout * opx
+    return 0.0
 
 
 def sig_features(sig: Sig) -> list[float]:
@@ -164,7 +186,8 @@ def sig_features(sig: Sig) -> list[float]:
             fc = ch * sig.fc_ch + sig.fc_ch * cout
             nodes += 1.0 + (1.0 if hs else 0.0)
         nodes += 1.0
-        return [1.0, pw, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, fc, cin * px, mid, float(cout), hsw, 0.0, 0.0, nodes]
+        return [1.0, pw, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, fc, cin * px, mid, float(cout), hsw, 0.0, 0.0, nodes,
+                0.0, 0.0, 0.0]
     if sig.se_ch:
         se_ch_in = exp if op != "conv" else cout
         fc += 2.0 * se_ch_in * sig.se_ch
@@ -176,7 +199,9 @@ def sig_features(sig: Sig) -> list[float]:
     kb = 0 if sig.kernel <= 3 else (1 if sig.kernel <= 5 else 2)
     dws, fulls = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     dws[kb], fulls[kb] = dw, full
-    return [1.0, pw, *dws, *fulls, fc, cin * px, mid, cout * opx, hsw, se, add, nodes]
+    im2col = k2 * cin * opx if op in ("conv", "stem") else 0.0
+    return [1.0, pw, *dws, *fulls, fc, cin * px, mid, cout * opx, hsw, se, add, nodes, im2col,
+            _padded_macs(sig, px, opx, 8), _padded_macs(sig, px, opx, 16)]
 
 
 def feature_matrix(sigs: Iterable[Sig]) -> np.ndarray:

@@ -38,8 +38,11 @@ from space.errors import UserError
 
 LOCAL_DEVICE = "local-cpu"
 # Every unit of the space: 7-8 minutes for ``mnasnet`` at 224 on 2 cores, and no per-op model error
-# on the networks a search scores (quick mode samples the units in about 4.5 minutes).
+# on the networks a search scores. A search that finds no table builds the quick one (about 4.5
+# minutes), so that a first run on a fresh clone stays within its 15 minutes; `latency build`
+# later extends it to the full table.
 DEFAULT_MODE = "full"
+AUTO_BUILD_MODE = "quick"
 QUICK_NETWORKS, FULL_NETWORKS = 60, 100  # 60 >= 50: the calibration fits per-op scales
 CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
 
@@ -396,6 +399,9 @@ def _build(device: str, space: str, resolution: int, mode: str, threads: int, pr
     pred = fit_predictor(device, space, resolution)
     if progress:
         print(f"latency build done in {time.time() - t0:.0f} s", file=sys.stderr)
+        if mode == "quick":
+            print(f"this is the quick table (sampled units + per-op model); `python cli.py latency build --device "
+                  f"{device} --space {space} --resolution {resolution}` extends it to the full one", file=sys.stderr)
     return pred
 
 
@@ -515,7 +521,7 @@ def check_table(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: 
 def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224,
                    build_if_missing: bool = False, progress: bool = True) -> Predictor:
     """The predictor for ``device``: loaded when saved and current, refitted when the data changed,
-    built (:data:`DEFAULT_MODE`, on this machine) when ``build_if_missing`` and ``device`` is ``local-cpu``;
+    built (:data:`AUTO_BUILD_MODE`, on this machine) when ``build_if_missing`` and ``device`` is ``local-cpu``;
     otherwise a missing table is a :class:`UserError` saying how to build one."""
     from latency.table import check_device_name, check_meta
 
@@ -525,8 +531,8 @@ def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolutio
             (not upath.exists() or not _covers(_read_meta(upath), space, resolution)):
         with _build_lock(device):  # parallel workers: one builds, the others wait and load
             if not upath.exists() or not _covers(_read_meta(upath), space, resolution):
-                return _build(device, space, resolution, DEFAULT_MODE, 1, "cpu", None, None, progress, UNIT_RUNS,
-                              NET_RUNS)
+                return _build(device, space, resolution, AUTO_BUILD_MODE, 1, "cpu", None, None, progress,
+                              UNIT_RUNS, NET_RUNS)
     if not upath.exists():
         raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
     tmeta = _read_meta(upath)

@@ -373,3 +373,24 @@ def test_calibration_never_predicts_zero_or_negative():
     out = cal.apply(F)
     assert out[0] == pytest.approx(0.1 * 0.9 * 0.04) and out[0] > 0
     assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.3 * 3.0 + 0.1 * 4.0 - 0.4)
+
+
+def test_blocked_features_charge_narrow_widths_their_padding():
+    from latency.signature import sig_features
+
+    def feats(sig):
+        return dict(zip(FEATURES, sig_features(sig)))
+
+    wide = feats(Sig("mbconv", 3, 1, 32, 32, 96, 0, "relu", True, 28))
+    assert wide["pad8_macs"] == wide["pad16_macs"] == wide["mac_pw"] + wide["mac_dw"]  # multiples of 16: no padding
+    narrow = feats(Sig("conv", 7, 1, 8, 4, 4, 0, "hswish", False, 112))
+    assert narrow["pad8_macs"] == 2 * narrow["mac_full7"] and narrow["pad16_macs"] == 8 * narrow["mac_full7"]
+    assert narrow["im2col"] == 49 * 8 * 112 * 112  # the unfolded input, whatever the output width
+
+
+def test_tables_hold_stems_of_trimmed_and_reference_widths():
+    from latency.sampling import STEM_ACTS, STEM_WIDTHS, units_to_measure
+
+    for mode in ("quick", "full"):
+        stems = {(s.out_ch, s.act) for s in units_to_measure(get_space("mnasnet"), 224, mode) if s.op == "stem"}
+        assert {(w, a) for w in STEM_WIDTHS for a in STEM_ACTS} <= stems
