@@ -31,10 +31,10 @@ from space.archspec import ArchSpec
 from space.atomic import atomic_write_text
 from space.errors import UserError
 
-PREDICTOR_FORMAT = 5  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 6  # bump when features or the model change: saved predictors are refitted
 
 
-CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m", "const")
+CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 _COL = {f: i for i, f in enumerate(CALIB_FEATURES)}
 # The candidate calibrations, simplest first: whether the four unit-time sums get a scale each
@@ -45,8 +45,11 @@ CANDIDATES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "scale+inputs": (False, ("in_melems",)),
     "scale+weights": (False, ("params_m",)),
     "scale+weights+inputs": (False, ("params_m", "in_melems")),
-    "per-op": (True, ("units", "in_melems", "params_m", "const")),
+    "per-op": (True, ("units", "in_melems", "params_m")),
 }
+# No constant: a network pays one session call, which the unit count's weight already prices, and a
+# free constant traded off against the input term (+0.95 ms against -0.99 ms per million elements
+# on one table), which moved small networks far outside the calibration range.
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
 TERMS_MIN_NETWORKS = 20  # below this, one scale only: a handful of networks cannot pin down more
@@ -94,7 +97,7 @@ def _cv_mape(F: np.ndarray, measured: np.ndarray, per_op: bool, terms: tuple[str
 class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
     units, sum of mbconv units, stem + head, number of units, millions of unit input elements,
-    millions of parameters, 1)``.
+    millions of parameters)``.
 
     What a per-unit sum misses, and the terms for it: a unit timed alone keeps its weights in cache
     from run to run, where a network streams every weight in once per inference (``params_m``,
@@ -108,14 +111,14 @@ class Calibration:
     (plain sum) when not fitted.
     """
 
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
     n_networks: int = 0
     kind: str = "identity"
     cv_mape: dict[str, float] = field(default_factory=dict)
 
     def apply(self, F: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weights)
-        # The fitted per-unit and constant terms may be negative (separately timed units each paid
+        # The fitted per-unit and input terms may be negative (separately timed units each paid
         # overheads a network pays once). Far below the calibration range, e.g. a heavily trimmed
         # or tiny network, they could outweigh the compute, so no network is predicted faster than
         # a tenth of its scaled unit time: never zero or negative.
@@ -179,7 +182,7 @@ class Predictor:
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, unit count,
-        millions of unit input elements, millions of parameters, 1)."""
+        millions of unit input elements, millions of parameters)."""
         per_spec = [spec_sigs(s) for s in specs]
         counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
@@ -193,7 +196,6 @@ class Predictor:
         melems = np.fromiter((u[3] * u[9] * u[9] for u in flat), dtype=np.float64, count=len(flat)) / 1e6
         np.add.at(F[:, _COL["in_melems"]], row, melems)
         np.add.at(F[:, _COL["params_m"]], row, self._unit_params(flat))
-        F[:, _COL["const"]] = 1.0
         return F
 
     def _unit_params(self, sigs: Sequence[Sig]) -> np.ndarray:

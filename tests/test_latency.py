@@ -166,9 +166,9 @@ def test_missing_op_model_is_a_clear_error():
 
 
 def _calib_features(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Rows of CALIB_FEATURES: four unit-time sums, units, M input elements, M params, 1."""
+    """Rows of CALIB_FEATURES: four unit-time sums, units, M input elements, M params."""
     return np.column_stack([rng.uniform(2, 10, (n, 4)), rng.integers(10, 25, n), rng.uniform(1, 6, n),
-                            rng.uniform(2, 8, n), np.ones(n)])
+                            rng.uniform(2, 8, n)])
 
 
 def test_calibration_keeps_the_candidate_that_cross_validates_best():
@@ -177,7 +177,7 @@ def test_calibration_keeps_the_candidate_that_cross_validates_best():
     rng = np.random.default_rng(0)
     F = _calib_features(rng, 60)
     # 20-49 networks: shared-scale candidates only; the one holding both terms fits exactly.
-    truth = [0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.1, 0.0]
+    truth = [0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.1]
     y = F @ np.array(truth)
     mid = Calibration.fit(F[:30], y[:30])
     assert mid.kind == "scale+weights+inputs" and mid.n_networks == 30
@@ -186,9 +186,9 @@ def test_calibration_keeps_the_candidate_that_cross_validates_best():
     assert mid.cv_mape["scale+weights+inputs"] < 1e-6 < min(v for k, v in mid.cv_mape.items() if k != mid.kind)
     # A handful of networks: one scale only, whatever else the data might suggest.
     few = Calibration.fit(F[:8], y[:8])
-    assert few.kind == "scale" and few.weights[4:] == [0.0] * 4 and len(set(few.weights[:4])) == 1
-    # Many networks: per-op scales (lightly pulled towards 1), unit count and constant as well.
-    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.1, 0.3])
+    assert few.kind == "scale" and few.weights[4:] == [0.0] * 3 and len(set(few.weights[:4])) == 1
+    # Many networks: per-op scales (lightly pulled towards 1) and the unit count as well.
+    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.1])
     full = Calibration.fit(F, y)
     assert full.kind == "per-op" and full.cv_mape["per-op"] == min(full.cv_mape.values())
     assert full.apply(F) == pytest.approx(y, rel=0.02)
@@ -202,11 +202,11 @@ def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
 
     rng = np.random.default_rng(1)
     F = np.column_stack([rng.uniform(0.1, 0.3, (30, 4)), rng.integers(10, 25, 30), rng.uniform(0.04, 0.06, 30),
-                         np.zeros(30), np.ones(30)])
-    y = F[:, :4].sum(axis=1) * 0.2 + 12.0 * F[:, 5] - 0.3  # nonsense the terms could fit
+                         np.zeros(30)])
+    y = F[:, :4].sum(axis=1) * 0.2 + 12.0 * F[:, 5]  # nonsense the input term could fit
     cal = Calibration.fit(F, y)
     w = dict(zip(CALIB_FEATURES, cal.weights))
-    assert "inputs" not in cal.kind and w["in_melems"] == 0 and w["const"] == 0 and w["conv_ms"] > 0
+    assert "inputs" not in cal.kind and w["in_melems"] == 0 and w["conv_ms"] > 0
     assert not any("inputs" in k for k in cal.cv_mape)
 
 
@@ -269,7 +269,7 @@ def test_calibration_features_count_units_and_input_elements(tiny_predictor):
     spec = _spec(3)
     row = dict(zip(CALIB_FEATURES, tiny_predictor.calib_features([spec])[0]))
     sigs = spec_sigs(spec)
-    assert row["units"] == len(sigs) and row["const"] == 1
+    assert row["units"] == len(sigs)
     assert row["in_melems"] == pytest.approx(sum(s.in_ch * s.res**2 for s in sigs) / 1e6)
     assert row["params_m"] == pytest.approx(cost(spec).params / 1e6)  # every weight, stem to classifier
     assert sum(row[c] for c in CALIB_FEATURES[:4]) == pytest.approx(tiny_predictor.unit_sum(spec))
@@ -366,13 +366,13 @@ def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
 
 
 def test_calibration_never_predicts_zero_or_negative():
-    # A fitted negative constant (overheads the separately timed units paid) must not push a
+    # Fitted negative per-unit and input terms (overheads the separately timed units paid) must not push a
     # network far below the calibration range, e.g. a tiny or heavily trimmed one, to <= 0 ms.
-    cal = Calibration([0.9, 0.9, 0.9, 0.9, 0.05, -0.3, 0.1, -0.4], n_networks=30)
-    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 0.5, 0.01, 1], [2.0, 1.0, 5.0, 0.5, 20, 3.0, 4.0, 1]])
+    cal = Calibration([0.9, 0.9, 0.9, 0.9, -0.05, -0.3, 0.1], n_networks=30)
+    F = np.array([[0.01, 0.0, 0.02, 0.01, 4, 0.5, 0.01], [2.0, 1.0, 5.0, 0.5, 20, 3.0, 4.0]])
     out = cal.apply(F)
     assert out[0] == pytest.approx(0.1 * 0.9 * 0.04) and out[0] > 0
-    assert out[1] == pytest.approx(0.9 * 8.5 + 0.05 * 20 - 0.3 * 3.0 + 0.1 * 4.0 - 0.4)
+    assert out[1] == pytest.approx(0.9 * 8.5 - 0.05 * 20 - 0.3 * 3.0 + 0.1 * 4.0)
 
 
 def test_blocked_features_charge_narrow_widths_their_padding():
