@@ -2,7 +2,8 @@
 """Latency benchmark: the cost of building a table, the predictor's fidelity on held-out networks
 (vs a FLOPs-linear fit and the plain table sum), and its throughput.
 
-    python bench/latency.py [--n 100] [--mode full|quick] [--resolution 224] [--results DIR] [--json]
+    python bench/latency.py [--n 100] [--mode full|quick] [--resolution 224] [--results DIR] [--repeat] [--json]
+    python bench/latency.py --rescore DIR [DIR ...]
 
 By default it builds a fresh table into a new results folder (so the build time is what a fresh
 clone pays), then measures ``--n`` networks sampled from the space that the calibration never
@@ -84,6 +85,51 @@ def remeasure(csv_path: str, first_mid: float) -> dict:
     return out
 
 
+FIGURES = ("within_5pct", "within_10pct", "mape", "rmse", "spearman", "kendall")
+
+
+def rescore(folders: list[str], device: str, space: str, resolution: int) -> dict:
+    """Refit the predictor of earlier benchmark folders with this code (from their stored table and
+    calibration networks) and score it on their stored held-out measurements; per-run figures and
+    the median of each figure over the runs, for the full predictor and both baselines."""
+    import numpy as np
+    import pandas as pd
+
+    from latency.store import fit_predictor
+    from latency.validate import metrics
+    from space.archspec import ArchSpec
+
+    runs = []
+    for folder in folders:
+        os.environ["HWNAS_RESULTS"] = folder
+        pred = fit_predictor(device, space, resolution, save=False)
+        v = pd.read_csv(Path(folder) / "latency" / device / f"validation-{space}-r{resolution}.csv")
+        specs = [ArchSpec.from_json(s) for s in v["spec"]]
+        meas = v["measured_ms"].to_numpy(float)
+        runs.append({"results": folder, "calibration": pred.calibration.kind,
+                     "full": metrics(pred.predict_many(specs), meas), "lut_sum": metrics(pred.unit_sum_many(specs), meas),
+                     "flops": metrics(v["flops_ms"].to_numpy(float), meas)})  # fitted on the calibration networks
+    median = {k: {f: float(np.median([r[k][f] for r in runs])) for f in FIGURES} for k in ("full", "lut_sum", "flops")}
+    return {"runs": runs, "median": median}
+
+
+def print_rescore(out: dict) -> None:
+    print("| run | calibration | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [(Path(r["results"]).name, r["calibration"], r) for r in out["runs"]]
+    rows.append((f"median of {len(out['runs'])}", "", out["median"]))
+    for name, kind, r in rows:
+        for label, key in (("full", "full"), ("table sum", "lut_sum"), ("FLOPs-linear", "flops")):
+            m = r[key]
+            print(f"| {name} | {kind} | {label} | {m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | "
+                  f"{m['rmse']:.3f} | {m['spearman']:.4f} | {m['kendall']:.4f} |")
+    med = out["median"]
+    for base in ("lut_sum", "flops"):
+        better = [f for f in FIGURES if med["full"][f] != med[base][f]
+                  and (med["full"][f] < med[base][f]) == (f in ("mape", "rmse"))]
+        print(f"median: the full predictor is better than {base} on {len(better)} of {len(FIGURES)} figures")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="local-cpu")
@@ -95,8 +141,15 @@ def main() -> int:
     ap.add_argument("--repeat", action="store_true",
                     help="measure the held-out networks a second time and score the first measurement as if it were "
                          "a predictor of the second: the ceiling this machine's drift puts on any predictor")
+    ap.add_argument("--rescore", nargs="+", metavar="DIR",
+                    help="measure nothing: refit the predictor of earlier benchmark results folders with this code and "
+                         "score it on their stored held-out networks, with the median of each figure over the folders")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.rescore:
+        out = rescore(args.rescore, args.device, args.space, args.resolution)
+        print(json.dumps(out, indent=2)) if args.json else print_rescore(out)
+        return 0
 
     results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
     os.environ["HWNAS_RESULTS"] = results
