@@ -309,6 +309,7 @@ def test_validate_reports_all_figures_and_writes_plot(tiny_results):
         assert {"within_10pct", "within_5pct", "mape", "spearman", "kendall"} <= set(d)
         assert 0 <= d["within_10pct"] <= 1
     assert rep["n"] == 4 and Path(rep["plot"]).stat().st_size > 1000
+    assert rep["calibration"] == "scale"  # the tiny table's 6 networks: below 20, one scale only
     calib = set(__import__("latency.store", fromlist=["x"]).load_networks(TINY_DEVICE)[0]["spec"])
     scored = set(__import__("pandas").read_csv(rep["csv"])["spec"])
     assert not calib & scored
