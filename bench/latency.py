@@ -64,7 +64,7 @@ def cli_predict_seconds(results: str, device: str) -> float:
 
 def remeasure(csv_path: str, first_mid: float) -> dict:
     """Measure the validation's networks again (same method) and score the first measurement as a
-    predictor of the second; also the drift of each predictor's error between the two."""
+    predictor of the second; also the full predictor and the table sum scored against the second."""
     import numpy as np
     import pandas as pd
 
@@ -86,6 +86,12 @@ def remeasure(csv_path: str, first_mid: float) -> dict:
 
 
 FIGURES = ("within_5pct", "within_10pct", "mape", "rmse", "spearman", "kendall")
+
+
+def figure_cells(m: dict, rank_digits: int = 3) -> str:
+    """One predictor's figures as the cells of a markdown table row (FIGURES' order)."""
+    return (f"{m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
+            f"{m['spearman']:.{rank_digits}f} | {m['kendall']:.{rank_digits}f}")
 
 
 def rescore(folders: list[str], device: str, space: str, resolution: int) -> dict:
@@ -120,9 +126,7 @@ def print_rescore(out: dict) -> None:
     rows.append((f"median of {len(out['runs'])}", "", out["median"]))
     for name, kind, r in rows:
         for label, key in (("full", "full"), ("table sum", "lut_sum"), ("FLOPs-linear", "flops")):
-            m = r[key]
-            print(f"| {name} | {kind} | {label} | {m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | "
-                  f"{m['rmse']:.3f} | {m['spearman']:.4f} | {m['kendall']:.4f} |")
+            print(f"| {name} | {kind} | {label} | {figure_cells(r[key], 4)} |")
     med = out["median"]
     for base in ("lut_sum", "flops"):
         better = [f for f in FIGURES if med["full"][f] != med[base][f]
@@ -188,8 +192,7 @@ def main() -> int:
     if repeat:
         rows.append((f"first measurement ({repeat['minutes_later']:.0f} min earlier)", repeat))
     for label, m in rows:
-        print(f"| {label} | {m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
-              f"{m['spearman']:.3f} | {m['kendall']:.3f} |")
+        print(f"| {label} | {figure_cells(m)} |")
     if repeat:
         f2, s2 = repeat["full_vs_second"], repeat["lut_sum_vs_second"]
         print(f"second measurement / first: median {repeat['median_ratio_second_to_first']:.4f}; against the second "

@@ -144,6 +144,12 @@ class Calibration:
         return cls([float(x) for x in w], n, kind, {c: round(v, 4) for c, v in cv.items()})
 
 
+def _gather(cache: dict[Sig, float], sigs: Sequence[Sig]) -> np.ndarray:
+    """``cache[s]`` for every unit, as floats (map over C callables: no Python loop); KeyError if
+    one is missing."""
+    return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+
+
 @dataclass
 class Predictor:
     """Predicts a network's latency in ms on the device its table was measured on."""
@@ -162,7 +168,7 @@ class Predictor:
         """Latency of each unit: measured when in the table, else the per-op model's estimate."""
         cache = self._cache
         try:  # the common case once warm: every unit cached (map over C callables, no Python loop)
-            return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+            return _gather(cache, sigs)
         except KeyError:
             pass
         missing = list(dict.fromkeys(s for s in sigs if s not in cache))
@@ -178,7 +184,7 @@ class Predictor:
                 )
             for s, v in zip(group, model.predict(group)):
                 cache[s] = float(v)
-        return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+        return _gather(cache, sigs)
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, unit count,
@@ -202,12 +208,12 @@ class Predictor:
         """Millions of parameters of each unit (cached like the latencies)."""
         cache = self._params
         try:
-            return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+            return _gather(cache, sigs)
         except KeyError:
             for s in sigs:
                 if s not in cache:
                     cache[s] = sig_params(s) / 1e6
-        return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+        return _gather(cache, sigs)
 
     # ---- networks ------------------------------------------------------------------------
     def unit_sum(self, spec: ArchSpec) -> float:

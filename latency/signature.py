@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from space.archspec import ArchSpec, Head, Layer, Stem
+from space.cost import classifier_cost, conv_stem_cost, layer_cost
 
 KEY_COLUMNS = ("op", "kernel", "stride", "in_ch", "out_ch", "exp_ch", "se_ch", "act", "residual", "res", "fc_ch")
 UNIT_OPS = ("stem", "conv", "dwconv", "mbconv", "head")
@@ -86,10 +87,8 @@ def sig_head(sig: Sig) -> Head:
 
 
 def sig_params(sig: Sig) -> int:
-    """Parameters of the unit (BN folded or not, the count :mod:`space.cost` uses): the weights a
-    network streams in once per inference, while a unit timed alone keeps them in cache."""
-    from space.cost import classifier_cost, conv_stem_cost, layer_cost
-
+    """Parameters of the unit, counted as :mod:`space.cost` counts them: the weights a network
+    streams in once per inference, while a unit timed alone keeps them in cache."""
     if sig.op == "stem":
         return conv_stem_cost(sig.kernel, sig.stride, sig.in_ch, sig.out_ch, sig.res).params
     if sig.op == "head":
