@@ -3,7 +3,7 @@
 
 Each package registers its commands in its ``commands.py`` (``register(subparsers)``); handlers
 import their heavy dependencies (torch, ray) themselves so that light commands start fast.
-Bad input raises :class:`space.errors.UserError`, printed here as one line with exit code 2.
+Bad input raises :class:`common.errors.UserError`, printed here as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn
 
 # Packages whose commands.py adds sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("space", "latency", "search", "netadapt")
+COMMAND_MODULES = ("space", "latency", "search", "netadapt", "export")
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Keep the repository importable however the script is started.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from space.errors import UserError
+    from common.errors import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)

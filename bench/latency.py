@@ -101,7 +101,7 @@ def rescore(folders: list[str], device: str, space: str, resolution: int) -> dic
     import numpy as np
     import pandas as pd
 
-    from latency.store import fit_predictor
+    from latency.load import fit_predictor
     from latency.validate import metrics
     from space.archspec import ArchSpec
 
@@ -157,7 +157,9 @@ def main() -> int:
 
     results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
     os.environ["HWNAS_RESULTS"] = results
-    from latency.store import build, load_predictor, units_path
+    from latency.build import build
+    from latency.files import units_path
+    from latency.load import load_predictor
     from latency.validate import validate
 
     before = machine()

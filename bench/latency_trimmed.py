@@ -62,9 +62,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["HWNAS_RESULTS"] = args.results
+    from latency.load import load_predictor
     from latency.runner import cpu_model
-    from latency.store import NET_RUNS, NET_WARMUP, load_predictor
-    from latency.units import MEASURE_PASSES, measure_networks
+    from latency.units import MEASURE_PASSES, NET_RUNS, NET_WARMUP, measure_networks
 
     pred = load_predictor(args.device, "mnasnet", 224)
     nets = networks()

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from latency.measure import measure
-    from netadapt.loop import NetAdaptConfig, NetAdaptRun, log
+    from netadapt.config import NetAdaptConfig
+    from netadapt.loop import NetAdaptRun, log
     from netadapt.resource import MacsLatency, predict_ms
     from space.builder import build_model
     from space.resolve import load_spec

@@ -7,10 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from latency.store import DEFAULT_MODE
-from space.cli_types import check_output_path, non_negative_int, positive_int
-from space.commands import print_json
-from space.errors import UserError
+from common.cli_io import check_output_path, non_negative_int, positive_int, print_json
+from common.errors import UserError
+from latency.build import DEFAULT_MODE
 
 DEFAULT_DEVICE = "local-cpu"
 
@@ -129,7 +128,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from latency.store import load_predictor
+    from latency.load import load_predictor
     from space.searchspace import get_space
 
     get_space(args.space)  # an unknown space would only warn and predict with another calibration
@@ -155,7 +154,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     import time
 
-    from latency.store import build, units_path
+    from latency.build import build
+    from latency.files import units_path
 
     if args.networks is not None and args.networks < 3:
         raise UserError(f"--networks {args.networks}: the calibration needs at least 3 networks; pass 3 or more")
@@ -174,8 +174,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from latency.build import FULL_NETWORKS, QUICK_NETWORKS, calibration_specs
     from latency.sampling import units_to_measure
-    from latency.store import FULL_NETWORKS, QUICK_NETWORKS, calibration_specs, export_folder
+    from latency.transfer import export_folder
     from space.searchspace import get_space
 
     check_output_path(args.out, "--out", folder=True)
@@ -198,8 +199,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from latency.store import fit_predictor, import_measurements, units_path
+    from latency.files import units_path
+    from latency.load import fit_predictor
     from latency.table import LatencyTable
+    from latency.transfer import import_measurements
 
     counts = import_measurements(args.csv, args.device, args.manifest)
     builds = LatencyTable.load(units_path(args.device)).meta.get("builds", [])
@@ -236,7 +239,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from latency.store import device_dir, how_to_build, units_path
+    from latency.files import device_dir, how_to_build, units_path
     from latency.table import LatencyTable, check_same_device
 
     p = units_path(args.device)

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_bytes
+from common.errors import UserError
 from latency import runner
 from latency.runner import OPT_LEVEL, PROVIDERS, RunnerError, cpu_model, ort_version  # noqa: F401 (re-exported)
 from space.archspec import ArchSpec, Layer
-from space.atomic import atomic_write_bytes
-from space.errors import UserError
 
 OPSET = 17
 DEFAULT_WARMUP = 10

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_write_text
+from common.errors import UserError
 from latency.opmodel import OpModel
 from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, sig_params, spec_sigs
 from space.archspec import ArchSpec
-from space.atomic import atomic_write_text
-from space.errors import UserError
 
 PREDICTOR_FORMAT = 6  # bump when features or the model change: saved predictors are refitted
 

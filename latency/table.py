@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
+from common.errors import UserError
 from latency.signature import KEY_COLUMNS, Sig
-from space.atomic import atomic_write_text
-from space.errors import UserError
-from space.paths import results_dir
 
 STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "spread", "runs")
 COLUMNS = KEY_COLUMNS + STAT_COLUMNS
@@ -28,19 +26,6 @@ DTYPES = {
     "median_ms": float, "p10_ms": float, "p90_ms": float, "spread": float, "runs": int,
 }
 FORMAT_VERSION = 1
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-
-
-def check_device_name(device: str) -> str:
-    if not _DEVICE_RE.match(device):
-        raise UserError(f"device name {device!r} is not usable as a folder name; use letters, digits, '-', '_', '.'")
-    return device
-
-
-def device_dir(device: str) -> Path:
-    return results_dir() / "latency" / check_device_name(device)
-
-
 def empty_frame():
     import pandas as pd
 

@@ -15,7 +15,7 @@ def build_tiny_predictor(folder: str | Path, resolution: int = TINY_RESOLUTION, 
     """Build a small table (4 separable, 2 conv and 2 trimmed layers per stage, stem, heads, 6 calibration networks, few
     runs) of ``space`` at ``resolution`` under ``folder`` and return its predictor. Good for
     specs of that space decoded at ``resolution`` and for pruned variants of them."""
-    from latency.store import build
+    from latency.build import build
 
     old = os.environ.get("HWNAS_RESULTS")
     os.environ["HWNAS_RESULTS"] = str(folder)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import save_png
 from space.archspec import ArchSpec
-from space.atomic import save_png
 
 VALIDATION_SEED = 9_000_000  # a seed stream of its own, apart from the calibration networks'
 
@@ -87,18 +87,9 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
     the list) and score the three predictors on them."""
     import pandas as pd
 
-    from latency.store import (
-        NET_RUNS,
-        NET_WARMUP,
-        check_compatible,
-        check_table,
-        device_dir,
-        load_networks,
-        load_predictor,
-        local_environment,
-        units_path,
-    )
-    from latency.units import MEASURE_PASSES, measure_networks
+    from latency.files import check_compatible, device_dir, load_networks, local_environment, units_path
+    from latency.load import check_table, load_predictor
+    from latency.units import MEASURE_PASSES, NET_RUNS, NET_WARMUP, measure_networks
     from space.searchspace import get_space
 
     # Everything is checked before the predictor is refitted (which writes) and minutes of measuring.
@@ -133,7 +124,7 @@ def validate(device: str = "local-cpu", space: str = "mnasnet", resolution: int 
     frame = pd.DataFrame({"name": [s.name for s in specs], "measured_ms": measured, "predicted_ms": full,
                           "lut_sum_ms": lut, "flops_ms": flops,
                           "spread": [r["spread"] for r in rows], "spec": [s.to_json(indent=None) for s in specs]})
-    from space.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
 
     csv_path = atomic_write_text(out_dir / f"validation-{space}-r{resolution}.csv", frame.to_csv(index=False))
     png = Path(plot) if plot else out_dir / f"validation-{space}-r{resolution}.png"

@@ -9,9 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from space.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
-from space.commands import print_json
-from space.errors import UserError
+from common.cli_io import fraction, non_negative_float, non_negative_int, positive_float, positive_int, print_json
+from common.errors import UserError
 from train.cli_args import add_data_args
 
 COMMAND = "netadapt"  # the marker config.json carries (see netadapt.loop), checked by --resume
@@ -76,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _runs_root() -> Path:
-    from space.paths import results_dir
+    from common.paths import results_dir
 
     return results_dir() / "netadapt"
 
@@ -178,7 +177,8 @@ def _check_seed_source(args: argparse.Namespace) -> None:
 def _check_latency_inputs(args: argparse.Namespace, run_dir: Path) -> None:
     """An unknown --space and a missing, corrupted or foreign latency table, refused before the data
     is read and the seed trained (the predictor is loaded only after both, for the same space and resolution)."""
-    from latency.store import LOCAL_DEVICE, check_table
+    from latency.files import LOCAL_DEVICE
+    from latency.load import check_table
     from space.archspec import ArchSpec
     from space.resolve import load_spec
     from space.searchspace import get_space
@@ -228,9 +228,10 @@ def load_seed(args: argparse.Namespace, data, log):
 def cmd_netadapt(args: argparse.Namespace) -> int:
     import torch
 
+    from common.paths import results_dir
     from latency import load_predictor
-    from netadapt.loop import NetAdaptConfig, NetAdaptRun, log
-    from space.paths import results_dir
+    from netadapt.config import NetAdaptConfig
+    from netadapt.loop import NetAdaptRun, log
     from train.cli_args import data_from_args
 
     args.seed_is_default = args.seed is None

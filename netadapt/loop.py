@@ -15,194 +15,26 @@ that stops can be resumed from its last finished iteration.
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from netadapt.groups import group_by_name
+from common.errors import UserError
+from netadapt.config import NetAdaptConfig
 from netadapt.outputs import HISTORY_COLUMNS, PROPOSAL_COLUMNS, frame, plot_progress, read_rows, write_csv, write_json
 from netadapt.proposals import Proposal, make_proposals, smallest_network
 from netadapt.resource import predict_ms
-from netadapt.surgery import shrink
+from netadapt.runner import ProposalRunner, first_line
 from space.archspec import ArchSpec
-from space.errors import UserError
-
-SELECT_RULES = ("ratio", "accuracy")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class NetAdaptConfig:
-    """Options of a run; saved in ``config.json`` so ``--resume`` continues with the same ones."""
-
-    target_ms: float | None = None
-    target_ratio: float = 0.5
-    delta: float = 0.1            # first iteration's cut, as a fraction of the seed's predicted latency
-    decay: float = 0.9
-    steps: int = 10               # T: fine-tune steps per proposal
-    select: str = "ratio"
-    final_epochs: float = 5.0
-    seed_epochs: float = 10.0     # training of a seed that comes without weights
-    lr: float = 1e-3              # fine-tune learning rate (long-term fine-tune too)
-    seed_lr: float = 3e-3
-    optimizer: str = "adamw"
-    batch_size: int = 128        # the CLI's default too
-    workers: int = 2              # parallel proposals (Ray tasks); 0 = in this process, one by one
-    threads: int = 1              # torch threads per proposal
-    seed: int = 0
-    max_iterations: int = 100
-    min_channels: int | None = None
-    measure_iterations: bool = True
-    augment: bool = False
-    eval_limit: int | None = None
-    address: str | None = None    # a running Ray cluster for the proposals (None: start a local Ray)
-
-    def check(self) -> None:
-        if self.target_ms is not None and not (self.target_ms > 0 and math.isfinite(self.target_ms)):
-            raise UserError(f"--target-ms {self.target_ms} must be a positive number of milliseconds")
-        if not 0 < self.target_ratio < 1:
-            raise UserError(f"--target-ratio {self.target_ratio} must lie in (0, 1) (a fraction of the seed's latency)")
-        if not 0 < self.delta < 1:
-            raise UserError(f"--delta {self.delta} must lie in (0, 1) (a fraction of the seed's latency)")
-        if not 0 < self.decay <= 1:
-            raise UserError(f"--decay {self.decay} must lie in (0, 1]")
-        if self.select not in SELECT_RULES:
-            raise UserError(f"--select {self.select!r} is unknown; choose one of {', '.join(SELECT_RULES)}")
-        if self.steps < 0 or self.final_epochs < 0 or self.seed_epochs < 0:
-            raise UserError("--steps, --final-epochs and --seed-epochs must be >= 0")
-        if self.workers < 0:
-            raise UserError("--workers must be >= 0")
-        if self.address:
-            if self.workers == 0:
-                raise UserError("--address needs --workers >= 1 (--workers 0 runs the proposals in this process)")
-            from space.ray_cluster import check_reachable
-
-            check_reachable(self.address)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> NetAdaptConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# ---- one proposal (runs in a Ray worker or in this process) -------------------------------------
-
-def evaluate_proposal(spec: ArchSpec, state: dict[str, torch.Tensor], group: str, channels: int, data,
-                      steps: int, lr: float, optimizer: str, batch_size: int, seed: int, threads: int,
-                      augment: bool = False, eval_limit: int | None = None) -> dict[str, Any]:
-    """Trim ``group`` of ``spec`` to ``channels``, fine-tune ``steps`` steps, return accuracies and
-    the new weights."""
-    from space.builder import build_model
-    from space.ray_cluster import node_id
-    from train.loop import evaluate, train_model
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    new_spec, new_state, _ = shrink(spec, state, group_by_name(spec, group), channels)
-    model = build_model(new_spec)
-    model.load_state_dict(new_state)
-    acc_before = evaluate(model, data, "val", limit=eval_limit)
-    if steps:
-        r = train_model(model, data, steps=steps, lr=lr, optimizer=optimizer, batch_size=batch_size, warmup=0.0,
-                        seed=seed, augment=augment, eval_split="val", eval_limit=eval_limit,
-                        bn_recalibration_batches=5)
-        acc_after = r.accuracy
-    else:
-        acc_after = acc_before
-    return {
-        "group": group, "accuracy_before": acc_before, "accuracy_after": acc_after,
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the driver writes it
-        "seconds": time.perf_counter() - start, "node": node_id(),
-    }
-
-
-class ProposalRunner:
-    """Runs an iteration's proposals: as Ray tasks (``workers`` >= 1) or one by one here.
-
-    Ray is a local one with ``workers`` CPUs, or the cluster at ``address`` (then the cluster's free
-    CPUs bound how many run at once). Either way a proposal's trimmed weights come back in its
-    result and only the driver writes files.
-    """
-
-    def __init__(self, workers: int, data, address: str | None = None) -> None:
-        self.workers = workers
-        self.data = data
-        self.address = address
-        self._ray_started = False
-        self._remote = None
-        self._data_ref = None
-
-    def __enter__(self) -> ProposalRunner:
-        if self.workers >= 1:
-            import ray
-
-            if not ray.is_initialized():
-                if self.address:
-                    from space.ray_cluster import attach
-
-                    attach(self.address, env_vars={"OMP_NUM_THREADS": "1"})
-                else:
-                    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-                    ray.init(num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
-                             log_to_driver=False, configure_logging=True,
-                             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
-                self._ray_started = True
-            self._remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_proposal)
-            self._data_ref = ray.put(self.data)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._ray_started:
-            import ray
-
-            ray.shutdown()
-
-    def run(self, spec: ArchSpec, state: dict[str, torch.Tensor], proposals: list[Proposal], kwargs: dict[str, Any],
-            seeds: list[int], on_result: Callable[[Proposal, dict[str, Any]], None]) -> None:
-        """Call ``on_result(proposal, result)`` as each finishes; a failure gives ``{"error": ...}``."""
-        if self._remote is None:
-            for p, s in zip(proposals, seeds):
-                try:
-                    res = evaluate_proposal(spec, state, p.group, p.channels_after, self.data, seed=s, **kwargs)
-                except Exception as e:  # a failing proposal is skipped, not fatal
-                    res = {"error": _first_line(e)}
-                on_result(p, res)
-            return
-        import ray
-
-        state_ref = ray.put(state)
-        pending = {
-            self._remote.remote(spec, state_ref, p.group, p.channels_after, self._data_ref, seed=s, **kwargs): p
-            for p, s in zip(proposals, seeds)
-        }
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                p = pending.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except Exception as e:  # RayTaskError, worker crash, out of memory
-                    res = {"error": _first_line(getattr(e, "cause", None) or e)}
-                on_result(p, res)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -407,7 +239,7 @@ class NetAdaptRun:
         try:
             return float(self._measure(spec, warmup=3, runs=15, rounds=1).median_ms)
         except Exception as e:  # a measurement problem must not lose the iteration
-            self.log(f"  (latency measurement failed: {_first_line(e)})")
+            self.log(f"  (latency measurement failed: {first_line(e)})")
             return None
 
     def _measure(self, spec: ArchSpec, **kw):
@@ -429,8 +261,8 @@ class NetAdaptRun:
     # -- the end
     def finish(self, st: RunState) -> dict[str, Any]:
         """Long-term fine-tune, final files, measured vs predicted latency; returns the summary."""
+        from export.onnx import export_onnx
         from space.builder import build_model
-        from space.export import export_onnx
         from train.loop import evaluate, train_model
         from train.weights import save_weights
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from space.atomic import atomic_write_text, save_png
+from common.atomic import atomic_write_text, save_png
 
 HISTORY_COLUMNS = (
     "iteration", "group", "channels_before", "channels_after", "filters_removed", "delta_ms", "constraint_ms",

@@ -19,9 +19,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from common.atomic import atomic_write_bytes
 from search import jsonstate
 from search.trial import RESULT_KEYS, WEIGHTS_BLOB
-from space.atomic import atomic_write_bytes
 
 
 def run_folder(trial: Any) -> Path:

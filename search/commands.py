@@ -6,8 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from space.cli_types import non_negative_float, non_positive_float, positive_float, positive_int
-from space.commands import print_json
+from common.cli_io import non_negative_float, non_positive_float, positive_float, positive_int, print_json
 from train.cli_args import add_data_args
 
 DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 2.0, 32, 3e-3, 2

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from space.errors import UserError
+from common.errors import UserError
 
 
 @dataclass

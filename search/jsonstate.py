@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from space.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64, "float32": torch.float32, "float16": torch.float16,

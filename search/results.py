@@ -1,4 +1,6 @@
-"""What a search run writes: the trials table, the accuracy/latency Pareto front, two plots, the seed.
+"""What a search run writes: the trials table, the accuracy/latency Pareto front, two plots, the seed,
+``summary.json``; :func:`write_results` turns Tune's results (and the searcher's record of what it
+handed out) into them.
 
 All files are written to a temporary name and renamed into place, so a crash never leaves a
 half-written table or a seed whose weights do not match its spec.
@@ -6,14 +8,23 @@ half-written table or a seed whose weights do not match its spec.
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import shutil
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_path, atomic_write_text, save_png
+from common.paths import results_dir
+from search.options import SearchOptions
+from search.reward import Reward
 from space.archspec import ArchSpec
-from space.atomic import atomic_path, atomic_write_text, save_png
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
@@ -113,3 +124,149 @@ def write_seed(spec: ArchSpec, weights: Path | None, folders: list[Path]) -> lis
             written.append(copy_atomic(weights, folder / "seed.pt"))
         written.append(atomic_write_text(folder / "seed.json", doc))
     return written
+
+
+@dataclass
+class SearchSummary:
+    run_dir: str
+    trials: int
+    completed: int
+    failed: int
+    best: dict[str, Any] | None
+    pareto: int
+    seconds: float
+    dashboard_url: str | None
+    files: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+
+def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, url: str | None, start: float,
+                   nc_ic: tuple[int, int], timings: dict[str, float]) -> SearchSummary:
+    from search.controller import ControllerConfig
+    from search.searcher import read_state
+    from search.trial import deploy_spec
+
+    # What the searcher handed out: a trial that failed before reporting (restored after a kill)
+    # comes back from Tune without its config; its sample and tokens are still known here.
+    handed_out = (read_state(run_dir / "searcher.json") or {}).get("suggested", {})
+    rows = []
+    for res in results:
+        m = res.metrics or {}
+        trial_id = str(m.get("trial_id") or _trial_id_from_path(res.path))
+        cfg = res.config or {}
+        if "tokens" not in cfg and trial_id in handed_out:
+            cfg = handed_out[trial_id]
+        tokens = [int(t) for t in cfg.get("tokens", [])]
+        if res.error is not None:
+            status = "error"  # raised, or its worker died (Tune's FailureConfig(max_failures=0): no retry)
+        elif "accuracy" not in m:
+            status = "unfinished"  # interrupted before it reported; --resume runs it again
+        else:
+            status = m.get("status", "ok")
+        rows.append({
+            "trial": int(cfg.get("sample", _trial_index(trial_id))), "trial_id": trial_id, "status": status,
+            "tokens": "-".join(map(str, tokens)),
+            "accuracy": m.get("accuracy", math.nan), "latency_ms": m.get("latency_ms", cfg.get("latency_ms", math.nan)),
+            "measured_ms": m.get("measured_ms", math.nan), "reward": m.get("reward", 0.0) if status == "ok" else 0.0,
+            "params": m.get("params", math.nan), "macs": m.get("macs", math.nan),
+            "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
+            "train_loss": m.get("train_loss", math.nan),
+            "error": m.get("error", "") if res.error is None else _error_line(res.error),
+            "node": m.get("node", ""), "weights": m.get("weights", ""), "arch": "",
+        })
+    df = trials_frame(rows)
+    archs = []
+    for toks in df["tokens"]:
+        if toks:
+            spec = deploy_spec(opts.space, [int(t) for t in toks.split("-")], opts.latency_resolution, *nc_ic)
+            archs.append(json.dumps(spec.to_dict(), separators=(",", ":")))
+        else:
+            archs.append("")
+    df["arch"] = archs
+    front = pareto_front(df)
+    ok = df[df["status"] == "ok"]
+    best_idx = ok["reward"].astype(float).idxmax() if len(ok) else None
+    # Weights of trials off the Pareto front are deleted below; the table names only files that stay.
+    keep = set(front["weights"]) | ({df.loc[best_idx, "weights"]} if best_idx is not None else set())
+    df["weights"] = [w if w and w in keep and Path(w).is_file() else "" for w in df["weights"]]
+    files = {
+        "trials": str(write_csv(df, run_dir / "trials.csv")),
+        "pareto": str(write_csv(front, run_dir / "pareto.csv")),
+    }
+    decay = ControllerConfig().baseline_decay
+    if len(df):
+        files["reward_plot"] = str(plot_rewards(df, run_dir / "reward.png", decay, f"{run_dir.name}: {rw.describe()}"))
+        files["pareto_plot"] = str(plot_pareto(df, front, run_dir / "pareto.png", rw.target_ms))
+    best = None
+    if best_idx is not None:
+        b = df.loc[best_idx]
+        spec = deploy_spec(opts.space, [int(t) for t in b["tokens"].split("-")], opts.latency_resolution, *nc_ic)
+        spec = replace(spec, name=f"{run_dir.name}/{b['trial_id']}")
+        weights = Path(b["weights"]) if b["weights"] and Path(b["weights"]).exists() else None
+        write_seed(spec, weights, [run_dir, results_dir()])
+        files.update({"seed": str(results_dir() / "seed.json"), "run_seed": str(run_dir / "seed.json")})
+        if weights is not None:
+            files["seed_weights"] = str(results_dir() / "seed.pt")
+        _prune_weights(run_dir / "weights", keep=keep)
+        best = {"arch": str(results_dir() / "seed.json"), "trial_id": b["trial_id"], "tokens": b["tokens"],
+                "accuracy": float(b["accuracy"]), "latency_ms": float(b["latency_ms"]), "reward": float(b["reward"]),
+                "params": int(b["params"]), "macs": int(b["macs"]),
+                "weights": str(results_dir() / "seed.pt") if weights is not None else None}
+    summary = SearchSummary(
+        run_dir=str(run_dir), trials=len(df), completed=int((df["status"] == "ok").sum()),
+        failed=int(df["status"].isin(FAILED).sum()), best=best, pareto=len(front),
+        seconds=time.perf_counter() - start, dashboard_url=url, files=files,
+    )
+    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "controller": _controller_counts(run_dir)}
+    atomic_write_text(run_dir / "summary.json", json.dumps(doc, indent=2) + "\n")
+    return summary
+
+
+FAILED = ("error", "diverged", "oom")
+
+
+def _error_line(error: Any) -> str:
+    """One short line of a Tune trial error: the exception the trial raised (``Type: message``), or for a
+    worker that died, e.g. ``RayActorError: The actor is dead because its worker process has died.``"""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    exc = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:", line)]
+    if exc:
+        return exc[-1][:200]
+    last = lines[-1] if lines else ""
+    first_sentence = last.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {first_sentence}."[:200]
+
+
+def _controller_counts(run_dir: Path) -> dict[str, int] | None:
+    """Rewards the controller received, its policy updates and samples still waiting (searcher.json)."""
+    from search.searcher import read_state
+
+    state = read_state(run_dir / "searcher.json")
+    if state is None:
+        return None
+    c = state["controller"]
+    return {"feedbacks": int(c["feedbacks"]), "updates": int(c["updates"]), "pending": len(c["pending"]),
+            "records": len(state["records"])}
+
+
+def _trial_index(trial_id: str) -> int:
+    m = re.search(r"_(\d+)$", trial_id)
+    return int(m.group(1)) if m else 0
+
+
+def _trial_id_from_path(path: str | None) -> str:
+    m = re.search(r"trial_([0-9a-f]+)", Path(path or "").name)
+    return m.group(1) if m else "?"
+
+
+def _prune_weights(folder: Path, keep: set[str]) -> None:
+    """Trained weights of trials off the Pareto front are not needed after the run (they add up)."""
+    if not folder.is_dir():
+        return
+    keep_names = {Path(k).name for k in keep if k}
+    for p in folder.glob("*.pt"):
+        if p.name not in keep_names:
+            p.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from space.errors import UserError
+from common.errors import UserError
 
 DEFAULT_W = -0.15
 PRESETS = {"mobilenet_v3": (-0.15, -0.15), "soft": (-0.07, -0.07), "hard": (0.0, -1.0)}

@@ -32,10 +32,10 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from common.errors import UserError
 from search import jsonstate
 from search.controller import Controller, ControllerConfig
 from search.trial import TrialSettings, deploy_spec
-from space.errors import UserError
 from space.searchspace import get_space
 
 STATE_FORMAT = "hwnas-searcher/1"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
 from search.reward import reward
 from space.archspec import ArchSpec
-from space.errors import UserError
 from space.searchspace import get_space
 
 # The result key under which a trial hands its trained state_dict (torch.save bytes) to the driver,
@@ -232,7 +232,7 @@ def trial_class():
             self.data = data
 
         def step(self) -> dict[str, Any]:
-            from space.ray_cluster import node_id
+            from common.ray_cluster import node_id
 
             # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
             return {**run_candidate(self.config, self.data), "node": node_id(), "done": True}

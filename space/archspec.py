@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from space.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from space.errors import SpecError
 
 OPS = ("conv", "dwconv", "mbconv")

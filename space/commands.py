@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 
-from space.cli_types import check_output_path, positive_int
-from space.errors import UserError
-
-
-def print_json(obj: object) -> None:
-    print(json.dumps(obj, indent=2))
+from common.cli_io import check_output_path, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,17 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--classes", type=positive_int, default=1000)
     sample.add_argument("--json", action="store_true", help="print the written paths as JSON")
     sample.set_defaults(func=cmd_sample)
-
-    exp = sub.add_parser("export", help="write a runnable ONNX model of an ArchSpec, a search trial or a NetAdapt result")
-    exp.add_argument("spec", metavar="SPEC_OR_RUN",
-                     help="reference name, ArchSpec JSON (weights beside it as NAME.pt are used), or a run folder")
-    exp.add_argument("--onnx", required=True, help="output .onnx path")
-    exp.add_argument("--weights", help="state_dict .pt to load (default: the one beside the spec, if any)")
-    exp.add_argument("--trial", metavar="TRIAL_ID", help="with a search run folder: export this trial (see its trials.csv)")
-    exp.add_argument("--resolution", type=positive_int, help="input resolution (default: the spec's)")
-    exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
-    exp.add_argument("--json", action="store_true", help="print one JSON object")
-    exp.set_defaults(func=cmd_export)
 
     lst = ssub.add_parser("list", help="list search spaces and reference networks")
     lst.add_argument("--json", action="store_true")
@@ -103,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from space.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
     from space.searchspace import get_space
 
     space = get_space(args.space)
@@ -141,74 +124,4 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("reference networks (224x224, 1000 classes):")
     for n, c in refs.items():
         print(f"  {n:<20} {c.params:>10,} params {c.macs / 1e6:>8.1f}M MACs")
-    return 0
-
-
-# (spec file, weights file) pairs that runs leave behind, most final first.
-RUN_ARTIFACTS = (("netadapt.json", "netadapt.pt"), ("seed.json", "seed.pt"), ("arch.json", "weights.pt"))
-
-
-def _trial_source(run: Path, trial: str, weights: str | None) -> tuple[object, Path | None]:
-    """A search trial's ArchSpec and weights, read from the run's trials.csv (columns trial_id, arch, weights)."""
-    import csv
-
-    from space.archspec import ArchSpec
-
-    table = run / "trials.csv"
-    if not table.is_file():
-        raise UserError(f"{run}: has no trials.csv, so it is not a search run; --trial needs one")
-    try:
-        with table.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("trial_id") == trial]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{table}: not a readable trials table ({type(e).__name__}); pass a search run folder") from None
-    if not rows or not rows[0].get("arch"):
-        raise UserError(f"{table}: no finished trial {trial!r}; pick a trial_id from that file")
-    spec = ArchSpec.from_json(rows[0]["arch"], source=f"{table} trial {trial}")
-    w = Path(weights) if weights else (Path(rows[0]["weights"]) if rows[0].get("weights") else None)
-    if w is not None and not weights and not w.is_file():
-        w = None  # trials off the Pareto front have their weights pruned after the run
-    return spec, w
-
-
-def resolve_export_source(arg: str, weights: str | None, trial: str | None = None) -> tuple[object, Path | None]:
-    """(ArchSpec, weights path or None) from a name, a spec file, a run folder or a search trial."""
-    from space.archspec import ArchSpec
-    from space.resolve import load_spec
-
-    p = Path(arg)
-    if trial is not None:
-        if not p.is_dir():
-            raise UserError(f"--trial needs a search run folder, and {arg!r} is not a folder")
-        return _trial_source(p, trial, weights)
-    if p.is_dir():
-        for spec_name, weights_name in RUN_ARTIFACTS:
-            if (p / spec_name).is_file():
-                w = Path(weights) if weights else (p / weights_name if (p / weights_name).is_file() else None)
-                return ArchSpec.load(p / spec_name), w
-        raise UserError(f"{p}: is a folder but holds none of {', '.join(s for s, _ in RUN_ARTIFACTS)}; "
-                        "pass a search run, a NetAdapt run, a trial folder or an ArchSpec file")
-    spec = load_spec(arg)
-    if weights:
-        return spec, Path(weights)
-    beside = p.with_suffix(".pt")
-    return spec, beside if p.suffix == ".json" and beside.is_file() else None
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from space.export import export_onnx
-
-    spec, weights = resolve_export_source(args.spec, args.weights, args.trial)
-    if args.resolution:
-        spec = replace(spec, resolution=args.resolution)
-    out = check_output_path(args.onnx, "--onnx")
-    result = export_onnx(spec, out, weights=weights, check=not args.no_check)
-    if args.json:
-        print_json(result)
-        return 0
-    src = f"with weights {weights}" if weights else "with random weights (no weights file found or given)"
-    print(f"wrote {out} ({spec.name or 'network'}, {src})")
-    if "max_abs_diff" in result:
-        print(f"onnxruntime vs torch: max |diff| = {result['max_abs_diff']:.2e}, "
-              f"{result['max_rel_diff']:.1e} of the largest logit")
     return 0

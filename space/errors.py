@@ -1,13 +1,7 @@
-"""The one exception type that means "the user's input is wrong".
+"""The error a malformed or impossible ArchSpec raises: a :class:`common.errors.UserError`, so the CLI
+prints it as one line with exit code 2."""
 
-Every part of the project raises :class:`UserError` (or a subclass) for bad input: malformed JSON,
-impossible numbers, missing files. The CLI turns it into one line on stderr and exit code 2,
-with no traceback. Anything else escaping is a bug.
-"""
-
-
-class UserError(Exception):
-    """Bad input from the user; the message is one line saying what is wrong and what to do."""
+from common.errors import UserError
 
 
 class SpecError(UserError):

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import UserError
 from space.archspec import ArchSpec, Head, Layer, Stem
-from space.errors import SpecError, UserError
+from space.errors import SpecError
 from space.references import make_divisible
 
 OP_CHOICES = ("conv", "dwconv", "mbconv3", "mbconv6")

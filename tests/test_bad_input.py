@@ -366,7 +366,7 @@ CASES = [
     case("netadapt-seed-wrong-type", "netadapt --seed {in}/str_kernel.json", "layers[0].kernel", "is not an integer"),
     case("netadapt-seed-unknown-field", "netadapt --seed {in}/unknown_field.json", "unknown field"),
     case("netadapt-weights-missing", f"netadapt {SEED} --device good --weights {{in}}/none.pt", "none.pt",
-         "does not exist"),
+         "no such weights file"),
     case("netadapt-weights-folder", f"netadapt {SEED} --device good --weights {{in}}/folder.json",
          "is a folder, not a weights file"),
     case("netadapt-weights-junk", f"netadapt {SEED} --device good --weights {{in}}/junk.pt",

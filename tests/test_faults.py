@@ -465,7 +465,7 @@ def test_checkpoint_files_are_never_unpickled(tmp_path, tiny_predictor):
 
     evil = tmp_path / "searcher-state-x.json"
     evil.write_bytes(pickle.dumps(Payload()))
-    from space.errors import UserError
+    from common.errors import UserError
 
     with pytest.raises(UserError, match="unreadable"):
         _searcher(tmp_path, tiny_predictor).restore(str(evil))

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 
 import cli
+from common.errors import UserError
+from latency.files import units_path
+from latency.load import load_predictor
 from latency.measure import export_spec, measure
 from latency.predictor import Calibration, Predictor
 from latency.signature import FEATURES, Sig, feature_matrix, spec_sigs
-from latency.store import load_predictor, units_path
 from latency.table import LatencyTable
 from latency.testing import TINY_DEVICE, TINY_RESOLUTION
 from latency.units import MEASURE_PASSES
 from space.cost import cost
-from space.errors import UserError
 from space.references import reference
 from space.searchspace import get_space
 
@@ -211,8 +212,9 @@ def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
 
 
 def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
+    from latency.files import load_networks
     from latency.sampling import units_to_measure
-    from latency.store import export_folder, import_measurements, load_networks
+    from latency.transfer import export_folder, import_measurements
 
     units = units_to_measure(get_space("mnasnet"), 16, "quick", per_stage=1)[:5]
     nets = [("mnasnet", 16, _spec(s, 16)) for s in range(3)]
@@ -310,7 +312,7 @@ def test_validate_reports_all_figures_and_writes_plot(tiny_results):
         assert 0 <= d["within_10pct"] <= 1
     assert rep["n"] == 4 and Path(rep["plot"]).stat().st_size > 1000
     assert rep["calibration"] == "scale"  # the tiny table's 6 networks: below 20, one scale only
-    calib = set(__import__("latency.store", fromlist=["x"]).load_networks(TINY_DEVICE)[0]["spec"])
+    calib = set(__import__("latency.files", fromlist=["x"]).load_networks(TINY_DEVICE)[0]["spec"])
     scored = set(__import__("pandas").read_csv(rep["csv"])["spec"])
     assert not calib & scored
 

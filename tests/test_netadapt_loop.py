@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
-from netadapt.loop import NetAdaptConfig, NetAdaptRun
+from common.errors import UserError
+from netadapt.config import NetAdaptConfig
+from netadapt.loop import NetAdaptRun
 from netadapt.proposals import make_proposals, smallest_network
 from netadapt.resource import MacsLatency
 from space.archspec import ArchSpec
 from space.builder import build_model
-from space.errors import UserError
 from space.searchspace import get_space
 from train.data import load_data
 from train.weights import check_fits, load_weights

@@ -61,7 +61,7 @@ def test_dashboard_host_reaches_the_options_and_defaults_to_loopback():
 
 
 def test_non_loopback_dashboard_host_warns_with_the_token_location(monkeypatch):
-    from search.run import dashboard_warning
+    from common.ray_cluster import dashboard_warning
 
     for host in ("127.0.0.1", "127.0.0.2", "::1"):
         assert dashboard_warning(host) is None

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from search.controller import Controller, ControllerConfig
 from search.reward import Reward, reward
-from space.errors import UserError
 from space.searchspace import get_space
 
 torch.set_num_threads(1)

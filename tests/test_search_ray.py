@@ -14,9 +14,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from search.run import SearchOptions, dashboard_headers, init_ray, run_search  # noqa: E402
+from common.paths import results_dir  # noqa: E402
+from common.ray_cluster import dashboard_headers, init_ray  # noqa: E402
+from search.options import SearchOptions  # noqa: E402
+from search.run import run_search  # noqa: E402
 from space.archspec import ArchSpec  # noqa: E402
-from space.paths import results_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")

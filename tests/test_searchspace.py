@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from space.archspec import Head, Stem
 from space.builder import build_model
-from space.errors import SpecError, UserError
+from space.errors import SpecError
 from space.references import mobilenet_v2
 from space.searchspace import SPACES, SearchSpace, StageSkeleton, get_space
 

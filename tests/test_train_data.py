@@ -13,8 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from space.errors import UserError
-from train.data import CIFAR10_DIR, download_cifar10, load_data, stratified_split
+from common.errors import UserError
+from train.data import CIFAR10_DIR, load_data
+from train.sources import download_cifar10
+from train.splits import stratified_split
 
 
 def _fake_cifar_batch(n: int, seed: int) -> dict:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from common.errors import UserError
 from space.archspec import ArchSpec, Head, Layer, Stem
 from space.builder import build_model
-from space.errors import UserError
 from train.cli_args import add_data_args, data_from_args
 from train.data import load_data
 from train.loop import TrainingDiverged, evaluate, lr_at, recalibrate_bn, train_model

@@ -8,7 +8,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from space.cli_types import positive_int
+from common.cli_io import positive_int
 
 if TYPE_CHECKING:
     from train.data import DataBundle

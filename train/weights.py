@@ -7,44 +7,39 @@ from elsewhere cannot run code when it is loaded.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from space.errors import UserError
+from common.atomic import atomic_path
+from common.errors import UserError
 
 
 def save_weights(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state_dict (tensors moved to CPU) via a temp file in the same folder and a rename."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     state = {k: v.detach().cpu() for k, v in state.items()}
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state_dict written by :func:`save_weights` (or any plain tensor dict)."""
+    """Read a state_dict written by :func:`save_weights`, any plain tensor dict, or a checkpoint that
+    holds one under ``state_dict``."""
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a weights file; pass the state_dict .pt file")
     if not p.is_file():
-        raise UserError(f"weights file {p} does not exist; check the path")
+        raise UserError(f"{p}: no such weights file; check the path")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or non-weights files
         raise UserError(f"{p}: not a readable weights file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{p}: does not hold a state_dict of tensors")
     return dict(state)

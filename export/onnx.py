@@ -10,38 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_path
+from common.errors import UserError
 from space.archspec import ArchSpec
-from space.atomic import atomic_path
-from space.errors import UserError
 
 OPSET = 17
-
-
-def load_weights(model, path: str | os.PathLike) -> None:
-    """Load a state_dict saved with ``torch.save`` into ``model``; only tensors are unpickled."""
-    import torch
-
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, not a weights file; pass the .pt file written with the spec")
-    if not p.is_file():
-        raise UserError(f"{p}: no such weights file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: torch raises many kinds
-        raise UserError(f"{p}: not a readable weights file ({type(e).__name__}); pass the .pt written with the spec") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{p}: holds no state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise UserError(f"{p}: weights do not fit this ArchSpec ({detail})") from None
-
-
 MAX_REL_DIFF = 1e-3
 
 
@@ -60,11 +33,12 @@ def export_onnx(spec: ArchSpec, out: str | os.PathLike, weights: str | os.PathLi
     import torch
 
     from space.builder import build_model
+    from train.weights import load_into
 
     torch.manual_seed(seed)
     model = build_model(spec).eval()
     if weights is not None:
-        load_weights(model, weights)
+        load_into(model, weights)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(seed))

@@ -1,4 +1,8 @@
-"""Attaching to a running Ray cluster (``--address``), shared by the search and NetAdapt.
+"""Ray for the search and NetAdapt: a local Ray with its dashboard, or a running cluster (``--address``).
+
+A local Ray binds its dashboard to ``--dashboard-host`` (127.0.0.1 by default) with Ray's token
+authentication left on; the token's location comes from Ray's documented order (``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``).
 
 On a cluster, trials and proposals run on other machines: those machines may have no checkout of
 this project, or one at another path or of another version. So the driver ships its own packages
@@ -15,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from space.errors import UserError
+from common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The packages a trial or a proposal imports on a worker (cli.py, tests and bench stay behind).
-PACKAGES = ("space", "latency", "search", "train", "netadapt")
+PACKAGES = ("common", "space", "latency", "search", "train", "netadapt")
 
 
 def project_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
@@ -52,6 +56,9 @@ def _check_token(address: str, timeout: float = 10.0) -> None:
     """Ask the cluster once whether it accepts this process's token: a refusal is one line now, not
     after ``ray.init``'s 20 s of retries and a page of log lines. The question runs in a child process,
     whose log lines stay there and whose wait on a port that is not Ray's is cut short."""
+    # Ray has no public call that only checks a token against a cluster without joining it; its GCS
+    # client does exactly that, so the child process uses it (a Ray upgrade that moves it makes this
+    # check a no-op, and ray.init then reports the refusal itself).
     code = "import sys; from ray._raylet import GcsClient; GcsClient(address=sys.argv[1])"
     try:
         r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=timeout)
@@ -80,6 +87,87 @@ def token_location() -> str:
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return os.environ["RAY_AUTH_TOKEN_PATH"]
     return "~/.ray/auth_token (`ray get-auth-token` prints it)"
+
+
+def auth_enabled() -> bool:
+    """Whether Ray runs with token authentication (its default, unless ``RAY_AUTH_MODE`` turns it off)."""
+    return os.environ.get("RAY_AUTH_MODE", "token").lower() == "token"
+
+
+def auth_token() -> str | None:
+    """The token this process authenticates with, read where :func:`token_location` says; None when none."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def dashboard_headers() -> dict[str, str]:
+    """HTTP headers that authenticate to the dashboard (empty when authentication is off or no token exists)."""
+    token = auth_token() if auth_enabled() else None
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def check_dashboard_host(host: str) -> None:
+    """``--dashboard-host`` must be an IP address to bind to (Ray hands it to the dashboard's server)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UserError(f"--dashboard-host {host!r}: give an IP address to bind the dashboard to (127.0.0.1: this "
+                        "machine only; 0.0.0.0: every network interface)") from None
+
+
+def dashboard_warning(host: str) -> str | None:
+    """The one-line warning for a dashboard bound to a non-loopback address, else None."""
+    import ipaddress
+
+    if ipaddress.ip_address(host).is_loopback:
+        return None
+    mode = os.environ.get("RAY_AUTH_MODE", "token").lower()
+    guard = (f"Ray's token authentication stays on (token: {token_location()})" if auth_enabled() else
+             f"token authentication is OFF (RAY_AUTH_MODE={mode}): anyone who reaches it can run code here")
+    return (f"warning: --dashboard-host {host}: the Ray dashboard will be reachable from the network, not only "
+            f"from this machine; {guard}")
+
+
+_dashboard_url: str | None = None  # of the Ray that init_ray started or attached to
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1") -> str | None:
+    """Start a local Ray (dashboard on ``dashboard_host``, token authentication as Ray sets it) or attach to
+    ``address`` (shipping this project's code to its workers); returns the dashboard URL. An already
+    initialised Ray in this process is reused."""
+    global _dashboard_url
+    import ray
+
+    if ray.is_initialized():
+        return _dashboard_url or _dashboard_url_of_session()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter: the live table we configure
+    if address:
+        info = attach(address)
+    else:
+        info = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host,
+                        log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    url = info.dashboard_url or None
+    _dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
+    return _dashboard_url
+
+
+def _dashboard_url_of_session() -> str | None:
+    # A Ray started elsewhere in this process (a library user's, a test's): only ray.init's return
+    # value carries the dashboard URL publicly, so it is read from Ray's worker here.
+    try:
+        import ray
+
+        url = ray._private.worker.global_worker.node.address_info.get("webui_url")
+        return f"http://{url}" if url else None
+    except Exception:
+        return None
 
 
 def _is_auth_error(e: BaseException) -> bool:

@@ -1,15 +1,17 @@
-"""argparse types for numbers with bounds: one line saying what is wrong, e.g. ``0 must be >= 1``;
-and the check of output paths the commands run before any work."""
+"""What the commands share at the command line: argparse types for numbers with bounds (one line
+saying what is wrong, e.g. ``0 must be >= 1``), the check of output paths run before any work, and
+``--json`` output."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from space.errors import UserError
+from common.errors import UserError
 
 
 def bounded(kind: type, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -58,3 +60,8 @@ def check_output_path(path: str | os.PathLike, option: str, folder: bool = False
                 raise UserError(f"{option} {p}: cannot write in {parent} (permission denied); pass a writable path")
             break
     return p
+
+
+def print_json(obj: object) -> None:
+    """A command's ``--json`` result: one indented JSON object on stdout."""
+    print(json.dumps(obj, indent=2))

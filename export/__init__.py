@@ -1,0 +1,1 @@
+"""Deployment: an ArchSpec with its trained weights as a runnable ONNX model, checked with onnxruntime."""

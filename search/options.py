@@ -1,0 +1,70 @@
+"""Everything a search run depends on (:class:`SearchOptions`), checked before any work starts.
+
+The CLI fills it from its options; ``options.json`` in the run folder keeps it, so that ``--resume``
+continues with the same settings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import UserError
+from common.ray_cluster import check_dashboard_host, check_reachable
+from search.reward import Reward
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class SearchOptions:
+    """Everything a search run depends on; the CLI fills it from its options."""
+
+    target_ms: float = 15.0
+    trials: int = 16
+    epochs: float = 2.0
+    w: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    seed: int = 0
+    concurrency: int = 2
+    device: str = "local-cpu"
+    space: str = "mnasnet"
+    latency_resolution: int = 224
+    measure: bool = False
+    address: str | None = None
+    dashboard_host: str = "127.0.0.1"  # where a Ray this run starts serves its dashboard (not with address)
+    resume: bool = False
+    name: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    lr: float = 3e-3
+    controller_method: str = "ppo"
+    controller_batch: int | None = None  # None: the concurrency (one update per wave of trials)
+    time_budget_s: float | None = None
+    # data (train.cli_args names)
+    data: str | None = None
+    train_resolution: int | None = None
+    batch_size: int = 32
+    data_limit: int | None = None
+    eval_limit: int | None = None
+    split_seed: int = 0
+    augment: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        Reward.from_options(self.target_ms, self.w, self.alpha, self.beta)
+        if self.target_ms > 60_000:
+            raise UserError(f"--target-ms {self.target_ms:g} is absurd (over a minute per image); give milliseconds, e.g. 15")
+        if self.trials < 1 or self.concurrency < 1:
+            raise UserError("--trials and --concurrency must be >= 1")
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise UserError(f"--epochs {self.epochs} must be a positive number")
+        check_dashboard_host(self.dashboard_host)
+        if self.address:
+            check_reachable(self.address)
+        if self.name is not None and not NAME_RE.match(self.name):
+            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
