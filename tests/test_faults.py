@@ -480,7 +480,7 @@ def test_checkpoint_files_are_never_unpickled(tmp_path, tiny_predictor):
         if path.parts[-2] in ("tests", "results"):
             continue
         text = path.read_text()
-        if path.relative_to(ROOT).as_posix() != "train/data.py":
+        if path.relative_to(ROOT).as_posix() != "train/sources.py":
             assert not re.search(r"\bimport pickle\b|\bpickle\.load|cloudpickle", text), path
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (path, call)

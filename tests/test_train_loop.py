@@ -106,7 +106,7 @@ def test_weights_round_trip_and_mismatch(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable weights file"):
         load_weights(tmp_path / "bad.pt")
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="no such weights file"):
         load_weights(tmp_path / "nope.pt")
 
 
