@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from common.cli_io import check_output_path, positive_int, print_json
 from export.sources import resolve_export_source
+from space.resolve import add_width_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--onnx", required=True, help="output .onnx path")
     exp.add_argument("--weights", help="state_dict .pt to load (default: the one beside the spec, if any)")
     exp.add_argument("--trial", metavar="TRIAL_ID", help="with a search run folder: export this trial (see its trials.csv)")
+    add_width_arg(exp)
     exp.add_argument("--resolution", type=positive_int, help="input resolution (default: the spec's)")
     exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     exp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from export.onnx import export_onnx
 
-    spec, weights = resolve_export_source(args.spec, args.weights, args.trial)
+    spec, weights = resolve_export_source(args.spec, args.weights, args.trial, args.width)
     if args.resolution:
         spec = replace(spec, resolution=args.resolution)
     out = check_output_path(args.onnx, "--onnx")

@@ -34,12 +34,16 @@ def _trial_source(run: Path, trial: str, weights: str | None) -> tuple[object, P
     return spec, w
 
 
-def resolve_export_source(arg: str, weights: str | None, trial: str | None = None) -> tuple[object, Path | None]:
-    """(ArchSpec, weights path or None) from a name, a spec file, a run folder or a search trial."""
+def resolve_export_source(arg: str, weights: str | None, trial: str | None = None,
+                          width: float | None = None) -> tuple[object, Path | None]:
+    """(ArchSpec, weights path or None) from a name (scaled by ``width``), a spec file, a run folder
+    or a search trial."""
     from space.archspec import ArchSpec
     from space.resolve import load_spec
 
     p = Path(arg)
+    if width is not None and p.is_dir():
+        raise UserError(f"--width {width:g} applies to reference networks, not to the run folder {arg}; drop --width")
     if trial is not None:
         if not p.is_dir():
             raise UserError(f"--trial needs a search run folder, and {arg!r} is not a folder")
@@ -51,7 +55,7 @@ def resolve_export_source(arg: str, weights: str | None, trial: str | None = Non
                 return ArchSpec.load(p / spec_name), w
         raise UserError(f"{p}: is a folder but holds none of {', '.join(s for s, _ in RUN_ARTIFACTS)}; "
                         "pass a search run, a NetAdapt run, a trial folder or an ArchSpec file")
-    spec = load_spec(arg)
+    spec = load_spec(arg, width)
     if weights:
         return spec, Path(weights)
     beside = p.with_suffix(".pt")

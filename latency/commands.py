@@ -10,12 +10,14 @@ from pathlib import Path
 from common.cli_io import check_output_path, non_negative_int, positive_int, print_json
 from common.errors import UserError
 from latency.build import DEFAULT_MODE
+from space.resolve import add_width_arg
 
 DEFAULT_DEVICE = "local-cpu"
 
 
 def _common_spec(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="NAME_OR_JSON", help="reference name (e.g. mobilenet_v3_large) or ArchSpec JSON file")
+    add_width_arg(p)
     p.add_argument("--resolution", type=positive_int, help="override the input resolution")
     p.add_argument("--classes", type=positive_int, help="override the number of classes")
 
@@ -99,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace):
     from space.resolve import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.width)
     if args.resolution:
         spec = replace(spec, resolution=args.resolution)
     if args.classes:

@@ -52,7 +52,7 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
         for cin, cout, op, k, se, skip, act in product(cins, st.filter_choices(), OP_CHOICES, KERNEL_CHOICES,
                                                        SE_CHOICES, SKIP_CHOICES, ACT_CHOICES):
             n = 2 if max(st.layer_choices()) >= 2 else 1
-            layers = stage_layers(cin, st.stride, op, k, se, skip, cout, n, act)
+            layers = stage_layers(cin, st.stride, op, k, se, skip, cout, n, act, space.se_rule)
             seen[layer_sig(layers[0], res)] = None
             if n == 2:
                 seen[layer_sig(layers[1], math.ceil(res / st.stride))] = None

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from common.cli_io import fraction, non_negative_float, non_negative_int, positive_float, positive_int, print_json
 from common.errors import UserError
+from space.resolve import add_width_arg
 from train.cli_args import add_data_args
 
 COMMAND = "netadapt"  # the marker config.json carries (see netadapt.loop), checked by --resume
 DEFAULT_SEED = "seed.json"  # under the results folder, where the search writes it
 # Options that define the run; --resume takes them from the run folder, not the command line.
-RUN_OPTIONS = ("seed", "weights", "device", "space", "resolution", "data", "train_resolution", "batch_size",
+RUN_OPTIONS = ("seed", "width", "weights", "device", "space", "resolution", "data", "train_resolution", "batch_size",
                "data_limit", "eval_limit", "split_seed", "augment")
 
 
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", default=None, metavar="PATH_OR_NAME",
                    help=f"seed network: ArchSpec JSON written by the search (default results/{DEFAULT_SEED}; its weights "
                         "are read from the .pt beside it) or a reference name such as mobilenet_v3_small")
+    add_width_arg(p)
     p.add_argument("--weights", default=None, help="seed weights (state_dict .pt); default: the .pt beside the seed JSON")
     t = p.add_mutually_exclusive_group()
     t.add_argument("--target-ms", type=positive_float, default=None, help="latency target in ms (predicted)")
@@ -171,7 +173,7 @@ def _check_seed_source(args: argparse.Namespace) -> None:
                             "name (e.g. mobilenet_v3_small) or an ArchSpec JSON")
         raise UserError(f"--seed {args.seed!r}: no such file and not a reference network "
                         f"({', '.join(REFERENCES)})")
-    load_spec(args.seed)  # a malformed seed fails here, before the data is read
+    load_spec(args.seed, args.width)  # a malformed seed fails here, before the data is read
 
 
 def _check_latency_inputs(args: argparse.Namespace, run_dir: Path) -> None:
@@ -185,7 +187,7 @@ def _check_latency_inputs(args: argparse.Namespace, run_dir: Path) -> None:
 
     if args.space is not None:
         get_space(args.space)
-    spec = ArchSpec.load(run_dir / "checkpoints" / "iter_000.json") if args.resume else load_spec(args.seed)
+    spec = ArchSpec.load(run_dir / "checkpoints" / "iter_000.json") if args.resume else load_spec(args.seed, args.width)
     resolution = args.resolution if args.resolution and not args.resume else spec.resolution
     # Without a table for its space and resolution, local-cpu gets one built; that is not bad input.
     check_table(args.device, args.space or _infer_space(spec, str(args.seed)), resolution,
@@ -200,7 +202,7 @@ def load_seed(args: argparse.Namespace, data, log):
     from space.resolve import load_spec
     from train.weights import load_weights
 
-    spec = load_spec(args.seed)
+    spec = load_spec(args.seed, args.width)
     weights_path = Path(args.weights) if args.weights else None
     if weights_path is None and args.seed not in REFERENCES:
         beside = Path(args.seed).with_suffix(".pt")

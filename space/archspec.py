@@ -17,7 +17,14 @@ Layer ops (all follow a conv with BatchNorm; ``act`` is the layer's non-linearit
 ``exp_ch`` is an absolute count so that pruned networks are expressible; ``se_ch`` is the number of
 squeeze channels of the squeeze-and-excitation module (0 = none), which acts on ``exp_ch``
 channels in every op. ``residual`` adds the layer's input to its output (needs stride 1 and
-``in_ch == out_ch``).
+``in_ch == out_ch``). ``pw_act`` (``dwconv`` only) puts the layer's activation after the 1x1
+projection too, as MobileNetV1's separable layers have it (Howard et al. 2017, Figure 3).
+
+What the papers set differently is a property of the whole spec, not a constant of the builder:
+``se_gate`` is the SE module's gate (``hsigmoid``: MobileNetV3's hard sigmoid; ``sigmoid``:
+MnasNet's), ``bn_eps`` / ``bn_momentum`` are BatchNorm's settings in PyTorch's convention
+(TensorFlow's decay 0.99 is momentum 0.01; PyTorch's defaults are 1e-5 / 0.1). Specs written
+before these fields existed read with the values every network had then (hsigmoid, 1e-3, 0.01).
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from space.errors import SpecError
 
 OPS = ("conv", "dwconv", "mbconv")
 ACTS = ("relu", "relu6", "hswish")
+GATES = ("hsigmoid", "sigmoid")
 POOLS = ("avg",)
+# BatchNorm of the TensorFlow-trained mobile networks (MnasNet, MobileNetV3): eps 1e-3, decay 0.99.
+TF_BN_EPS, TF_BN_MOMENTUM = 1e-3, 0.01
 
 
 def _fail(where: str, value: Any, why: str) -> SpecError:
@@ -110,6 +120,7 @@ class Layer:
     se_ch: int = 0
     act: str = "relu6"
     residual: bool = False
+    pw_act: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,9 @@ class ArchSpec:
     num_classes: int = 1000
     dropout: float = 0.2
     name: str = ""
+    se_gate: str = "hsigmoid"
+    bn_eps: float = TF_BN_EPS
+    bn_momentum: float = TF_BN_MOMENTUM
 
     def __post_init__(self) -> None:
         # Accept a list for convenience but store a tuple so specs are hashable and immutable.
@@ -266,6 +280,11 @@ def validate(spec: ArchSpec) -> None:
         raise _fail("dropout", spec.dropout, "must be a number in [0, 1)")
     if not isinstance(spec.name, str):
         raise _fail("name", spec.name, "is not a string")
+    _choice("se_gate", spec.se_gate, GATES)
+    for key, lo, hi in (("bn_eps", 0.0, 0.1), ("bn_momentum", 0.0, 1.0)):
+        v = getattr(spec, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
+            raise _fail(key, v, f"must be a number in ({lo:g}, {hi:g}]")
 
     st = spec.stem
     _int("stem.out_ch", st.out_ch, 1)
@@ -287,6 +306,9 @@ def validate(spec: ArchSpec) -> None:
         _int(f"{w}.se_ch", layer.se_ch, 0)
         _choice(f"{w}.act", layer.act, ACTS)
         _bool(f"{w}.residual", layer.residual)
+        _bool(f"{w}.pw_act", layer.pw_act)
+        if layer.pw_act and layer.op != "dwconv":
+            raise _fail(f"{w}.pw_act", layer.pw_act, f"applies to dwconv layers only, not {layer.op} (whose projection is linear)")
         if layer.in_ch != prev:
             raise _fail(f"{w}.in_ch", layer.in_ch, f"does not match the previous layer's output ({prev} channels)")
         if layer.op == "conv" and layer.exp_ch != layer.out_ch:

@@ -2,34 +2,53 @@
 
 Each block names its parts the same way (``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ``se``,
 ``conv_pwl``, ``bn3``) so that channel surgery (NetAdapt) and weight transfer can address them
-by name whatever the op.
+by name whatever the op. Activations, the SE gate and BatchNorm come in as layer constructors
+(``act_layer``, ``gate_layer``, ``norm_layer``), resolved once from the spec by :class:`Parts`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 from torch import nn
 
-from space.archspec import Head, Layer, Stem
+from space.archspec import TF_BN_EPS, TF_BN_MOMENTUM, ArchSpec, Head, Layer, Stem
 
-# BatchNorm settings of the TF-trained mobile networks (MobileNetV3, MnasNet): eps 1e-3, momentum 0.01.
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.01
-
-
-def make_act(name: str) -> nn.Module:
-    """``hswish`` is MobileNetV3's x * ReLU6(x + 3) / 6, a cheap stand-in for swish on mobile CPUs."""
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "hswish":
-        return nn.Hardswish(inplace=True)
-    raise ValueError(f"unknown activation {name!r}")
+# ``hswish`` is MobileNetV3's x * ReLU6(x + 3) / 6, a cheap stand-in for swish on mobile CPUs.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": partial(nn.ReLU, inplace=True),
+    "relu6": partial(nn.ReLU6, inplace=True),
+    "hswish": partial(nn.Hardswish, inplace=True),
+}
+# The SE gate: MobileNetV3's hard sigmoid ReLU6(x + 3) / 6, or MnasNet's sigmoid.
+GATES: dict[str, Callable[[], nn.Module]] = {"hsigmoid": nn.Hardsigmoid, "sigmoid": nn.Sigmoid}
 
 
-def _bn(ch: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(ch, eps=BN_EPS, momentum=BN_MOMENTUM)
+@dataclass(frozen=True)
+class Parts:
+    """The layer constructors a network's blocks share: its SE gate and its BatchNorm settings."""
+
+    gate_layer: Callable[[], nn.Module]
+    norm_layer: Callable[[int], nn.Module]
+
+    @classmethod
+    def of(cls, spec: ArchSpec) -> Parts:
+        return cls.make(spec.se_gate, spec.bn_eps, spec.bn_momentum)
+
+    @classmethod
+    def make(cls, se_gate: str = "hsigmoid", bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM) -> Parts:
+        return cls(GATES[se_gate], partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum))
+
+
+def act_layer(name: str) -> nn.Module:
+    """An activation module by its ArchSpec name (``relu``, ``relu6``, ``hswish``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}") from None
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -37,15 +56,16 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.C
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) as used by MnasNet and MobileNetV3: global average
-    pool, 1x1 conv to ``se_ch`` + ReLU, 1x1 conv back + hard-sigmoid gate (MobileNetV3)."""
+    """Squeeze-and-excitation (Hu et al. 2018) as MnasNet and MobileNetV3 use it: global average
+    pool, 1x1 conv to ``se_ch`` + ReLU, 1x1 conv back, then the gate (sigmoid in MnasNet,
+    hard sigmoid in MobileNetV3) scales the channels."""
 
-    def __init__(self, ch: int, se_ch: int) -> None:
+    def __init__(self, ch: int, se_ch: int, gate_layer: Callable[[], nn.Module] = nn.Hardsigmoid) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(ch, se_ch, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(se_ch, ch, 1)
-        self.gate = nn.Hardsigmoid()
+        self.gate = gate_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
@@ -55,26 +75,32 @@ class SqueezeExcite(nn.Module):
 class StemConv(nn.Module):
     """kxk strided conv + BN + act on the input image."""
 
-    def __init__(self, in_ch: int, stem: Stem) -> None:
+    def __init__(self, in_ch: int, stem: Stem, parts: Parts | None = None) -> None:
         super().__init__()
+        parts = parts or Parts.make()
         self.conv = _conv(in_ch, stem.out_ch, stem.kernel, stem.stride)
-        self.bn1 = _bn(stem.out_ch)
-        self.act1 = make_act(stem.act)
+        self.bn1 = parts.norm_layer(stem.out_ch)
+        self.act1 = act_layer(stem.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv(x)))
 
 
+def _se(ch: int, spec: Layer, parts: Parts) -> nn.Module:
+    return SqueezeExcite(ch, spec.se_ch, parts.gate_layer) if spec.se_ch else nn.Identity()
+
+
 class ConvLayer(nn.Module):
     """``conv`` op: a regular kxk conv + BN + act, optional SE, optional identity residual."""
 
-    def __init__(self, spec: Layer) -> None:
+    def __init__(self, spec: Layer, parts: Parts | None = None) -> None:
         super().__init__()
+        parts = parts or Parts.make()
         self.has_residual = spec.residual
         self.conv = _conv(spec.in_ch, spec.out_ch, spec.kernel, spec.stride)
-        self.bn1 = _bn(spec.out_ch)
-        self.act1 = make_act(spec.act)
-        self.se = SqueezeExcite(spec.out_ch, spec.se_ch) if spec.se_ch else nn.Identity()
+        self.bn1 = parts.norm_layer(spec.out_ch)
+        self.act1 = act_layer(spec.act)
+        self.se = _se(spec.out_ch, spec, parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.act1(self.bn1(self.conv(x))))
@@ -84,21 +110,24 @@ class ConvLayer(nn.Module):
 class DepthwiseSeparable(nn.Module):
     """``dwconv`` op: depthwise-separable conv (MobileNetV1, Howard et al. 2017), the SepConv of
     MnasNet and the expansion-free first block of MobileNetV2/V3: kxk depthwise + BN + act,
-    optional SE, 1x1 linear projection + BN."""
+    optional SE, 1x1 projection + BN, linear (MnasNet, MobileNetV2/V3) or followed by the act
+    (``pw_act``: MobileNetV1)."""
 
-    def __init__(self, spec: Layer) -> None:
+    def __init__(self, spec: Layer, parts: Parts | None = None) -> None:
         super().__init__()
+        parts = parts or Parts.make()
         self.has_residual = spec.residual
         self.conv_dw = _conv(spec.in_ch, spec.in_ch, spec.kernel, spec.stride, groups=spec.in_ch)
-        self.bn1 = _bn(spec.in_ch)
-        self.act1 = make_act(spec.act)
-        self.se = SqueezeExcite(spec.in_ch, spec.se_ch) if spec.se_ch else nn.Identity()
+        self.bn1 = parts.norm_layer(spec.in_ch)
+        self.act1 = act_layer(spec.act)
+        self.se = _se(spec.in_ch, spec, parts)
         self.conv_pw = _conv(spec.in_ch, spec.out_ch, 1)
-        self.bn2 = _bn(spec.out_ch)
+        self.bn2 = parts.norm_layer(spec.out_ch)
+        self.act2 = act_layer(spec.act) if spec.pw_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.act1(self.bn1(self.conv_dw(x))))
-        y = self.bn2(self.conv_pw(y))
+        y = self.act2(self.bn2(self.conv_pw(y)))
         return x + y if self.has_residual else y
 
 
@@ -107,18 +136,19 @@ class InvertedResidual(nn.Module):
     1x1 expansion + BN + act, kxk depthwise + BN + act, optional SE (MnasNet, MobileNetV3),
     1x1 linear projection + BN with no activation, identity residual when allowed."""
 
-    def __init__(self, spec: Layer) -> None:
+    def __init__(self, spec: Layer, parts: Parts | None = None) -> None:
         super().__init__()
+        parts = parts or Parts.make()
         self.has_residual = spec.residual
         self.conv_pw = _conv(spec.in_ch, spec.exp_ch, 1)
-        self.bn1 = _bn(spec.exp_ch)
-        self.act1 = make_act(spec.act)
+        self.bn1 = parts.norm_layer(spec.exp_ch)
+        self.act1 = act_layer(spec.act)
         self.conv_dw = _conv(spec.exp_ch, spec.exp_ch, spec.kernel, spec.stride, groups=spec.exp_ch)
-        self.bn2 = _bn(spec.exp_ch)
-        self.act2 = make_act(spec.act)
-        self.se = SqueezeExcite(spec.exp_ch, spec.se_ch) if spec.se_ch else nn.Identity()
+        self.bn2 = parts.norm_layer(spec.exp_ch)
+        self.act2 = act_layer(spec.act)
+        self.se = _se(spec.exp_ch, spec, parts)
         self.conv_pwl = _conv(spec.exp_ch, spec.out_ch, 1)
-        self.bn3 = _bn(spec.out_ch)
+        self.bn3 = parts.norm_layer(spec.out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.bn1(self.conv_pw(x)))
@@ -131,19 +161,20 @@ class ClassifierHead(nn.Module):
     """Optional 1x1 conv + BN + act, global average pool, optional FC + act (MobileNetV3's
     efficient last stage moves this FC after the pooling), dropout, linear classifier."""
 
-    def __init__(self, in_ch: int, head: Head, num_classes: int, dropout: float) -> None:
+    def __init__(self, in_ch: int, head: Head, num_classes: int, dropout: float, parts: Parts | None = None) -> None:
         super().__init__()
+        parts = parts or Parts.make()
         ch = in_ch
         if head.conv_ch:
             self.conv = _conv(ch, head.conv_ch, 1)
-            self.bn1 = _bn(head.conv_ch)
-            self.act1 = make_act(head.act)
+            self.bn1 = parts.norm_layer(head.conv_ch)
+            self.act1 = act_layer(head.act)
             ch = head.conv_ch
         else:
             self.conv = self.bn1 = self.act1 = None
         if head.fc_ch:
             self.fc = nn.Linear(ch, head.fc_ch)
-            self.act2 = make_act(head.act)
+            self.act2 = act_layer(head.act)
             ch = head.fc_ch
         else:
             self.fc = self.act2 = None

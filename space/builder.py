@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from space.archspec import ArchSpec, Layer
-from space.blocks import BLOCKS, ClassifierHead, StemConv
+from space.blocks import BLOCKS, ClassifierHead, Parts, StemConv
 
 
 class Network(nn.Module):
@@ -15,17 +15,19 @@ class Network(nn.Module):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.stem = StemConv(spec.in_channels, spec.stem)
-        self.blocks = nn.Sequential(*(build_layer(layer) for layer in spec.layers))
-        self.head = ClassifierHead(spec.body_ch, spec.head, spec.num_classes, spec.dropout)
+        parts = Parts.of(spec)
+        self.stem = StemConv(spec.in_channels, spec.stem, parts)
+        self.blocks = nn.Sequential(*(build_layer(layer, parts) for layer in spec.layers))
+        self.head = ClassifierHead(spec.body_ch, spec.head, spec.num_classes, spec.dropout, parts)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
 
 
-def build_layer(layer: Layer) -> nn.Module:
-    return BLOCKS[layer.op](layer)
+def build_layer(layer: Layer, parts: Parts | None = None) -> nn.Module:
+    """One body layer; ``parts`` (SE gate, BatchNorm) default to MobileNetV3's."""
+    return BLOCKS[layer.op](layer, parts)
 
 
 def build_model(spec: ArchSpec) -> Network:

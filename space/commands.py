@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 from common.cli_io import check_output_path, positive_int, print_json
+from space.resolve import add_width_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     show = ssub.add_parser("show", help="print a network's layers, parameters and MACs")
     show.add_argument("spec", metavar="NAME_OR_JSON", help="reference name (e.g. mobilenet_v3_large) or ArchSpec JSON file")
+    add_width_arg(show)
     show.add_argument("--resolution", type=positive_int, help="override the input resolution")
     show.add_argument("--classes", type=positive_int, help="override the number of classes")
     show.add_argument("--json", action="store_true", help="print one JSON object")
@@ -43,7 +45,8 @@ def _fmt_layers(spec) -> list[dict]:
     for i, (layer, res, c) in enumerate(zip(spec.layers, spec.layer_resolutions(), layer_costs(spec))):
         rows.append({
             "index": i, "op": layer.op, "kernel": layer.kernel, "stride": layer.stride, "in_ch": layer.in_ch,
-            "out_ch": layer.out_ch, "exp_ch": layer.exp_ch, "se_ch": layer.se_ch, "act": layer.act,
+            "out_ch": layer.out_ch, "exp_ch": layer.exp_ch, "se_ch": layer.se_ch,
+            "se_gate": spec.se_gate if layer.se_ch else None, "act": layer.act, "pw_act": layer.pw_act,
             "residual": layer.residual, "input_res": res, "params": c.params, "macs": c.macs,
         })
     return rows
@@ -53,7 +56,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from space.cost import cost, head_cost, stem_cost
     from space.resolve import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.width)
     if args.resolution:
         spec = replace(spec, resolution=args.resolution)
     if args.classes:
@@ -62,7 +65,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json({
             "name": spec.name, "resolution": spec.resolution, "num_classes": spec.num_classes,
-            "params": total.params, "macs": total.macs, "layers": layers,
+            "params": total.params, "macs": total.macs, "se_gate": spec.se_gate,
+            "batchnorm": {"eps": spec.bn_eps, "momentum": spec.bn_momentum}, "layers": layers,
             "stem": {**spec.to_dict()["stem"], "params": stem_cost(spec).params, "macs": stem_cost(spec).macs},
             "head": {**spec.to_dict()["head"], "params": head_cost(spec).params, "macs": head_cost(spec).macs},
             "spec": spec.to_dict(),
@@ -79,6 +83,8 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{r['params']:>11,}{r['macs'] / 1e6:>9.2f}")
     hd = spec.head
     print(f"head: conv1x1 {hd.conv_ch or '-'} {hd.act}, {hd.pool} pool, fc {hd.fc_ch or '-'}, dropout {spec.dropout}")
+    se = f"SE gate {spec.se_gate}" if any(r["se_ch"] for r in layers) else "no SE"
+    print(f"{se}; BatchNorm eps {spec.bn_eps:g}, momentum {spec.bn_momentum:g}")
     print(f"params {total.params:,}   MACs {total.macs / 1e6:,.1f}M")
     return 0
 

@@ -6,11 +6,16 @@ layers repeat (Tan et al. 2019, Section 4.1), from these decisions, in this orde
 
 ``op``       conv | dwconv | mbconv3 | mbconv6 (MBConv with expansion 3 or 6)
 ``kernel``   3 | 5 | 7
-``se``       0 | 0.25 (squeeze channels = expansion channels / 4, rounded to a multiple of 8)
+``se``       0 | 0.25 (squeeze channels as the space's paper sizes them, see below)
 ``skip``     identity | none (identity residual on every layer that can take one)
 ``filters``  x0.75 | x1.0 | x1.25 of the skeleton's channels, rounded to multiples of 8
 ``layers``   -1 | 0 | +1 layers vs the skeleton, at least one
 ``act``      relu | hswish
+
+Where the two papers differ, each space follows its own: ``mnasnet`` gates SE with a sigmoid and
+sizes its squeeze as a quarter of the block's input channels (MnasNet's reference code),
+``mobilenet_v3`` with a hard sigmoid and a quarter of the expansion channels rounded to 8
+(MobileNetV3); both use TensorFlow's BatchNorm settings (eps 1e-3, decay 0.99).
 
 A space is an ordered list of :class:`Decision` (a name and its choices); samplers and the
 controller only see that list and integer tokens (choice indices), so they work for any space.
@@ -34,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from space.archspec import ArchSpec, Head, Layer, Stem
+from space.archspec import TF_BN_EPS, TF_BN_MOMENTUM, ArchSpec, Head, Layer, Stem
 from space.errors import SpecError
-from space.references import make_divisible
+from space.references import make_divisible, mnasnet_se_channels
 
 OP_CHOICES = ("conv", "dwconv", "mbconv3", "mbconv6")
 KERNEL_CHOICES = (3, 5, 7)
@@ -80,8 +85,16 @@ class StageSkeleton:
         return tuple(dict.fromkeys(max(1, self.layers + d) for d in LAYER_DELTAS))
 
 
+SE_RULES = {
+    # MnasNet (reference TF code): a ratio of the block's input channels, at least 1.
+    "input": lambda cin, exp, ratio: mnasnet_se_channels(cin, ratio),
+    # MobileNetV3: a ratio of the expansion channels, rounded to a multiple of 8.
+    "expansion": lambda cin, exp, ratio: make_divisible(exp * ratio),
+}
+
+
 def stage_layers(cin: int, stride: int, op: str, kernel: int, se: float, skip: str,
-                  out: int, n: int, act: str) -> list[Layer]:
+                 out: int, n: int, act: str, se_rule: str = "expansion") -> list[Layer]:
     layers = []
     for i in range(n):
         s = stride if i == 0 else 1
@@ -91,7 +104,7 @@ def stage_layers(cin: int, stride: int, op: str, kernel: int, se: float, skip: s
             kind, exp = "dwconv", cin
         else:
             kind, exp = "mbconv", cin * int(op[len("mbconv"):])
-        se_ch = make_divisible(exp * se) if se else 0
+        se_ch = SE_RULES[se_rule](cin, exp, se) if se else 0
         residual = skip == "identity" and s == 1 and cin == out
         layers.append(Layer(kind, kernel, s, cin, out, exp, se_ch, act, residual))
         cin = out
@@ -107,8 +120,12 @@ class SearchSpace:
     """A factorized hierarchical space: fixed stem and head, searched stages."""
 
     def __init__(self, name: str, stem: Stem, stages: Sequence[StageSkeleton], head: Head,
-                 dropout: float = 0.2, description: str = "") -> None:
+                 dropout: float = 0.2, description: str = "", se_rule: str = "expansion",
+                 se_gate: str = "hsigmoid", bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM) -> None:
+        if se_rule not in SE_RULES:
+            raise ValueError(f"unknown SE rule {se_rule!r}")
         self.name = name
+        self.se_rule, self.se_gate, self.bn_eps, self.bn_momentum = se_rule, se_gate, bn_eps, bn_momentum
         self.stem = stem
         self.stages = tuple(stages)
         self.head = head
@@ -155,16 +172,20 @@ class SearchSpace:
         cin = self.stem.out_ch
         for st, v in zip(self.stages, self.stage_values(tokens)):
             layers += stage_layers(cin, st.stride, v["op"], v["kernel"], v["se"], v["skip"],
-                                    v["filters"], v["layers"], v["act"])
+                                   v["filters"], v["layers"], v["act"], self.se_rule)
             cin = v["filters"]
         return ArchSpec(self.stem, tuple(layers), self.head, resolution, in_channels, num_classes,
-                        self.dropout, name=f"{self.name}:{'-'.join(map(str, self.canonical(tokens)))}")
+                        self.dropout, name=f"{self.name}:{'-'.join(map(str, self.canonical(tokens)))}",
+                        se_gate=self.se_gate, bn_eps=self.bn_eps, bn_momentum=self.bn_momentum)
 
     # ---- spec -> tokens ----------------------------------------------------------------
     def encode(self, spec: ArchSpec) -> list[int]:
         """Canonical tokens of a spec from this space; :class:`SpecError` if it is not in it."""
         if spec.stem != self.stem or spec.head != self.head:
             raise SpecError(f"{spec.name or 'spec'}: its stem/head differ from space {self.name!r}'s, so it is not in that space")
+        if (spec.se_gate, spec.bn_eps, spec.bn_momentum) != (self.se_gate, self.bn_eps, self.bn_momentum):
+            raise SpecError(f"{spec.name or 'spec'}: its SE gate or BatchNorm settings differ from space {self.name!r}'s, "
+                            "so it is not in that space")
         found = self._encode_from(spec.layers, 0, self.stem.out_ch)
         if found is None:
             raise SpecError(f"{spec.name or 'spec'}: its layers are not expressible in space {self.name!r}")
@@ -180,7 +201,7 @@ class SearchSpace:
             chunk = layers[:n]
             if len(chunk) < n:
                 break
-            toks = self._infer_stage(chunk, cin, st, decs)
+            toks = self._infer_stage(chunk, cin, st, decs, self.se_rule)
             if toks is None:
                 continue
             rest = self._encode_from(layers[n:], stage + 1, chunk[-1].out_ch)
@@ -190,7 +211,7 @@ class SearchSpace:
 
     @staticmethod
     def _infer_stage(chunk: tuple[Layer, ...], cin: int, st: StageSkeleton,
-                     decs: tuple[Decision, ...]) -> list[int] | None:
+                     decs: tuple[Decision, ...], se_rule: str) -> list[int] | None:
         first = chunk[0]
         if first.op == "mbconv":
             if first.exp_ch % cin:
@@ -211,7 +232,7 @@ class SearchSpace:
                 return None
             toks.append(d.choices.index(values[key]))
         expect = stage_layers(cin, st.stride, values["op"], values["kernel"], values["se"],
-                               values["skip"], values["filters"], values["layers"], values["act"])
+                              values["skip"], values["filters"], values["layers"], values["act"], se_rule)
         return toks if tuple(expect) == chunk else None
 
     def canonical(self, tokens: Sequence[int]) -> list[int]:
@@ -260,6 +281,7 @@ def _mnasnet_space() -> SearchSpace:
     return SearchSpace(
         "mnasnet", Stem(32, 3, 2, "relu"), [StageSkeleton(*s) for s in v2], Head(1280, "relu", "avg", 0),
         description="MnasNet's space on the MobileNetV2 skeleton (7 stages, 1280-channel head)",
+        se_rule="input", se_gate="sigmoid",
     )
 
 
@@ -268,6 +290,7 @@ def _mobilenet_v3_space() -> SearchSpace:
     return SearchSpace(
         "mobilenet_v3", Stem(16, 3, 2, "hswish"), [StageSkeleton(*s) for s in v3], Head(960, "hswish", "avg", 1280),
         description="MobileNetV3-Large skeleton: 16-filter h-swish stem, 6 stages, efficient last stage (960 conv + 1280 FC)",
+        se_rule="expansion", se_gate="hsigmoid",
     )
 
 

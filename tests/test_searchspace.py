@@ -12,7 +12,7 @@ from common.errors import UserError
 from space.archspec import Head, Stem
 from space.builder import build_model
 from space.errors import SpecError
-from space.references import mobilenet_v2
+from space.references import make_divisible, mobilenet_v2
 from space.searchspace import SPACES, SearchSpace, StageSkeleton, get_space
 
 
@@ -61,8 +61,14 @@ def test_decode_values():
     spec = space.decode(tokens)
     l0, l1 = spec.layers[:2]
     assert (l0.op, l0.kernel, l0.in_ch, l0.exp_ch, l0.out_ch, l0.act) == ("mbconv", 5, 32, 192, 24, "hswish")
-    assert l0.se_ch == 48 and not l0.residual
-    assert l1.residual and l1.exp_ch == 144 and l1.stride == 1
+    # MnasNet sizes the squeeze from the block's input (32 / 4), MobileNetV3 from the expansion.
+    assert l0.se_ch == 8 and not l0.residual and spec.se_gate == "sigmoid"
+    assert l1.residual and l1.exp_ch == 144 and l1.stride == 1 and l1.se_ch == 24 // 4
+    v3 = get_space("mobilenet_v3")
+    t3 = [0] * len(v3.decisions)
+    t3[0:7] = [3, 1, 1, 0, 1, 1, 1]
+    m = v3.decode(t3)
+    assert m.se_gate == "hsigmoid" and m.layers[0].se_ch == make_divisible(m.layers[0].exp_ch / 4)
 
 
 @pytest.mark.parametrize("stem_ch", [16, 32])
