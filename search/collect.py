@@ -7,8 +7,8 @@ never writes files. :func:`search.trial.run_candidate` returns the ``state_dict`
 out of the result (Tune lets callbacks edit a result in place, and user callbacks run before Tune's
 loggers, so the bytes never reach ``result.json`` or the experiment state) and writes
 ``<run>/weights/<trial_id>.pt``, recording that path as the result's ``weights``. It also stores
-the result (the trial's own keys) as ``<run>/trials/sample_<index>.json``, the first result of a
-sample only: a trial Tune runs again after a kill returns that stored result where it can read it
+the result (the trial's own keys) as ``<run>/trials/net_<tokens>.json``, the first result of a
+network only: a trial Tune runs again after a kill returns that stored result where it can read it
 (:func:`search.trial.run_candidate`), so a finished trial keeps its figures.
 """
 
@@ -21,7 +21,7 @@ from ray.tune import Callback
 
 from common.atomic import atomic_write_bytes
 from search import jsonstate
-from search.trial import RESULT_KEYS, WEIGHTS_BLOB
+from search.trial import RESULT_KEYS, WEIGHTS_BLOB, stored_result_path
 
 
 def run_folder(trial: Any) -> Path:
@@ -35,10 +35,6 @@ def weights_path(trial: Any) -> Path:
     return run_folder(trial) / "weights" / f"{trial.trial_id}.pt"
 
 
-def stored_result_path(run_dir: Path, sample: int) -> Path:
-    return run_dir / "trials" / f"sample_{int(sample):05d}.json"
-
-
 class WeightsToDriver(Callback):
     """Write each trial's weights under the run folder on the driver's disk."""
 
@@ -47,8 +43,8 @@ class WeightsToDriver(Callback):
         if blob:
             result["weights"] = str(atomic_write_bytes(weights_path(trial), blob))
         sample = (trial.config or {}).get("sample")
-        if sample is None or "status" not in result:
+        if sample is None or "status" not in result or not result.get("tokens"):
             return
-        path = stored_result_path(run_folder(trial), sample)
-        if not path.exists():  # the first result of a sample is the one the controller heard
+        path = stored_result_path(run_folder(trial) / "trials", result["tokens"])
+        if not path.exists():  # the first result of a network is the one the strategy heard
             jsonstate.write(path, {"sample": sample, **{k: result.get(k, "") for k in RESULT_KEYS}})

@@ -94,14 +94,20 @@ def short_error(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:limit]
 
 
-def _cached_result(path: Path, sample: int, tokens: str) -> dict[str, Any] | None:
+def stored_result_path(trials_dir: str | os.PathLike, tokens: str) -> Path:
+    """``<trials_dir>/net_<tokens>.json``: the run's result of the network ``tokens`` (canonical, ``3-0-1-...``).
+    Keyed by network, since a network is trained once per run whichever sample proposed it."""
+    return Path(trials_dir) / f"net_{tokens}.json"
+
+
+def _cached_result(path: Path, tokens: str) -> dict[str, Any] | None:
     from search import jsonstate
 
     try:
         doc = jsonstate.read(path)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: train again, the new result replaces it
-    if not isinstance(doc, dict) or doc.get("sample") != sample or doc.get("tokens") != tokens:
+    if not isinstance(doc, dict) or doc.get("tokens") != tokens:
         return None
     return {k: v for k, v in doc.items() if k != "sample"}
 
@@ -135,9 +141,9 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
 
     A trained network's ``state_dict`` comes back serialised under :data:`WEIGHTS_BLOB`; nothing is
     written to disk here (on a cluster this process may run on another machine). The driver keeps
-    each finished result in ``<trials_dir>/sample_<index>.json`` (:mod:`search.collect`); a trial run
-    again for the same sample and tokens (a resumed run whose checkpoint predates the trial's end)
-    returns that result instead of training again where that folder is visible (one machine, or
+    each finished result in ``<trials_dir>/net_<tokens>.json`` (:func:`stored_result_path`); a trial
+    run again for a network the run already trained (a resumed run whose checkpoint predates the
+    trial's end) returns that result instead of training again where that folder is visible (one machine, or
     shared storage), and trains again otherwise.
 
     ``settings.faults`` (from ``HWNAS_FAULT_INJECT``, see :func:`parse_faults`) makes this sample
@@ -157,9 +163,9 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
     tokens = [int(t) for t in config["tokens"]]
     token_text = "-".join(map(str, tokens))
     sample = config.get("sample")
-    cache = Path(s.trials_dir) / f"sample_{int(sample):05d}.json" if s.trials_dir and sample is not None else None
+    cache = stored_result_path(s.trials_dir, token_text) if s.trials_dir else None
     if cache is not None and cache.exists():
-        cached = _cached_result(cache, sample, token_text)
+        cached = _cached_result(cache, token_text)
         if cached is not None:
             return cached
     fault = parse_faults(s.faults).get(int(sample)) if s.faults and sample is not None else None

@@ -170,7 +170,8 @@ def killed_search(tmp_path_factory, tiny_predictor):
     before = read_state(run / "searcher.json")  # written atomically: complete even after SIGKILL
     tune_copies = sorted((run / "tune").glob("searcher-state-*.json"))
     tune_copy = read_state(tune_copies[-1]) if tune_copies else None
-    cached = {int(p.stem.split("_")[1]): jsonstate.read(p) for p in (run / "trials").glob("sample_*.json")}
+    stored = [jsonstate.read(p) for p in (run / "trials").glob("net_*.json")]
+    cached = {doc["sample"]: doc for doc in stored}
     assert not (run / "trials.csv").exists()  # the run did not get to its end
 
     # The resumed run gets no HWNAS_FAULT_INJECT: the faults come back with the run's own settings.
