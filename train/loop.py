@@ -11,9 +11,10 @@ after the few hundred steps of a proxy run (and stale after NetAdapt removes cha
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -99,6 +100,137 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
     return out.contiguous()
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Depthwise convs and BN run 1.5-2.5x faster in NHWC on CPU (measured, docs/benchmarks.md).
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+class Training:
+    """One training run that can advance in pieces: ``advance(step)`` trains up to a step, ``score()``
+    evaluates the network as it is then (for early stopping), ``finish()`` re-estimates BN and returns
+    the :class:`TrainResult`. :func:`train_model` is ``Training(...).finish()`` after one ``advance``.
+
+    The schedule (warm-up, cosine decay) is laid out for the whole run, so stopping after a piece
+    gives the network as it was at that point of the full run. ``score`` neither draws from the
+    training's random streams nor moves anything but BN running statistics, which training does not
+    use, so a run scored along the way ends exactly as one that was not.
+    """
+
+    def __init__(self, model: nn.Module, data: DataBundle, epochs: float | None = None, steps: int | None = None,
+                 lr: float = 3e-3, batch_size: int = 128, optimizer: str = "adamw",
+                 weight_decay: float | None = None, label_smoothing: float = 0.1, warmup: float = 0.05,
+                 augment: bool = False, device: str | torch.device = "cpu", seed: int = 0,
+                 bn_recalibration_batches: int = 20, progress: Callable[[Progress], None] | None = None,
+                 log_every: int = 50) -> None:
+        if (epochs is None) == (steps is None):
+            raise ValueError("give exactly one of epochs or steps")
+        self.model, self.data, self.batch_size, self.seed = model, data, batch_size, seed
+        self.lr, self.augment, self.progress, self.log_every = lr, augment, progress, log_every
+        self.bn_batches = bn_recalibration_batches
+        self.per_epoch = max(1, math.ceil(len(data.train) / batch_size))
+        self.total = int(steps) if steps is not None else max(1, round(float(epochs) * self.per_epoch))
+        if self.total < 0:
+            raise ValueError("steps must be >= 0")
+        self.warm = int(warmup * self.total)
+        self.device = torch.device(device)
+        model.to(self.device, memory_format=torch.channels_last)
+        self.step = 0
+        self.losses: list[float] = []
+        self.seconds = 0.0
+        self.gen = torch.Generator().manual_seed(seed)
+        with self._own_rng():
+            torch.manual_seed(seed)
+            self.opt = _optimizer(model, optimizer, lr, weight_decay)
+        self.crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with this training's own torch RNG state (dropout), leaving the caller's alone."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if hasattr(self, "_rng"):
+                torch.set_rng_state(self._rng)
+            yield
+            self._rng = torch.get_rng_state()
+
+    @property
+    def epochs(self) -> float:
+        """Epochs trained so far."""
+        return self.step / self.per_epoch
+
+    def steps_for(self, epochs: float) -> int:
+        """The step at which ``epochs`` epochs are done (capped at the run's length)."""
+        return min(self.total, max(0, round(epochs * self.per_epoch)))
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self._batches is None:
+                self._batches = self.data.batches("train", self.batch_size, self.device, shuffle=True,
+                                                  generator=self.gen)
+            try:
+                return next(self._batches)
+            except StopIteration:
+                self._batches = None
+
+    def advance(self, until: int | None = None) -> None:
+        """Train up to step ``until`` (default: the end of the run)."""
+        until = self.total if until is None else min(int(until), self.total)
+        start = time.perf_counter()
+        self.model.train()
+        with self._own_rng():
+            while self.step < until:
+                x, y = self._next_batch()
+                if self.augment:
+                    x = _augment(x, self.gen, self.data.flip_ok)
+                cur_lr = lr_at(self.step, self.total, self.lr, self.warm)
+                for g in self.opt.param_groups:
+                    g["lr"] = cur_lr
+                loss = self.crit(self.model(_channels_last(x)), y)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss became {value} at step {self.step + 1} of {self.total} "
+                                           f"(lr {cur_lr:.3g})")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self.losses.append(value)
+                self.step += 1
+                if self.progress and (self.step % self.log_every == 0 or self.step == self.total):
+                    tail = self.losses[-self.log_every:]
+                    self.progress(Progress(self.step, self.total, sum(tail) / len(tail), cur_lr,
+                                           self.seconds + time.perf_counter() - start))
+        self.seconds += time.perf_counter() - start
+
+    def score(self, split: str = "val", limit: int | None = None) -> tuple[float, float]:
+        """(accuracy, loss) on ``split`` of the network as it is now, BN statistics re-estimated on
+        training batches drawn from a generator of their own."""
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if self.step and self.bn_batches:
+                gen = torch.Generator().manual_seed(self.seed * 100_003 + self.step)
+                recalibrate_bn(self.model, self.data, self.bn_batches, self.batch_size, self.device, gen)
+        out = evaluate_metrics(self.model, self.data, split, device=self.device, limit=limit)
+        self.model.train()
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def finish(self, eval_split: str | None = "val", eval_limit: int | None = None) -> TrainResult:
+        """Train to the end if not there yet, re-estimate BN, evaluate on ``eval_split``."""
+        self.advance()
+        start = time.perf_counter()
+        if self.total and self.bn_batches:
+            with self._own_rng():
+                recalibrate_bn(self.model, self.data, self.bn_batches, self.batch_size, self.device, self.gen)
+        tail = self.losses[-self.per_epoch:]
+        acc, eval_loss = (evaluate_metrics(self.model, self.data, eval_split, device=self.device, limit=eval_limit)
+                          if eval_split else (float("nan"), float("nan")))
+        self.seconds += time.perf_counter() - start
+        return TrainResult(
+            accuracy=acc, loss=sum(tail) / len(tail) if tail else float("nan"), eval_loss=eval_loss,
+            steps=self.total, epochs=self.total / self.per_epoch, seconds=self.seconds, eval_split=eval_split or "",
+        )
+
+
 def train_model(model: nn.Module, data: DataBundle, epochs: float | None = None, steps: int | None = None,
                 lr: float = 3e-3, batch_size: int = 128, optimizer: str = "adamw", weight_decay: float | None = None,
                 label_smoothing: float = 0.1, warmup: float = 0.05, augment: bool = False,
@@ -113,55 +245,11 @@ def train_model(model: nn.Module, data: DataBundle, epochs: float | None = None,
     Deterministic for a given ``seed`` on CPU (the global torch RNG is forked, not disturbed).
     Raises :class:`TrainingDiverged` on a non-finite loss.
     """
-    if (epochs is None) == (steps is None):
-        raise ValueError("give exactly one of epochs or steps")
-    n_train = len(data.train)
-    per_epoch = max(1, math.ceil(n_train / batch_size))
-    total = int(steps) if steps is not None else max(1, round(float(epochs) * per_epoch))
-    if total < 0:
-        raise ValueError("steps must be >= 0")
-    warm = int(warmup * total)
-    device = torch.device(device)
-    model.to(device)
-    start = time.perf_counter()
-    losses: list[float] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        opt = _optimizer(model, optimizer, lr, weight_decay)
-        crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        model.train()
-        step = 0
-        while step < total:
-            for x, y in data.batches("train", batch_size, device, shuffle=True, generator=gen):
-                if step >= total:
-                    break
-                if augment:
-                    x = _augment(x, gen, data.flip_ok)
-                cur_lr = lr_at(step, total, lr, warm)
-                for g in opt.param_groups:
-                    g["lr"] = cur_lr
-                loss = crit(model(x), y)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"loss became {value} at step {step + 1} of {total} (lr {cur_lr:.3g})")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(value)
-                step += 1
-                if progress and (step % log_every == 0 or step == total):
-                    progress(Progress(step, total, sum(losses[-log_every:]) / len(losses[-log_every:]), cur_lr,
-                                      time.perf_counter() - start))
-        if total and bn_recalibration_batches:
-            recalibrate_bn(model, data, bn_recalibration_batches, batch_size, device, gen)
-    tail = losses[-per_epoch:]
-    acc, eval_loss = (evaluate_metrics(model, data, eval_split, device=device, limit=eval_limit)
-                      if eval_split else (float("nan"), float("nan")))
-    return TrainResult(
-        accuracy=acc, loss=sum(tail) / len(tail) if tail else float("nan"), eval_loss=eval_loss, steps=total,
-        epochs=total / per_epoch, seconds=time.perf_counter() - start, eval_split=eval_split or "",
-    )
+    run = Training(model, data, epochs, steps, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                   weight_decay=weight_decay, label_smoothing=label_smoothing, warmup=warmup, augment=augment,
+                   device=device, seed=seed, bn_recalibration_batches=bn_recalibration_batches, progress=progress,
+                   log_every=log_every)
+    return run.finish(eval_split, eval_limit)
 
 
 @torch.no_grad()
@@ -183,7 +271,7 @@ def recalibrate_bn(model: nn.Module, data: DataBundle, batches: int = 20, batch_
         for i, (x, _) in enumerate(data.batches("train", batch_size, device, shuffle=True, generator=gen)):
             if i >= batches:
                 break
-            model(x)
+            model(_channels_last(x))
     finally:
         for m, (mom, _) in zip(bns, saved):
             m.momentum = mom
@@ -200,7 +288,7 @@ def evaluate_metrics(model: nn.Module, data: DataBundle, split: str = "val", bat
     correct, total, loss_sum = 0, 0, 0.0
     try:
         for x, y in data.batches(split, batch_size, device, limit=limit):
-            out = model(x)
+            out = model(_channels_last(x))
             loss_sum += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
             total += int(y.numel())
