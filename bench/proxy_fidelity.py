@@ -38,6 +38,7 @@ DEFAULT_CIFAR = os.environ.get("HWNAS_CIFAR10", "/work/cifar10")
 SPACE = "mnasnet"
 NETWORK_SEED = 100_000  # network i of the benchmark is space.sample(NETWORK_SEED + i)
 RECORD_FORMAT = "hwnas-proxy-fidelity/1"
+SPLIT_SEED = 0  # every kind splits its data with seed 0; a kind's seed is its training seed
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,44 @@ class Kind:
 
 
 def kinds() -> dict[str, Kind]:
+    """The kinds the report uses."""
     from train.recipes import LONG_SCHEDULE
 
     return {k.name: k for k in (
         Kind("long", "cifar10", LONG_SCHEDULE),
     )}
+
+
+PROXY_BASE = dict(epochs=2.0, batch_size=32, lr=3e-3, bn_recalibration_batches=5)
+
+
+def kind_named(name: str) -> Kind:
+    """A kind from ``kinds()``, or a proxy variant spelled ``DATA[-rRES][-eEPOCHS][-sSEED][-vVAL%][-nTRAIN]``
+    (e.g. ``digits-r8-e2-s1-v25``: digits at 8 px, 2 epochs, training seed 1, 25% of the data for
+    validation) on top of the proxy settings ``PROXY_BASE``."""
+    from train.recipes import Recipe
+
+    table = kinds()
+    if name in table:
+        return table[name]
+    data, *parts = name.split("-")
+    if data not in ("digits", "cifar10") or not all(p[:1] in "resvn" and p[1:] for p in parts):
+        raise ValueError(f"unknown kind {name!r}; use {', '.join(table)} or DATA[-rRES][-eEPOCHS][-sSEED][-vVAL%][-nTRAIN]")
+    fields = dict(PROXY_BASE)
+    seed = 0
+    for p in parts:
+        key, value = p[0], p[1:]
+        if key == "r":
+            fields["resolution"] = int(value)
+        elif key == "e":
+            fields["epochs"] = float(value)
+        elif key == "v":
+            fields["val_fraction"] = int(value) / 100
+        elif key == "n":
+            fields["train_images"] = int(value)
+        else:
+            seed = int(value)
+    return Kind(name, data, Recipe(name=name, **fields), seed)
 
 
 def network_tokens(i: int) -> list[int]:
@@ -103,15 +137,17 @@ def data_for(kind: Kind, cifar: str):
     from train.recipes import load_recipe_data
 
     source = cifar if kind.data == "cifar10" else kind.data
-    key = (source, kind.recipe.train_images, kind.recipe.eval_images, kind.recipe.resolution, kind.seed)
+    r = kind.recipe
+    key = (source, r.train_images, r.eval_images, r.resolution, r.val_fraction)
     if key not in _DATA:
         _DATA.clear()  # one data set in memory at a time
-        _DATA[key] = load_recipe_data(source, kind.recipe, seed=kind.seed)
+        _DATA[key] = load_recipe_data(source, r, seed=SPLIT_SEED)
     return _DATA[key]
 
 
 def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
     """Train network ``i`` the ``kind`` way and return its record."""
+    from space.builder import build_model
     from space.cost import cost
     from space.proxy import proxy_spec
     from space.searchspace import get_space
@@ -120,12 +156,13 @@ def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
     data = data_for(kind, cifar)
     tokens = network_tokens(i)
     spec = get_space(SPACE).decode(tokens, **data.spec_kwargs())
-    trained, _ = proxy_spec(spec, data.resolution, kind.recipe.min_map)
+    trained, plan = proxy_spec(spec, data.resolution)
     load0, start = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    result = train_with_recipe(spec, data, kind.recipe, seed=kind.seed)
+    result = {**train_with_recipe(build_model(trained), data, kind.recipe, seed=kind.seed).to_dict(),
+              "proxy": plan.to_dict()}
     return {
         "format": RECORD_FORMAT, "kind": kind.name, "network": i, "space": SPACE,
-        "tokens": "-".join(map(str, tokens)), "seed": kind.seed,
+        "tokens": "-".join(map(str, tokens)), "seed": kind.seed, "split_seed": SPLIT_SEED,
         "data": {**data.describe(), "source": kind.data}, "recipe": kind.recipe.to_dict(),
         "proxy_params": cost(trained).params, "proxy_macs": cost(trained).macs,
         "result": result, "started": start, "loadavg_1m": [load0, os.getloadavg()[0]],
@@ -144,10 +181,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    table = kinds()
-    unknown = [k for k in args.kinds if k not in table]
-    if unknown:
-        print(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(table)}", file=sys.stderr)
+    try:
+        table = {k: kind_named(k) for k in args.kinds}
+    except ValueError as e:
+        print(e, file=sys.stderr)
         return 2
     for i in parse_range(args.networks):
         for name in args.kinds:

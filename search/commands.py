@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from common.cli_io import non_negative_float, non_positive_float, positive_float, positive_int, print_json
+from space.proxy import DEFAULT_MIN_MAP
 from train.cli_args import add_data_args
 
 DEFAULT_TRIALS, DEFAULT_EPOCHS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 2.0, 32, 3e-3, 2
@@ -46,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input size the latency is predicted at (deployment; default 224)")
     p.add_argument("--measure", action="store_true",
                    help="measure each candidate with onnxruntime in its trial instead of predicting")
+    p.add_argument("--proxy-min-map", type=positive_int, default=DEFAULT_MIN_MAP, metavar="PX",
+                   help=f"train each candidate's proxy network: its earliest strides set to 1 until its last stage "
+                        f"keeps a PX x PX map at the training resolution (default {DEFAULT_MIN_MAP}; 1 trains the "
+                        "deployment strides); latency is always the deployment network's (docs/search.md)")
     p.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
                    help=f"proxy training learning rate (default {DEFAULT_LR:g})")
     p.add_argument("--controller", choices=("ppo", "reinforce"), default="ppo",
@@ -79,6 +84,7 @@ def options_from_args(args: argparse.Namespace):
         controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
         train_resolution=args.train_resolution, batch_size=args.batch_size,
         data_limit=args.data_limit, eval_limit=args.eval_limit, split_seed=args.split_seed, augment=args.augment,
+        proxy_min_map=args.proxy_min_map,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from common.errors import UserError
 from common.ray_cluster import check_dashboard_host, check_reachable
 from search.reward import Reward
+from space.proxy import DEFAULT_MIN_MAP, check_proxy_resolution
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -52,6 +53,7 @@ class SearchOptions:
     eval_limit: int | None = None
     split_seed: int = 0
     augment: bool = False
+    proxy_min_map: int = DEFAULT_MIN_MAP
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +65,8 @@ class SearchOptions:
             raise UserError("--trials and --concurrency must be >= 1")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise UserError(f"--epochs {self.epochs} must be a positive number")
+        if self.train_resolution is not None:
+            check_proxy_resolution(self.train_resolution, self.proxy_min_map)
         check_dashboard_host(self.dashboard_host)
         if self.address:
             check_reachable(self.address)

@@ -28,7 +28,8 @@ from space.archspec import ArchSpec
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
-    "train_seconds", "steps", "train_loss", "error", "node", "weights", "arch",
+    "train_seconds", "steps", "train_loss", "train_resolution", "final_map", "proxy_strides", "error", "node",
+    "weights", "arch",
 ]
 
 
@@ -173,7 +174,8 @@ def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, 
             "measured_ms": m.get("measured_ms", math.nan), "reward": m.get("reward", 0.0) if status == "ok" else 0.0,
             "params": m.get("params", math.nan), "macs": m.get("macs", math.nan),
             "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
-            "train_loss": m.get("train_loss", math.nan),
+            "train_loss": m.get("train_loss", math.nan), "train_resolution": m.get("train_resolution", math.nan),
+            "final_map": m.get("final_map", math.nan), "proxy_strides": m.get("proxy_strides", ""),
             "error": m.get("error", "") if res.error is None else _error_line(res.error),
             "node": m.get("node", ""), "weights": m.get("weights", ""), "arch": "",
         })

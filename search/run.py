@@ -28,6 +28,7 @@ from search.results import SearchSummary, write_results
 from search.reward import Reward
 from search.rundir import COMMAND, restore_options, run_folder
 from search.tuning import fit
+from space.proxy import check_proxy_resolution
 
 
 def _log(opts: SearchOptions, msg: str) -> None:
@@ -71,6 +72,7 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
 
     data = load_data(opts.data, seed=opts.split_seed, limit=opts.data_limit, eval_limit=opts.eval_limit,
                      train_resolution=opts.train_resolution, progress=opts.progress)
+    check_proxy_resolution(data.resolution, opts.proxy_min_map)  # e.g. an ImageFolder of tiny images
     d = data.describe()
     _log(opts, f"data {d['name']}: {d['num_classes']} classes, {d['in_channels']}x{d['native_resolution']}px "
                f"(training at {d['resolution']}px), train/val/test {d['train']}/{d['val']}/{d['test']}")

@@ -2,9 +2,11 @@
 
 MnasNet trained each sampled model for 5 epochs on a proxy task (Tan et al. 2019, Section 5);
 here the proxy is whatever :func:`train.data.load_data` serves (digits by default) for a few
-epochs. The network trained is the candidate decoded for the data (its classes, channels and
-resolution); its latency is that of the same candidate at the deployment resolution, predicted
-by the searcher (no torch there) or measured here with onnxruntime when asked.
+epochs. The network trained is the candidate's proxy network (:func:`space.proxy.proxy_spec`):
+decoded for the data (its classes, channels and training resolution) with its earliest strides
+set to 1 until its last stage keeps a map of ``proxy_min_map`` pixels a side. Its weights fit the
+deployment network unchanged; its latency is that of the deployment network at the deployment
+resolution, predicted by the searcher (no torch there) or measured here with onnxruntime when asked.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from common.errors import UserError
 from search.reward import reward
 from space.archspec import ArchSpec
+from space.proxy import DEFAULT_MIN_MAP, proxy_spec
 from space.searchspace import get_space
 
 # The result key under which a trial hands its trained state_dict (torch.save bytes) to the driver,
@@ -28,7 +31,7 @@ from space.searchspace import get_space
 WEIGHTS_BLOB = "weights_blob"
 # What a trial reports (besides the blob), and what the driver stores per finished sample.
 RESULT_KEYS = ("accuracy", "latency_ms", "measured_ms", "reward", "params", "macs", "train_loss", "steps",
-               "train_seconds", "status", "error", "tokens", "weights")
+               "train_seconds", "status", "error", "tokens", "weights", "train_resolution", "final_map", "proxy_strides")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class TrialSettings:
     threads: int = 1
     eval_limit: int | None = None
     augment: bool = False
+    proxy_min_map: int = DEFAULT_MIN_MAP  # space.proxy: early strides at 1 until the last map is this big
     weights_dir: str = ""  # unused: trials return their weights (WEIGHTS_BLOB); older run configs carry it
     trials_dir: str = ""   # the driver's store of finished results (search.collect), read by re-runs
     faults: str = ""       # HWNAS_FAULT_INJECT as the run started (testing only; empty: none)
@@ -170,7 +174,7 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
             return cached
     fault = parse_faults(s.faults).get(int(sample)) if s.faults and sample is not None else None
     space = get_space(s.space)
-    train_spec = space.decode(tokens, resolution=data.resolution, **data.spec_kwargs())
+    train_spec, plan = proxy_spec(space.decode(tokens, **data.spec_kwargs()), data.resolution, s.proxy_min_map)
     spec = deploy_spec(s.space, tokens, s.latency_resolution, data.num_classes, data.in_channels)
     c = cost(spec)
     latency_ms = float(config.get("latency_ms", math.nan))
@@ -211,6 +215,7 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
         "reward": reward(acc, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta) if status == "ok" else 0.0,
         "params": c.params, "macs": c.macs, "train_loss": loss, "steps": steps,
         "train_seconds": time.perf_counter() - start, "status": status, "error": error, "tokens": token_text,
+        "train_resolution": plan.resolution, "final_map": plan.final_map, "proxy_strides": ",".join(plan.reduced),
         WEIGHTS_BLOB: blob,
     }
     return out

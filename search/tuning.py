@@ -64,7 +64,7 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
             space=opts.space, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
             latency_resolution=opts.latency_resolution, target_ms=rw.target_ms, alpha=rw.alpha, beta=rw.beta,
             measure=opts.measure, threads=max(1, int(opts.cpus_per_trial)), eval_limit=opts.eval_limit,
-            augment=opts.augment,
+            augment=opts.augment, proxy_min_map=opts.proxy_min_map,
             trials_dir=str((run_dir / "trials").resolve()), faults=faults,
         )
         ctl = ControllerConfig(method=opts.controller_method, batch_size=opts.controller_batch or opts.concurrency)

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from common.errors import UserError
 from space.archspec import ArchSpec
-from space.errors import UserError
 
 DEFAULT_MIN_MAP = 2
 

@@ -348,6 +348,9 @@ CASES = [
          "is unreadable", "cannot be resumed"),
     case("search-data-of-unknown-format", "search --target-ms 15 --device good --data {in}/a_file",
          "unknown data format"),
+    case("search-train-resolution-too-small", "search --target-ms 15 --device good --train-resolution 1",
+         "training resolution 1px is too small", "even with every stride at 1"),
+    case("search-proxy-min-map-zero", "search --target-ms 15 --proxy-min-map 0", "--proxy-min-map", "must be >= 1"),
     # -- netadapt (must refuse before reading data, training the seed or starting Ray)
     case("netadapt-target-zero", f"netadapt {SEED} --target-ms 0", "--target-ms", "must be > 0"),
     case("netadapt-target-nan", f"netadapt {SEED} --target-ms nan", "--target-ms", "finite"),

@@ -35,6 +35,8 @@ def test_trial_measures_latency_when_asked(tmp_path, tiny_data):
     assert out["status"] == "ok" and out["steps"] == 1 and 0 <= out["accuracy"] <= 1
     assert 0 < out["measured_ms"] < 100 and out["latency_ms"] == out["measured_ms"]  # measured replaces predicted
     assert out["reward"] == pytest.approx(reward(out["accuracy"], out["latency_ms"], 2.0))
+    # what was trained: the proxy network at the data's 8 px, strides reduced to keep a 2x2 last map
+    assert (out["train_resolution"], out["final_map"]) == (8, 2) and out["proxy_strides"].startswith("stem,layers[")
     # The weights come back in the result (the driver writes them; on a cluster the trial's disk is elsewhere).
     import io
 
@@ -44,7 +46,7 @@ def test_trial_measures_latency_when_asked(tmp_path, tiny_data):
     spec = get_space("mnasnet").decode(tokens, resolution=8, num_classes=10, in_channels=1)
     from space.builder import build_model
 
-    build_model(spec).load_state_dict(state)
+    build_model(spec).load_state_dict(state)  # the deployment strides: the proxy's weights fit unchanged
     assert not any(tmp_path.rglob("*.pt")) and "weights" not in out
 
 

@@ -127,3 +127,22 @@ def test_other_optimizers_train_too(digits, optimizer, lr):
     assert r.accuracy > 0.3
     with pytest.raises(ValueError, match="unknown optimizer"):
         train_model(build_model(small_spec()), digits, steps=1, optimizer="lbfgs")
+
+
+def test_training_in_pieces_scored_along_the_way_ends_as_one_run(digits):
+    from train.loop import Training
+
+    a, b = build_model(small_spec()), build_model(small_spec())
+    b.load_state_dict(a.state_dict())
+    whole = train_model(a, digits, epochs=2, batch_size=64, seed=3)
+    run = Training(b, digits, epochs=2, batch_size=64, seed=3)
+    seen = []
+    for e in (0.5, 1.0, 1.5):
+        run.advance(run.steps_for(e))
+        assert run.epochs == pytest.approx(run.steps_for(e) / run.per_epoch)
+        seen.append(run.score("val")[0])
+    pieces = run.finish()
+    assert pieces.accuracy == whole.accuracy and pieces.loss == whole.loss and pieces.steps == whole.steps
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert 0.1 < seen[-1] and all(0.0 <= s <= 1.0 for s in seen)

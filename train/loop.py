@@ -101,7 +101,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    # Depthwise convs and BN run 1.5-2.5x faster in NHWC on CPU (measured, docs/benchmarks.md).
+    # Depthwise convs and BN run 1.5-2.5x faster in NHWC on CPU (bench/train_speed.py, docs/benchmarks.md).
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 

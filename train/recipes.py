@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from space.proxy import DEFAULT_MIN_MAP
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -22,7 +20,7 @@ class Recipe:
 
     ``train_images`` / ``eval_images`` cap the training split and the validation and test splits
     (class-balanced subsets, None = all); ``resolution`` None trains at the data's own size;
-    ``min_map`` is the proxy network's smallest last-stage map (:func:`space.proxy.proxy_spec`).
+    ``val_fraction`` None keeps :func:`train.data.load_data`'s split.
     """
 
     name: str
@@ -36,8 +34,8 @@ class Recipe:
     train_images: int | None = None
     eval_images: int | None = None
     eval_split: str = "val"
+    val_fraction: float | None = None
     resolution: int | None = None
-    min_map: int = DEFAULT_MIN_MAP
     bn_recalibration_batches: int = 20
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,24 +55,17 @@ def load_recipe_data(source: str, recipe: Recipe, seed: int = 0, progress: bool 
     """The :class:`train.data.DataBundle` a recipe trains on (its limits and resolution)."""
     from train.data import load_data
 
+    split = {} if recipe.val_fraction is None else {"val_fraction": recipe.val_fraction}
     return load_data(source, seed=seed, limit=recipe.train_images, eval_limit=recipe.eval_images,
-                     train_resolution=recipe.resolution, progress=progress)
+                     train_resolution=recipe.resolution, progress=progress, **split)
 
 
-def train_with_recipe(spec: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None) -> dict[str, Any]:
-    """Train the proxy network of ``spec`` (an ArchSpec) on ``data`` as ``recipe`` says.
-
-    Returns the :class:`train.loop.TrainResult` fields plus the proxy plan (what was trained).
-    """
-    from space.builder import build_model
-    from space.proxy import proxy_spec
+def train_with_recipe(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None):
+    """Train ``model`` (in place) on ``data`` as ``recipe`` says; returns the :class:`train.loop.TrainResult`."""
     from train.loop import train_model
 
-    trained, plan = proxy_spec(spec, data.resolution, recipe.min_map)
-    model = build_model(trained)
-    res = train_model(model, data, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                      optimizer=recipe.optimizer, weight_decay=recipe.weight_decay,
-                      label_smoothing=recipe.label_smoothing, augment=recipe.augment, seed=seed,
-                      eval_split=recipe.eval_split, bn_recalibration_batches=recipe.bn_recalibration_batches,
-                      progress=progress)
-    return {**res.to_dict(), "proxy": plan.to_dict()}
+    return train_model(model, data, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
+                       optimizer=recipe.optimizer, weight_decay=recipe.weight_decay,
+                       label_smoothing=recipe.label_smoothing, augment=recipe.augment, seed=seed,
+                       eval_split=recipe.eval_split, bn_recalibration_batches=recipe.bn_recalibration_batches,
+                       progress=progress)
