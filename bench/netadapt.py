@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from netadapt.config import NetAdaptConfig
     from netadapt.loop import NetAdaptRun, log
     from netadapt.resource import MacsLatency, predict_ms
-    from space.builder import build_model
+    from netadapt.runner import model_for_data
     from space.resolve import load_spec
     from train.data import load_data
     from train.loop import evaluate, train_model
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             spec = replace(base, num_classes=data.num_classes, in_channels=data.in_channels,
                            resolution=args.resolution)
             torch.manual_seed(seed)
-            model = build_model(spec)
+            model = model_for_data(spec, data)  # the proxy network at the data's resolution, as NetAdapt trains it
             if args.width < 1:
                 spec, state = width_scaled(spec, model.state_dict(), args.width)
-                model = build_model(spec)
+                model = model_for_data(spec, data)
                 model.load_state_dict(state)
             log(f"[seed {seed}] training the seed ({args.seed_epochs:g} epochs on {len(data.train)} images)")
             r = train_model(model, data, epochs=args.seed_epochs, batch_size=args.batch_size, seed=seed)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             lineage_steps = na["iterations"] * args.steps + round(args.final_epochs * per_epoch)
             # Width multiplier at NetAdapt's predicted latency, from the same trained seed.
             alpha, wspec, wstate = match_alpha(spec, seed_state, predictor, na["final_predicted_ms"])
-            wmodel = build_model(wspec)
+            wmodel = model_for_data(wspec, data)
             wmodel.load_state_dict(wstate)
             t0 = time.perf_counter()
             train_model(wmodel, data, steps=lineage_steps, lr=cfg.lr, batch_size=args.batch_size, seed=seed,

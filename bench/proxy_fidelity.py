@@ -43,24 +43,34 @@ SPLIT_SEED = 0  # every kind splits its data with seed 0; a kind's seed is its t
 
 @dataclass(frozen=True)
 class Kind:
-    """One way of training every network: the data source and the recipe."""
+    """One way of training every network: the data source, the recipe, the training seed, and the
+    epochs at which the validation accuracy is also scored along the way (``curve``: what ASHA sees)."""
 
     name: str
     data: str  # "digits" or "cifar10"
     recipe: Any  # train.recipes.Recipe
     seed: int = 0
+    curve: tuple[float, ...] = ()
+
+
+# The proxy settings of a search trial (search.trial.TrialSettings' defaults): 2 epochs at batch 32, AdamW
+# 3e-3, BN re-estimated on 5 batches, scored on the validation split.
+PROXY_BASE = dict(epochs=2.0, batch_size=32, lr=3e-3, bn_recalibration_batches=5)
+# The CIFAR-10 proxy: those settings on a 5,000-image class-balanced training subset (the long
+# schedule's images) and 2,000 validation images from the rest of the training set.
+CIFAR_PROXY = dict(PROXY_BASE, train_images=5000, eval_images=2000)
 
 
 def kinds() -> dict[str, Kind]:
     """The kinds the report uses."""
-    from train.recipes import LONG_SCHEDULE
+    from train.recipes import LONG_SCHEDULE, Recipe
 
     return {k.name: k for k in (
         Kind("long", "cifar10", LONG_SCHEDULE),
+        Kind("cifar10-e1", "cifar10", Recipe(name="cifar10-e1", **{**CIFAR_PROXY, "epochs": 1.0})),
+        Kind("cifar10-e2", "cifar10", Recipe(name="cifar10-e2", **CIFAR_PROXY), curve=(0.5, 1.0, 1.5)),
     )}
 
-
-PROXY_BASE = dict(epochs=2.0, batch_size=32, lr=3e-3, bn_recalibration_batches=5)
 
 
 def kind_named(name: str) -> Kind:
@@ -151,15 +161,21 @@ def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
     from space.cost import cost
     from space.proxy import proxy_spec
     from space.searchspace import get_space
-    from train.recipes import train_with_recipe
+    from train.recipes import start_training
 
     data = data_for(kind, cifar)
     tokens = network_tokens(i)
     spec = get_space(SPACE).decode(tokens, **data.spec_kwargs())
     trained, plan = proxy_spec(spec, data.resolution)
     load0, start = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    result = {**train_with_recipe(build_model(trained), data, kind.recipe, seed=kind.seed).to_dict(),
-              "proxy": plan.to_dict()}
+    run = start_training(build_model(trained), data, kind.recipe, seed=kind.seed)
+    curve = []
+    for epochs in kind.curve:
+        run.advance(run.steps_for(epochs))
+        acc, loss = run.score(kind.recipe.eval_split)
+        curve.append({"epochs": run.epochs, "steps": run.step, "accuracy": acc, "eval_loss": loss,
+                      "seconds": run.seconds})
+    result = {**run.finish(kind.recipe.eval_split).to_dict(), "proxy": plan.to_dict(), "curve": curve}
     return {
         "format": RECORD_FORMAT, "kind": kind.name, "network": i, "space": SPACE,
         "tokens": "-".join(map(str, tokens)), "seed": kind.seed, "split_seed": SPLIT_SEED,
@@ -171,7 +187,7 @@ def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
 
 
 def write_record(path: Path, doc: dict[str, Any]) -> None:
-    from space.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
@@ -201,6 +217,219 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- the report --------------------------------------------------------------------------------------
+
+TARGET_MS = 15.0
+TUNING_NETWORKS = range(100, 200)  # networks the digits settings were chosen on; never in the report
+
+
+def load_records(kind: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for p in sorted((RECORDS / kind).glob("net_*.json")):
+        doc = json.loads(p.read_text())
+        out[int(doc["network"])] = doc
+    return out
+
+
+def latencies(networks: list[int]) -> dict[int, float]:
+    """Predicted latency (ms, ``local-cpu`` predictor, 224x224, 10 classes, 3 channels) of each network's
+    deployment network, kept in ``latency.json`` beside the records so that a later report scores alike."""
+    path = RECORDS / "latency.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"ms": {}}
+    missing = [i for i in networks if str(i) not in doc["ms"]]
+    if missing:
+        from latency import load_predictor
+        from space.searchspace import get_space
+
+        pred = load_predictor("local-cpu", SPACE, 224, build_if_missing=False, progress=False)
+        sp = get_space(SPACE)
+        for i in missing:
+            doc["ms"][str(i)] = float(pred.predict(sp.decode(network_tokens(i), resolution=224, num_classes=10,
+                                                             in_channels=3)))
+        doc["predictor"] = {"device": "local-cpu", "space": SPACE, "resolution": 224, "num_classes": 10,
+                            "in_channels": 3, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        write_record(path, doc)
+    return {i: doc["ms"][str(i)] for i in networks}
+
+
+def reward_of(acc: float, ms: float) -> float:
+    from search.reward import reward
+
+    return reward(acc, ms, TARGET_MS)
+
+
+def ranks(x: list[float], y: list[float]) -> dict[str, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    return {"kendall": float(kendalltau(x, y).statistic), "spearman": float(spearmanr(x, y).statistic)}
+
+
+def fidelity(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, float]) -> dict[str, Any]:
+    """Rank agreement of a proxy kind with the long schedule, on the networks both trained."""
+    import numpy as np
+
+    nets = sorted(set(proxy) & set(long))
+    pa = [proxy[i]["result"]["accuracy"] for i in nets]
+    la = [long[i]["result"]["accuracy"] for i in nets]
+    pr = [reward_of(a, lat[i]) for a, i in zip(pa, nets)]
+    lr = [reward_of(a, lat[i]) for a, i in zip(la, nets)]
+    secs = [proxy[i]["result"]["seconds"] for i in nets]
+    return {"networks": len(nets), "accuracy": ranks(pa, la) if len(nets) > 2 else None,
+            "reward": ranks(pr, lr) if len(nets) > 2 else None,
+            "proxy_accuracy": [min(pa, default=np.nan), float(np.median(pa)) if pa else np.nan, max(pa, default=np.nan)],
+            "seconds_median": float(np.median(secs)) if secs else np.nan,
+            "loadavg": [min((proxy[i]["loadavg_1m"][0] for i in nets), default=np.nan),
+                        max((proxy[i]["loadavg_1m"][1] for i in nets), default=np.nan)]}
+
+
+def seed_noise(kind_a: str, kind_b: str) -> dict[str, Any] | None:
+    """Two training seeds of one proxy setting on the same networks: how well the setting tells networks
+    apart (spread between networks vs the seed-to-seed difference and the validation split's standard error)."""
+    import numpy as np
+
+    a, b = load_records(kind_a), load_records(kind_b)
+    nets = sorted(set(a) & set(b))
+    if len(nets) < 3:
+        return None
+    xa = np.array([a[i]["result"]["accuracy"] for i in nets])
+    xb = np.array([b[i]["result"]["accuracy"] for i in nets])
+    n_val = a[nets[0]]["data"]["val"]
+    mean = (xa + xb) / 2
+    seed_sd = float(np.sqrt(np.mean((xa - xb) ** 2) / 2))  # per-run standard deviation from pairs
+    se = float(np.sqrt(np.mean(mean * (1 - mean)) / n_val))
+    return {"networks": len(nets), "val_images": n_val, "accuracy_range": [float(mean.min()), float(mean.max())],
+            "between_sd": float(np.std(mean, ddof=1)), "seed_sd": seed_sd, "val_se": se,
+            "kendall_seed_to_seed": ranks(list(xa), list(xb))["kendall"],
+            "seconds_median": float(np.median([a[i]["result"]["seconds"] for i in nets]))}
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def replay_asha(curves: dict[int, list[tuple[float, float, float]]], order: list[int], grace: float, rf: float,
+                max_t: float, concurrency: int) -> dict[int, float]:
+    """Ray Tune's ``AsyncHyperBandScheduler`` deciding on recorded learning curves.
+
+    ``curves[i]`` lists (epochs, reward, seconds) of network ``i``, the last at ``max_t``. Networks are
+    proposed in ``order`` to ``concurrency`` workers; each reports at the scheduler's rungs and at the end,
+    at the time its curve says. Returns the epochs each network trained before it stopped or finished.
+    """
+    import heapq
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    sched = AsyncHyperBandScheduler(time_attr="epochs", metric="reward", mode="max", max_t=max_t,
+                                    grace_period=grace, reduction_factor=rf)
+    rungs = sorted(m for m, _ in sched._brackets[0]._rungs if m < max_t) + [max_t]
+    todo, events, trained = list(order), [], {}
+
+    def start(now: float) -> None:
+        if todo:
+            i = todo.pop(0)
+            sched.on_trial_add(None, _Trial(str(i)))
+            points = [p for p in curves[i] if any(abs(p[0] - r) < 1e-6 for r in rungs)]
+            heapq.heappush(events, (now + points[0][2], i, 0, points))
+
+    for _ in range(concurrency):
+        start(0.0)
+    while events:
+        now, i, k, points = heapq.heappop(events)
+        epochs, rew, secs = points[k]
+        decision = sched.on_trial_result(None, _Trial(str(i)), {"epochs": epochs, "reward": rew})
+        if decision == TrialScheduler.STOP or k == len(points) - 1:
+            trained[i] = epochs
+            sched.on_trial_complete(None, _Trial(str(i)), {"epochs": epochs, "reward": rew})
+            start(now)
+        else:
+            heapq.heappush(events, (now + points[k + 1][2] - secs, i, k + 1, points))
+    return trained
+
+
+def asha_report(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, float], grace: float, rf: float,
+                orders: int = 50, concurrency: int = 2) -> dict[str, Any]:
+    """ASHA on the CIFAR-10 proxy's learning curves against full trials, over random proposal orders."""
+    import numpy as np
+
+    nets = sorted(set(proxy) & set(long))
+    max_t = proxy[nets[0]]["recipe"]["epochs"]
+    curves = {}
+    for i in nets:
+        r = proxy[i]["result"]
+        pts = [(c["epochs"], reward_of(c["accuracy"], lat[i]), c["seconds"]) for c in r["curve"]]
+        curves[i] = pts + [(max_t, reward_of(r["accuracy"], lat[i]), r["seconds"])]
+    final = {i: curves[i][-1][1] for i in nets}
+    long_reward = {i: reward_of(long[i]["result"]["accuracy"], lat[i]) for i in nets}
+    top = sorted(nets, key=lambda i: -long_reward[i])[:max(1, len(nets) // 4)]
+    full_best = max(nets, key=lambda i: final[i])
+    rng = np.random.default_rng(0)
+    fractions, same, stopped_top, best_long = [], 0, [], []
+    for _ in range(orders):
+        order = list(rng.permutation(nets))
+        trained = replay_asha(curves, [int(i) for i in order], grace, rf, max_t, concurrency)
+        finished = [i for i in nets if trained[i] >= max_t - 1e-9]
+        pick = max(finished, key=lambda i: final[i])
+        fractions.append(sum(trained.values()) / (max_t * len(nets)))
+        same += long_reward[pick] >= long_reward[full_best] - 1e-12
+        best_long.append(long_reward[pick])
+        stopped_top.append(sum(trained[i] < max_t - 1e-9 for i in top))
+    return {"networks": len(nets), "grace_epochs": grace, "reduction_factor": rf, "orders": orders,
+            "compute_fraction": [float(np.min(fractions)), float(np.median(fractions)), float(np.max(fractions))],
+            "same_best_long_reward": same / orders, "full_best_long_reward": long_reward[full_best],
+            "asha_best_long_reward_median": float(np.median(best_long)),
+            "best_long_reward_any": max(long_reward.values()), "top_quarter": len(top),
+            "top_quarter_stopped_mean": float(np.mean(stopped_top)), "top_quarter_stopped_max": int(max(stopped_top))}
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    long = {i: d for i, d in load_records("long").items() if i not in TUNING_NETWORKS}
+    proxies = [k for k in args.proxies if load_records(k)]
+    nets = sorted(set(long).union(*(load_records(k) for k in proxies)) - set(TUNING_NETWORKS))
+    lat = latencies(nets)
+    out: dict[str, Any] = {"long_networks": len(long), "fidelity": {}, "seed_noise": {}, "asha": []}
+    for k in proxies:
+        out["fidelity"][k] = fidelity(load_records(k), long, lat)
+    for a, b in args.seed_pairs:
+        res = seed_noise(a, b)
+        if res:
+            out["seed_noise"][f"{a} vs {b}"] = res
+    asha_src = load_records(args.asha_kind)
+    if len(set(asha_src) & set(long)) >= 4:
+        for grace, rf in args.asha:
+            out["asha"].append(asha_report(asha_src, long, lat, grace, rf))
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"long schedule: {len(long)} networks")
+    print(f"{'proxy':<24} {'n':>3} {'tau acc':>8} {'rho acc':>8} {'tau rew':>8} {'rho rew':>8} {'s/trial':>8}")
+    for k, f in out["fidelity"].items():
+        if f["accuracy"]:
+            print(f"{k:<24} {f['networks']:>3} {f['accuracy']['kendall']:8.3f} {f['accuracy']['spearman']:8.3f} "
+                  f"{f['reward']['kendall']:8.3f} {f['reward']['spearman']:8.3f} {f['seconds_median']:8.0f}")
+    for k, v in out["seed_noise"].items():
+        print(f"{k}: n={v['networks']}, between-network sd {v['between_sd']:.3f}, seed sd {v['seed_sd']:.3f}, "
+              f"val SE {v['val_se']:.3f}, seed-to-seed tau {v['kendall_seed_to_seed']:.2f}, "
+              f"{v['seconds_median']:.0f} s/trial")
+    for a in out["asha"]:
+        print(f"ASHA grace {a['grace_epochs']:g} rf {a['reduction_factor']:g} on {a['networks']} networks, "
+              f"{a['orders']} orders: compute {a['compute_fraction'][1]:.2f} of full trials "
+              f"({a['compute_fraction'][0]:.2f}-{a['compute_fraction'][2]:.2f}), same best long-schedule reward in "
+              f"{a['same_best_long_reward']:.0%} of orders, stopped {a['top_quarter_stopped_mean']:.2f} of the "
+              f"{a['top_quarter']} top-quarter networks on average (at most {a['top_quarter_stopped_max']})")
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    a, _, b = text.partition(":")
+    return a, b
+
+
+def _asha(text: str) -> tuple[float, float]:
+    g, _, rf = text.partition(":")
+    return float(g), float(rf)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -209,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--networks", default="0-23", help="network indices, e.g. 0-23 or 0-5,9")
     t.add_argument("--data", default=DEFAULT_CIFAR, help="extracted CIFAR-10 ImageFolder (train/ and test/)")
     t.set_defaults(func=cmd_train)
+    r = sub.add_parser("report", help="rank fidelity, seed noise and ASHA's decisions from the records")
+    r.add_argument("--proxies", nargs="+", default=["digits", "cifar10-e1", "cifar10-e2"])
+    r.add_argument("--seed-pairs", nargs="*", type=_pair, default=[], metavar="KIND_A:KIND_B")
+    r.add_argument("--asha-kind", default="cifar10-e2")
+    r.add_argument("--asha", nargs="*", type=_asha, default=[(0.5, 3.0), (0.5, 2.0)], metavar="GRACE:RF")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_report)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from common.errors import UserError
+from space.proxy import DEFAULT_MIN_MAP
 
 SELECT_RULES = ("ratio", "accuracy")
 
@@ -35,6 +36,7 @@ class NetAdaptConfig:
     measure_iterations: bool = True
     augment: bool = False
     eval_limit: int | None = None
+    proxy_min_map: int = DEFAULT_MIN_MAP  # trained and scored as the search's proxy network (space.proxy)
     address: str | None = None    # a running Ray cluster for the proposals (None: start a local Ray)
 
     def check(self) -> None:

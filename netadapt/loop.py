@@ -29,7 +29,7 @@ from netadapt.config import NetAdaptConfig
 from netadapt.outputs import HISTORY_COLUMNS, PROPOSAL_COLUMNS, frame, plot_progress, read_rows, write_csv, write_json
 from netadapt.proposals import Proposal, make_proposals, smallest_network
 from netadapt.resource import predict_ms
-from netadapt.runner import ProposalRunner, first_line
+from netadapt.runner import ProposalRunner, first_line, model_for_data
 from space.archspec import ArchSpec
 
 
@@ -92,7 +92,6 @@ class NetAdaptRun:
 
     def start(self, seed_spec: ArchSpec, seed_state: dict[str, torch.Tensor] | None) -> RunState:
         """Prepare iteration 0 from the seed: train it if it has no weights, check the target."""
-        from space.builder import build_model
         from train.loop import evaluate, train_model
         from train.weights import check_fits, save_weights
 
@@ -100,7 +99,7 @@ class NetAdaptRun:
         seed_pred, target = self.resolve_target(seed_spec)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)  # the seed's initial weights, when it has to be trained
-            model = build_model(seed_spec)
+            model = model_for_data(seed_spec, self.data, cfg.proxy_min_map)
         if seed_state is None:
             self.log(f"seed has no weights: training it for {cfg.seed_epochs:g} epochs first")
             r = train_model(model, self.data, epochs=cfg.seed_epochs, lr=cfg.seed_lr, optimizer=cfg.optimizer,
@@ -148,7 +147,8 @@ class NetAdaptRun:
         cfg = self.config
         spec, state = self._current(st)
         ft = {"steps": cfg.steps, "lr": cfg.lr, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
-              "threads": cfg.threads, "augment": cfg.augment, "eval_limit": cfg.eval_limit}
+              "threads": cfg.threads, "augment": cfg.augment, "eval_limit": cfg.eval_limit,
+              "proxy_min_map": cfg.proxy_min_map}
         with ProposalRunner(cfg.workers, self.data, cfg.address) as runner:
             while st.phase == "adapt":
                 if st.predicted_ms <= st.target_ms:
@@ -262,13 +262,12 @@ class NetAdaptRun:
     def finish(self, st: RunState) -> dict[str, Any]:
         """Long-term fine-tune, final files, measured vs predicted latency; returns the summary."""
         from export.onnx import export_onnx
-        from space.builder import build_model
         from train.loop import evaluate, train_model
         from train.weights import save_weights
 
         cfg = self.config
         spec, state = self._current(st)
-        model = build_model(spec)
+        model = model_for_data(spec, self.data, cfg.proxy_min_map)
         model.load_state_dict(state)
         if cfg.final_epochs:
             self.log(f"long-term fine-tune: {cfg.final_epochs:g} epochs")
@@ -282,7 +281,7 @@ class NetAdaptRun:
         from train.weights import load_weights
 
         seed_state = load_weights(self.ckpt(0)[1])
-        seed_model = build_model(seed_spec)
+        seed_model = model_for_data(seed_spec, self.data, cfg.proxy_min_map)
         seed_model.load_state_dict(seed_state)
         seed_test = evaluate(seed_model, self.data, "test", limit=cfg.eval_limit)
 

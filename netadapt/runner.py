@@ -15,23 +15,32 @@ from netadapt.groups import group_by_name
 from netadapt.proposals import Proposal
 from netadapt.surgery import shrink
 from space.archspec import ArchSpec
+from space.proxy import DEFAULT_MIN_MAP, proxy_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def model_for_data(spec: ArchSpec, data, min_map: int = DEFAULT_MIN_MAP) -> torch.nn.Module:
+    """The network trained and scored on ``data``: ``spec``'s proxy network at the data's resolution
+    (:func:`space.proxy.proxy_spec`, as the search trained it). Its weights are the deployment network's."""
+    from space.builder import build_model
+
+    return build_model(proxy_spec(spec, data.resolution, min_map)[0])
+
+
 def evaluate_proposal(spec: ArchSpec, state: dict[str, torch.Tensor], group: str, channels: int, data,
                       steps: int, lr: float, optimizer: str, batch_size: int, seed: int, threads: int,
-                      augment: bool = False, eval_limit: int | None = None) -> dict[str, Any]:
+                      augment: bool = False, eval_limit: int | None = None,
+                      proxy_min_map: int = DEFAULT_MIN_MAP) -> dict[str, Any]:
     """Trim ``group`` of ``spec`` to ``channels``, fine-tune ``steps`` steps, return accuracies and
     the new weights."""
     from common.ray_cluster import node_id
-    from space.builder import build_model
     from train.loop import evaluate, train_model
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
     new_spec, new_state, _ = shrink(spec, state, group_by_name(spec, group), channels)
-    model = build_model(new_spec)
+    model = model_for_data(new_spec, data, proxy_min_map)
     model.load_state_dict(new_state)
     acc_before = evaluate(model, data, "val", limit=eval_limit)
     if steps:

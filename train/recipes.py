@@ -60,12 +60,16 @@ def load_recipe_data(source: str, recipe: Recipe, seed: int = 0, progress: bool 
                      train_resolution=recipe.resolution, progress=progress, **split)
 
 
+def start_training(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None):
+    """A :class:`train.loop.Training` of ``model`` on ``data`` as ``recipe`` says, ready to advance."""
+    from train.loop import Training
+
+    return Training(model, data, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
+                    optimizer=recipe.optimizer, weight_decay=recipe.weight_decay,
+                    label_smoothing=recipe.label_smoothing, augment=recipe.augment, seed=seed,
+                    bn_recalibration_batches=recipe.bn_recalibration_batches, progress=progress)
+
+
 def train_with_recipe(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None):
     """Train ``model`` (in place) on ``data`` as ``recipe`` says; returns the :class:`train.loop.TrainResult`."""
-    from train.loop import train_model
-
-    return train_model(model, data, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                       optimizer=recipe.optimizer, weight_decay=recipe.weight_decay,
-                       label_smoothing=recipe.label_smoothing, augment=recipe.augment, seed=seed,
-                       eval_split=recipe.eval_split, bn_recalibration_batches=recipe.bn_recalibration_batches,
-                       progress=progress)
+    return start_training(model, data, recipe, seed, progress).finish(recipe.eval_split)
