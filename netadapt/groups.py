@@ -14,8 +14,9 @@ output is the first bottleneck, and the head's 1x1 conv and FC layer are groups 
 
 A group lists the *axes* it cuts: each axis is a (state_dict key, dimension) of a tensor that
 carries those channels, flagged when it is the filter that produces them (its L2 norm ranks the
-channels). The SE squeeze channels of a trimmed expansion shrink along with it (their own axis)
-so that SE keeps its share of the block's cost.
+channels). The blocks describe their own axes (``channel_axes`` in :mod:`space.blocks`); a group
+only names the blocks and roles involved. The SE squeeze channels of a trimmed expansion shrink
+along with it (their own axis) so that SE keeps its share of the block's cost.
 """
 
 from __future__ import annotations
@@ -23,22 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from space.archspec import ArchSpec, Layer
-
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One tensor dimension that carries a group's channels."""
-
-    key: str
-    dim: int
-    producer: bool = False  # the conv/linear whose filters create these channels
+from space.blocks import Axis, ClassifierHead, StemConv, layer_axes
 
 
 @dataclass(frozen=True)
 class Group:
-    """A set of channels trimmed together, with the state_dict axes that carry them."""
+    """A set of channels trimmed together; :func:`group_axes` lists the state_dict axes that carry them."""
 
     name: str
     kind: str                 # "chain" | "exp" | "head_conv" | "head_fc"
@@ -56,73 +47,27 @@ class Group:
         return spec.head.fc_ch
 
 
-def _bn(prefix: str) -> list[Axis]:
-    return [Axis(f"{prefix}.{k}", 0) for k in BN_KEYS]
+def _stem_out(spec: ArchSpec) -> list[Axis]:
+    return [a.under("stem") for a in StemConv.channel_axes(spec.stem)["out"]]
 
 
-def _se(prefix: str) -> list[Axis]:
-    # SE acting on these channels: fc1 reads them (dim 1), fc2 writes them (dim 0, and its bias).
-    return [Axis(f"{prefix}.fc1.weight", 1), Axis(f"{prefix}.fc2.weight", 0), Axis(f"{prefix}.fc2.bias", 0)]
+def _layer(spec: ArchSpec, i: int, role: str) -> list[Axis]:
+    return [a.under(f"blocks.{i}") for a in layer_axes(spec.layers[i]).get(role, [])]
 
 
-def se_squeeze_axes(i: int) -> list[Axis]:
+def _head(spec: ArchSpec, role: str) -> list[Axis]:
+    return [a.under("head") for a in ClassifierHead.channel_axes(spec.head)[role]]
+
+
+def se_squeeze_axes(spec: ArchSpec, i: int) -> list[Axis]:
     """The squeeze channels of layer i's SE module."""
-    p = f"blocks.{i}.se"
-    return [Axis(f"{p}.fc1.weight", 0, producer=True), Axis(f"{p}.fc1.bias", 0), Axis(f"{p}.fc2.weight", 1)]
+    return _layer(spec, i, "se")
 
 
 def tensor_axes(spec: ArchSpec, t: int) -> list[Axis]:
-    """Axes carrying feature map ``t``'s channels: its producer and every consumer."""
-    axes: list[Axis] = []
-    if t == 0:
-        axes += [Axis("stem.conv.weight", 0, producer=True), *_bn("stem.bn1")]
-    else:
-        layer, p = spec.layers[t - 1], f"blocks.{t - 1}"
-        if layer.op == "conv":
-            axes += [Axis(f"{p}.conv.weight", 0, producer=True), *_bn(f"{p}.bn1")]
-            if layer.se_ch:
-                axes += _se(f"{p}.se")
-        elif layer.op == "dwconv":
-            axes += [Axis(f"{p}.conv_pw.weight", 0, producer=True), *_bn(f"{p}.bn2")]
-        else:
-            axes += [Axis(f"{p}.conv_pwl.weight", 0, producer=True), *_bn(f"{p}.bn3")]
-    # The consumer: the next layer, or the head.
-    if t < len(spec.layers):
-        nxt, p = spec.layers[t], f"blocks.{t}"
-        if nxt.op == "conv":
-            axes.append(Axis(f"{p}.conv.weight", 1))
-        elif nxt.op == "dwconv":
-            # A depthwise-separable layer works on its input's channels throughout.
-            axes += [Axis(f"{p}.conv_dw.weight", 0), *_bn(f"{p}.bn1"), Axis(f"{p}.conv_pw.weight", 1)]
-            if nxt.se_ch:
-                axes += _se(f"{p}.se")
-        else:
-            axes.append(Axis(f"{p}.conv_pw.weight", 1))
-    elif spec.head.conv_ch:
-        axes.append(Axis("head.conv.weight", 1))
-    elif spec.head.fc_ch:
-        axes.append(Axis("head.fc.weight", 1))
-    else:
-        axes.append(Axis("head.classifier.weight", 1))
-    return axes
-
-
-def exp_axes(spec: ArchSpec, i: int) -> list[Axis]:
-    p = f"blocks.{i}"
-    axes = [Axis(f"{p}.conv_pw.weight", 0, producer=True), *_bn(f"{p}.bn1"), Axis(f"{p}.conv_dw.weight", 0),
-            *_bn(f"{p}.bn2"), Axis(f"{p}.conv_pwl.weight", 1)]
-    if spec.layers[i].se_ch:
-        axes += _se(f"{p}.se")
-    return axes
-
-
-def head_conv_axes(spec: ArchSpec) -> list[Axis]:
-    nxt = "head.fc.weight" if spec.head.fc_ch else "head.classifier.weight"
-    return [Axis("head.conv.weight", 0, producer=True), *_bn("head.bn1"), Axis(nxt, 1)]
-
-
-def head_fc_axes(spec: ArchSpec) -> list[Axis]:
-    return [Axis("head.fc.weight", 0, producer=True), Axis("head.fc.bias", 0), Axis("head.classifier.weight", 1)]
+    """Axes carrying feature map ``t``'s channels: its producer and its consumer (the next layer, or the head)."""
+    axes = _stem_out(spec) if t == 0 else _layer(spec, t - 1, "out")
+    return axes + (_layer(spec, t, "in") if t < len(spec.layers) else _head(spec, "in"))
 
 
 def chains(spec: ArchSpec) -> list[tuple[int, ...]]:
@@ -164,10 +109,8 @@ def group_axes(spec: ArchSpec, group: Group) -> list[Axis]:
     if group.kind == "chain":
         return [a for t in group.tensors for a in tensor_axes(spec, t)]
     if group.kind == "exp":
-        return exp_axes(spec, group.layers[0])
-    if group.kind == "head_conv":
-        return head_conv_axes(spec)
-    return head_fc_axes(spec)
+        return _layer(spec, group.layers[0], "exp")
+    return _head(spec, "conv" if group.kind == "head_conv" else "fc")
 
 
 def se_after_trim(se_ch: int, old_ch: int, new_ch: int) -> int:

@@ -65,7 +65,7 @@ def shrink(spec: ArchSpec, state: Mapping[str, torch.Tensor], group: Group, n: i
     new_spec = with_channels(spec, group, n)
     kept = {group.name: keep}
     for i in se_layers_changed(spec, new_spec):
-        sq = se_squeeze_axes(i)
+        sq = se_squeeze_axes(new_spec, i)
         kept[f"se{i}"] = keep_indices(new_state, sq, new_spec.layers[i].se_ch)
         slice_axes(new_state, sq, kept[f"se{i}"])
     return new_spec, new_state, kept

@@ -1,8 +1,10 @@
 """The building blocks a network is made of, one small class per ArchSpec op.
 
 Each block names its parts the same way (``conv_pw``, ``bn1``, ``conv_dw``, ``bn2``, ``se``,
-``conv_pwl``, ``bn3``) so that channel surgery (NetAdapt) and weight transfer can address them
-by name whatever the op. Activations, the SE gate and BatchNorm come in as layer constructors
+``conv_pwl``, ``bn3``), and describes its own channel axes (``channel_axes``: which dimension of
+which of its tensors carries its input, output, expansion and SE squeeze channels, much as timm's
+``feature_info`` describes a model's feature maps), so that channel surgery (NetAdapt) needs no
+parameter paths of its own. Activations, the SE gate and BatchNorm come in as layer constructors
 (``act_layer``, ``gate_layer``, ``norm_layer``), resolved once from the spec by :class:`Parts`.
 """
 
@@ -41,6 +43,44 @@ class Parts:
     @classmethod
     def make(cls, se_gate: str = "hsigmoid", bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM) -> Parts:
         return cls(GATES[se_gate], partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum))
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of one tensor that carries a set of channels; ``key`` is the state_dict key
+    relative to the block that owns the tensor."""
+
+    key: str
+    dim: int
+    producer: bool = False  # the conv/linear whose filters create these channels
+    scale: bool = False     # the BatchNorm scale (gamma) right after that producer
+
+    def under(self, prefix: str) -> Axis:
+        """The same axis with its key prefixed by the block's name in the network."""
+        return Axis(f"{prefix}.{self.key}", self.dim, self.producer, self.scale)
+
+
+# The roles a block's channel axes play (keys of ``channel_axes``):
+#   "in"   the tensors that read the block's input channels
+#   "out"  the filter that produces its output channels, and everything that follows it on them
+#   "exp"  an inverted residual's expansion channels (expand, depthwise, SE, projection input)
+#   "se"   the squeeze channels of the block's SE module
+AxisMap = dict[str, list[Axis]]
+
+
+def _bn_axes(name: str) -> list[Axis]:
+    return [Axis(f"{name}.{k}", 0, scale=k == "weight") for k in ("weight", "bias", "running_mean", "running_var")]
+
+
+def _excited_axes() -> list[Axis]:
+    # The channels an SE module acts on: fc1 reads them (dim 1), fc2 writes them (dim 0, and its bias).
+    return [Axis("se.fc1.weight", 1), Axis("se.fc2.weight", 0), Axis("se.fc2.bias", 0)]
+
+
+def _squeeze_axes(layer: Layer) -> AxisMap:
+    if not layer.se_ch:
+        return {}
+    return {"se": [Axis("se.fc1.weight", 0, producer=True), Axis("se.fc1.bias", 0), Axis("se.fc2.weight", 1)]}
 
 
 def act_layer(name: str) -> nn.Module:
@@ -85,6 +125,10 @@ class StemConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv(x)))
 
+    @staticmethod
+    def channel_axes(stem: Stem) -> AxisMap:
+        return {"out": [Axis("conv.weight", 0, producer=True), *_bn_axes("bn1")]}
+
 
 def _se(ch: int, spec: Layer, parts: Parts) -> nn.Module:
     return SqueezeExcite(ch, spec.se_ch, parts.gate_layer) if spec.se_ch else nn.Identity()
@@ -105,6 +149,12 @@ class ConvLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.act1(self.bn1(self.conv(x))))
         return x + y if self.has_residual else y
+
+    @staticmethod
+    def channel_axes(layer: Layer) -> AxisMap:
+        # The SE module acts on the conv's output channels.
+        out = [Axis("conv.weight", 0, producer=True), *_bn_axes("bn1"), *(_excited_axes() if layer.se_ch else [])]
+        return {"in": [Axis("conv.weight", 1)], "out": out, **_squeeze_axes(layer)}
 
 
 class DepthwiseSeparable(nn.Module):
@@ -129,6 +179,14 @@ class DepthwiseSeparable(nn.Module):
         y = self.se(self.act1(self.bn1(self.conv_dw(x))))
         y = self.act2(self.bn2(self.conv_pw(y)))
         return x + y if self.has_residual else y
+
+    @staticmethod
+    def channel_axes(layer: Layer) -> AxisMap:
+        # The depthwise conv (and its SE) work on the input's channels throughout.
+        inp = [Axis("conv_dw.weight", 0), *_bn_axes("bn1"), *(_excited_axes() if layer.se_ch else []),
+               Axis("conv_pw.weight", 1)]
+        return {"in": inp, "out": [Axis("conv_pw.weight", 0, producer=True), *_bn_axes("bn2")],
+                **_squeeze_axes(layer)}
 
 
 class InvertedResidual(nn.Module):
@@ -155,6 +213,13 @@ class InvertedResidual(nn.Module):
         y = self.se(self.act2(self.bn2(self.conv_dw(y))))
         y = self.bn3(self.conv_pwl(y))
         return x + y if self.has_residual else y
+
+    @staticmethod
+    def channel_axes(layer: Layer) -> AxisMap:
+        exp = [Axis("conv_pw.weight", 0, producer=True), *_bn_axes("bn1"), Axis("conv_dw.weight", 0),
+               *_bn_axes("bn2"), *(_excited_axes() if layer.se_ch else []), Axis("conv_pwl.weight", 1)]
+        return {"in": [Axis("conv_pw.weight", 1)], "exp": exp,
+                "out": [Axis("conv_pwl.weight", 0, producer=True), *_bn_axes("bn3")], **_squeeze_axes(layer)}
 
 
 class ClassifierHead(nn.Module):
@@ -189,9 +254,27 @@ class ClassifierHead(nn.Module):
             x = self.act2(self.fc(x))
         return self.classifier(self.dropout(x))
 
+    @staticmethod
+    def channel_axes(head: Head) -> AxisMap:
+        """``in``: what reads the body's output; ``conv`` and ``fc``: the channels of the 1x1 conv and
+        of the FC layer, each with the layer that reads them."""
+        readers = [name for name, present in (("conv", head.conv_ch), ("fc", head.fc_ch), ("classifier", True))
+                   if present]
+        axes: AxisMap = {"in": [Axis(f"{readers[0]}.weight", 1)]}
+        if head.conv_ch:
+            axes["conv"] = [Axis("conv.weight", 0, producer=True), *_bn_axes("bn1"), Axis(f"{readers[1]}.weight", 1)]
+        if head.fc_ch:
+            axes["fc"] = [Axis("fc.weight", 0, producer=True), Axis("fc.bias", 0), Axis("classifier.weight", 1)]
+        return axes
 
-BLOCKS: dict[str, type[nn.Module]] = {
+
+BLOCKS: dict[str, type[ConvLayer | DepthwiseSeparable | InvertedResidual]] = {
     "conv": ConvLayer,
     "dwconv": DepthwiseSeparable,
     "mbconv": InvertedResidual,
 }
+
+
+def layer_axes(layer: Layer) -> AxisMap:
+    """The channel axes of the block that builds ``layer`` (see :class:`Axis` for the roles)."""
+    return BLOCKS[layer.op].channel_axes(layer)

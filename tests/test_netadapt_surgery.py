@@ -9,6 +9,7 @@ import torch
 from netadapt.groups import chains, channel_steps, group_axes, proposal_groups, se_after_trim, with_channels
 from netadapt.surgery import channel_importance, shrink
 from space.archspec import ArchSpec, Head, Layer, Stem
+from space.blocks import ClassifierHead, StemConv, layer_axes
 from space.builder import build_model
 from space.references import reference
 from train.weights import check_fits
@@ -116,6 +117,29 @@ def test_groups_of_a_network():
     groups = proposal_groups(v3)
     assert sum(g.kind == "exp" for g in groups) == sum(layer.op == "mbconv" for layer in v3.layers)
     assert {g.kind for g in groups} == {"chain", "exp", "head_conv", "head_fc"}
+
+
+def test_blocks_describe_their_channel_axes():
+    """Every axis a block lists names one of its tensors with that many channels on that dimension,
+    and every tensor of a block is on some axis (the classifier's bias only carries classes)."""
+    spec = rich_spec()
+    model = build_model(spec)
+    parts = [(model.stem, StemConv.channel_axes(spec.stem), {"out": spec.stem.out_ch}),
+             (model.head, ClassifierHead.channel_axes(spec.head),
+              {"in": spec.body_ch, "conv": spec.head.conv_ch, "fc": spec.head.fc_ch})]
+    parts += [(block, layer_axes(layer), {"in": layer.in_ch, "out": layer.out_ch, "exp": layer.exp_ch,
+                                          "se": layer.se_ch})
+              for block, layer in zip(model.blocks, spec.layers)]
+    for module, axes, channels in parts:
+        state = module.state_dict()
+        for role, role_axes in axes.items():
+            assert sum(a.producer for a in role_axes) == (role != "in"), (role, role_axes)
+            for a in role_axes:
+                assert state[a.key].shape[a.dim] == channels[role], (type(module).__name__, role, a)
+        covered = {a.key for role_axes in axes.values() for a in role_axes}
+        assert set(state) - covered <= {k for k in state if k.endswith("num_batches_tracked")} | {"classifier.bias"}
+    assert {frozenset(layer_axes(layer)) for layer in spec.layers} == {
+        frozenset({"in", "out", "se"}), frozenset({"in", "exp", "out", "se"}), frozenset({"in", "exp", "out"})}
 
 
 @pytest.mark.parametrize("group_name", ["stem", "out1-3", "exp1", "exp2", "exp3", "out4-5", "out6",
