@@ -2,7 +2,7 @@
 """NetAdapt vs a uniform width multiplier at matched measured latency, on CIFAR-10.
 
 For each seed: train the seed network once; (a) run NetAdapt on it to ``--target-ratio`` of its
-predicted latency; (b) shrink every channel group of the same trained seed by one multiplier
+measured latency; (b) shrink every channel group of the same trained seed by one multiplier
 alpha (filters kept by L2 norm, as NetAdapt keeps them), alpha chosen so that the predicted
 latency matches NetAdapt's result, then fine-tune it for as many steps as NetAdapt's kept
 network received (T per iteration plus the long-term fine-tune). Both are measured with
@@ -34,7 +34,7 @@ DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 def width_scaled(spec, state, alpha: float, min_channels: int | None = None):
     """Every group of ``spec`` cut to ``alpha`` of its channels (rounded to the group's channel step)."""
-    from netadapt.groups import channel_steps, proposal_groups
+    from netadapt.groups import CHANNEL_STEP, channel_steps, proposal_groups
     from netadapt.surgery import shrink
 
     for g in proposal_groups(spec):
@@ -42,8 +42,7 @@ def width_scaled(spec, state, alpha: float, min_channels: int | None = None):
         steps = channel_steps(c, min_channels)
         if not steps:
             continue
-        step = 8 if c >= 32 else 4
-        want = max(steps[-1], int(round(alpha * c / step)) * step)
+        want = max(steps[-1], int(round(alpha * c / CHANNEL_STEP)) * CHANNEL_STEP)
         if want < c:
             spec, state, _ = shrink(spec, state, g, want)
     return spec, state
@@ -81,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="NetAdapt's T")
     ap.add_argument("--final-epochs", type=float, default=2.0)
     ap.add_argument("--target-ratio", type=float, default=0.5)
-    ap.add_argument("--delta", type=float, default=0.1)
-    ap.add_argument("--decay", type=float, default=0.9)
+    ap.add_argument("--delta", type=float, default=None, help="default: NetAdaptConfig's")
+    ap.add_argument("--decay", type=float, default=None, help="default: NetAdaptConfig's")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--latency", choices=("table", "macs"), default="table",
@@ -140,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             r = train_model(model, data, epochs=args.seed_epochs, batch_size=args.batch_size, seed=seed)
             seed_state = {k: v.clone() for k, v in model.state_dict().items()}
             log(f"[seed {seed}] seed val accuracy {r.accuracy:.4f} ({r.seconds:.0f} s)")
-            cfg = NetAdaptConfig(target_ratio=args.target_ratio, delta=args.delta, decay=args.decay, steps=args.steps,
-                                 final_epochs=args.final_epochs, batch_size=args.batch_size, workers=args.workers,
-                                 seed=seed, measure_iterations=False)
+            steer = {k: v for k, v in (("delta", args.delta), ("decay", args.decay)) if v is not None}
+            cfg = NetAdaptConfig(target_ratio=args.target_ratio, steps=args.steps, final_epochs=args.final_epochs,
+                                 batch_size=args.batch_size, workers=args.workers, seed=seed, **steer)
             t0 = time.perf_counter()
             na = NetAdaptRun(out / f"netadapt-{seed}", cfg, data, predictor).run(spec, seed_state)
             na_seconds = time.perf_counter() - t0

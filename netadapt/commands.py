@@ -11,6 +11,7 @@ from pathlib import Path
 
 from common.cli_io import fraction, non_negative_float, non_negative_int, positive_float, positive_int, print_json
 from common.errors import UserError
+from netadapt.config import IMPORTANCE, NetAdaptConfig
 from space.resolve import add_width_arg
 from train.cli_args import add_data_args
 
@@ -21,26 +22,38 @@ RUN_OPTIONS = ("seed", "width", "weights", "device", "space", "resolution", "dat
                "data_limit", "eval_limit", "split_seed", "augment")
 
 
+D = NetAdaptConfig()  # the defaults the command line shows
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "netadapt", help="trim a trained network to a latency target, layer by layer (NetAdapt)",
         description="NetAdapt in MobileNetV3's variant: each iteration proposes, for every group of channels "
                     "(one block's expansion, a residual bottleneck chain, the stem, the head), the fewest filters "
-                    "to remove so that the predicted latency drops by delta_i; fine-tunes each proposal (in "
-                    "parallel as Ray tasks) and keeps the best, until the target is met; then fine-tunes longer. "
-                    "Writes results/netadapt/NAME/.")
+                    "to remove so that the latency drops by delta_i (sized by the predictor, corrected by what "
+                    "the last measurement showed); fine-tunes each proposal (in parallel as Ray tasks), keeps the "
+                    "best and measures it with onnxruntime, until the measured latency meets the target; then "
+                    "fine-tunes longer. Writes results/netadapt/NAME/.")
     p.add_argument("--seed", default=None, metavar="PATH_OR_NAME",
                    help=f"seed network: ArchSpec JSON written by the search (default results/{DEFAULT_SEED}; its weights "
                         "are read from the .pt beside it) or a reference name such as mobilenet_v3_small")
     add_width_arg(p)
     p.add_argument("--weights", default=None, help="seed weights (state_dict .pt); default: the .pt beside the seed JSON")
     t = p.add_mutually_exclusive_group()
-    t.add_argument("--target-ms", type=positive_float, default=None, help="latency target in ms (predicted)")
-    t.add_argument("--target-ratio", type=fraction, default=0.5,
-                   help="latency target as a fraction of the seed's predicted latency (default 0.5)")
-    p.add_argument("--delta", type=fraction, default=0.1,
-                   help="first iteration's latency cut as a fraction of the seed's latency (default 0.1)")
-    p.add_argument("--decay", type=fraction, default=0.9, help="delta_i = delta * decay^i (default 0.9)")
+    t.add_argument("--target-ms", type=positive_float, default=None,
+                   help="latency target in ms, measured (predicted with --no-measure-iterations)")
+    t.add_argument("--target-ratio", type=fraction, default=D.target_ratio,
+                   help=f"latency target as a fraction of the seed's measured latency (default {D.target_ratio:g})")
+    p.add_argument("--delta", type=fraction, default=D.delta,
+                   help=f"latency cut per iteration as a fraction of the seed's latency (default {D.delta:g})")
+    p.add_argument("--decay", type=fraction, default=D.decay,
+                   help=f"delta_i = delta * decay^(i-1) (default {D.decay:g})")
+    p.add_argument("--channel-step", type=positive_int, default=D.channel_step,
+                   help=f"channel counts move in multiples of this (default {D.channel_step}: onnxruntime's CPU "
+                        "kernels work in blocks of 8 channels)")
+    p.add_argument("--importance", choices=IMPORTANCE, default=D.importance,
+                   help=f"which filters survive a trim: the largest L2 norm (l2, NetAdapt) or BatchNorm scale (bn) "
+                        f"(default {D.importance})")
     p.add_argument("--steps", type=non_negative_int, default=10, metavar="T",
                    help="fine-tune steps per proposal (default 10)")
     p.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
@@ -59,10 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Ray; results are written here only (see docs/cluster.md)")
     p.add_argument("--max-iterations", type=positive_int, default=100)
     p.add_argument("--min-channels", type=positive_int, default=None,
-                   help="never trim a group below this many channels (default: one channel step, 4 or 8)")
+                   help="never trim a group below this many channels (default: one channel step)")
     p.add_argument("--train-seed", type=int, default=0, help="seed of training and fine-tuning (default 0)")
     p.add_argument("--measure-iterations", action=argparse.BooleanOptionalAction, default=True,
-                   help="measure every kept network with onnxruntime (quick, 15 runs) for history.csv")
+                   help="measure the seed and every kept network with onnxruntime and steer by it: the target, "
+                        "the stop and the size of each cut are measured (default); --no-measure-iterations steers "
+                        "by the predictor alone")
     p.add_argument("--device", default="local-cpu", help="latency table's device name (default local-cpu)")
     p.add_argument("--space", default=None,
                    help="search space whose latency table to use (default: the seed's, else mnasnet)")
@@ -232,7 +247,6 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
 
     from common.paths import results_dir
     from latency import load_predictor
-    from netadapt.config import NetAdaptConfig
     from netadapt.loop import NetAdaptRun, log
     from train.cli_args import data_from_args
 
@@ -252,7 +266,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
             target_ms=args.target_ms, target_ratio=args.target_ratio, delta=args.delta, decay=args.decay,
             steps=args.steps, select=args.select, final_epochs=args.final_epochs, seed_epochs=args.seed_epochs,
             lr=args.lr, batch_size=args.batch_size, workers=args.workers, seed=args.train_seed,
-            max_iterations=args.max_iterations, min_channels=args.min_channels,
+            max_iterations=args.max_iterations, min_channels=args.min_channels, channel_step=args.channel_step,
+            importance=args.importance,
             measure_iterations=args.measure_iterations, augment=args.augment, eval_limit=args.eval_limit,
             address=args.address,
         )
@@ -298,7 +313,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     else:
         print(f"NetAdapt {summary['seed'] or args.seed}: {summary['iterations']} iterations ({summary['stop_reason']})")
         print(f"  latency  seed {summary['seed_latency_ms']:.3f} ms -> final {summary['final_latency_ms']:.3f} ms "
-              f"measured ({summary['final_predicted_ms']:.3f} ms predicted, target {summary['target_ms']:.3f} ms, "
+              f"measured ({summary['final_predicted_ms']:.3f} ms predicted, target {summary['target_ms']:.3f} ms "
+              f"{summary['target_basis']}: {'met' if summary['target_met_measured'] else 'NOT met'} measured, "
               f"predictor error {summary['predictor_error']:.1%})")
         print(f"  accuracy seed {summary['seed_accuracy']:.4f} -> final {summary['final_accuracy']:.4f} (test split)")
         print(f"  wrote {summary['run_dir']}/ (netadapt.json, netadapt.pt, netadapt.onnx, history.csv, progress.png)")

@@ -10,6 +10,7 @@ from common.errors import UserError
 from space.proxy import DEFAULT_MIN_MAP
 
 SELECT_RULES = ("ratio", "accuracy")
+IMPORTANCE = ("l2", "bn")  # filter importance: L2 norm of the filter, or the BatchNorm scale after it
 
 
 @dataclass
@@ -18,8 +19,8 @@ class NetAdaptConfig:
 
     target_ms: float | None = None
     target_ratio: float = 0.5
-    delta: float = 0.1            # first iteration's cut, as a fraction of the seed's predicted latency
-    decay: float = 0.9
+    delta: float = 0.01           # each iteration's cut, as a fraction of the seed's (measured) latency
+    decay: float = 1.0
     steps: int = 10               # T: fine-tune steps per proposal
     select: str = "ratio"
     final_epochs: float = 5.0
@@ -33,6 +34,8 @@ class NetAdaptConfig:
     seed: int = 0
     max_iterations: int = 100
     min_channels: int | None = None
+    channel_step: int = 8         # channel counts move in multiples of this (onnxruntime's CPU blocks)
+    importance: str = "l2"        # which filters survive a trim (netadapt.surgery)
     measure_iterations: bool = True
     augment: bool = False
     eval_limit: int | None = None
@@ -48,6 +51,10 @@ class NetAdaptConfig:
             raise UserError(f"--delta {self.delta} must lie in (0, 1) (a fraction of the seed's latency)")
         if not 0 < self.decay <= 1:
             raise UserError(f"--decay {self.decay} must lie in (0, 1]")
+        if self.importance not in IMPORTANCE:
+            raise UserError(f"--importance {self.importance!r} is unknown; choose one of {', '.join(IMPORTANCE)}")
+        if self.channel_step < 1:
+            raise UserError("--channel-step must be >= 1")
         if self.select not in SELECT_RULES:
             raise UserError(f"--select {self.select!r} is unknown; choose one of {', '.join(SELECT_RULES)}")
         if self.steps < 0 or self.final_epochs < 0 or self.seed_epochs < 0:

@@ -164,11 +164,14 @@ def se_layers_changed(old: ArchSpec, new: ArchSpec) -> list[int]:
     return [i for i, (a, b) in enumerate(zip(old.layers, new.layers)) if a.se_ch != b.se_ch]
 
 
-def channel_steps(channels: int, min_channels: int | None = None) -> list[int]:
-    """Smaller channel counts a group may take, largest first: multiples of 8, or of 4 when the
-    group has fewer than 32 channels, down to one step."""
-    step = 8 if channels >= 32 else 4
-    floor = min_channels or step
+# onnxruntime's CPU convolutions compute output channels in blocks of 8: a 16 -> 12 trim saves
+# nothing measurable while 16 -> 8 halves the layer (docs/benchmarks.md, NetAdapt: channel steps).
+CHANNEL_STEP = 8
+
+
+def channel_steps(channels: int, min_channels: int | None = None, step: int = CHANNEL_STEP) -> list[int]:
+    """Smaller channel counts a group may take, largest first: multiples of ``step`` down to one step
+    (or ``min_channels``)."""
+    floor = max(min_channels or step, 1)
     top = (channels - 1) // step * step
     return [c for c in range(top, floor - 1, -step) if c >= 1]
-

@@ -11,8 +11,9 @@ import pandas as pd
 from common.atomic import atomic_write_text, save_png
 
 HISTORY_COLUMNS = (
-    "iteration", "group", "channels_before", "channels_after", "filters_removed", "delta_ms", "constraint_ms",
-    "predicted_ms", "measured_ms", "accuracy_before", "accuracy_after", "proposals", "failed", "seconds",
+    "iteration", "group", "channels_before", "channels_after", "filters_removed", "delta_ms", "correction",
+    "constraint_ms", "predicted_ms", "measured_ms", "accuracy_before", "accuracy_after", "score_gap",
+    "score_gap_se", "val_images", "passed_over", "proposals", "failed", "seconds",
 )
 PROPOSAL_COLUMNS = (
     "iteration", "group", "channels_before", "channels_after", "predicted_ms", "accuracy_before",

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from netadapt.groups import channel_steps, proposal_groups, with_channels
+from netadapt.groups import CHANNEL_STEP, channel_steps, proposal_groups, with_channels
 from netadapt.resource import predict_ms
 from space.archspec import ArchSpec
 
@@ -34,13 +34,13 @@ class Proposal:
 
 
 def make_proposals(spec: ArchSpec, predictor: LatencyModel, constraint_ms: float,
-                   min_channels: int | None = None) -> tuple[list[Proposal], list[str]]:
+                   min_channels: int | None = None, step: int = CHANNEL_STEP) -> tuple[list[Proposal], list[str]]:
     """For every group, the smallest cut (in channel steps) whose predicted latency is at most
     ``constraint_ms``. Returns the proposals and the names of groups that cannot reach it."""
     groups = proposal_groups(spec)
     candidates: list[tuple[int, int, ArchSpec]] = []
     for gi, g in enumerate(groups):
-        for n in channel_steps(g.channels(spec), min_channels):
+        for n in channel_steps(g.channels(spec), min_channels, step):
             candidates.append((gi, n, with_channels(spec, g, n)))
     lat = predict_ms(predictor, [c[2] for c in candidates])
     chosen: dict[int, Proposal] = {}
@@ -55,11 +55,11 @@ def make_proposals(spec: ArchSpec, predictor: LatencyModel, constraint_ms: float
     return proposals, unreachable
 
 
-def smallest_network(spec: ArchSpec, min_channels: int | None = None) -> ArchSpec:
+def smallest_network(spec: ArchSpec, min_channels: int | None = None, step: int = CHANNEL_STEP) -> ArchSpec:
     """Every group at its smallest channel step: a bound on what trimming can reach."""
     out = spec
     for g in proposal_groups(spec):
-        steps = channel_steps(g.channels(out), min_channels)
+        steps = channel_steps(g.channels(out), min_channels, step)
         if steps:
             out = with_channels(out, g, steps[-1])
     return out

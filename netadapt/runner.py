@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from netadapt.groups import group_by_name
@@ -31,30 +32,36 @@ def model_for_data(spec: ArchSpec, data, min_map: int = DEFAULT_MIN_MAP) -> torc
 def evaluate_proposal(spec: ArchSpec, state: dict[str, torch.Tensor], group: str, channels: int, data,
                       steps: int, lr: float, optimizer: str, batch_size: int, seed: int, threads: int,
                       augment: bool = False, eval_limit: int | None = None,
-                      proxy_min_map: int = DEFAULT_MIN_MAP) -> dict[str, Any]:
-    """Trim ``group`` of ``spec`` to ``channels``, fine-tune ``steps`` steps, return accuracies and
-    the new weights."""
+                      proxy_min_map: int = DEFAULT_MIN_MAP, importance: str = "l2") -> dict[str, Any]:
+    """Trim ``group`` of ``spec`` to ``channels``, fine-tune ``steps`` steps; return the validation
+    accuracy right after the trim and after the fine-tune, which validation images the fine-tuned
+    network gets right (for paired comparisons), and the new weights."""
     from common.ray_cluster import node_id
     from train.loop import evaluate, train_model
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    new_spec, new_state, _ = shrink(spec, state, group_by_name(spec, group), channels)
+    new_spec, new_state, _ = shrink(spec, state, group_by_name(spec, group), channels, importance)
     model = model_for_data(new_spec, data, proxy_min_map)
     model.load_state_dict(new_state)
     acc_before = evaluate(model, data, "val", limit=eval_limit)
     if steps:
-        r = train_model(model, data, steps=steps, lr=lr, optimizer=optimizer, batch_size=batch_size, warmup=0.0,
-                        seed=seed, augment=augment, eval_split="val", eval_limit=eval_limit,
-                        bn_recalibration_batches=5)
-        acc_after = r.accuracy
-    else:
-        acc_after = acc_before
+        train_model(model, data, steps=steps, lr=lr, optimizer=optimizer, batch_size=batch_size, warmup=0.0,
+                    seed=seed, augment=augment, eval_split=None, bn_recalibration_batches=5)
+    correct = per_image_correct(model, data, eval_limit)
     return {
-        "group": group, "accuracy_before": acc_before, "accuracy_after": acc_after,
+        "group": group, "accuracy_before": acc_before, "accuracy_after": float(correct.mean()),
+        "correct": correct, "steps": steps,
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the driver writes it
         "seconds": time.perf_counter() - start, "node": node_id(),
     }
+
+
+def per_image_correct(model: torch.nn.Module, data, eval_limit: int | None = None) -> np.ndarray:
+    """Which validation images ``model`` gets right (bool, in the split's order)."""
+    from train.loop import evaluate_per_image
+
+    return evaluate_per_image(model, data, "val", limit=eval_limit)[0].numpy()
 
 
 class ProposalRunner:

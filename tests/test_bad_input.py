@@ -364,6 +364,8 @@ CASES = [
     case("netadapt-max-iterations-zero", f"netadapt {SEED} --max-iterations 0", "--max-iterations"),
     case("netadapt-min-channels-zero", f"netadapt {SEED} --min-channels 0", "--min-channels"),
     case("netadapt-unknown-select", f"netadapt {SEED} --select best", "--select", "invalid choice"),
+    case("netadapt-unknown-importance", f"netadapt {SEED} --importance random", "--importance", "invalid choice"),
+    case("netadapt-channel-step-zero", f"netadapt {SEED} --channel-step 0", "--channel-step"),
     case("netadapt-seed-missing", "netadapt --seed {in}/none.json", "none.json", "no such file"),
     case("netadapt-seed-folder", "netadapt --seed {in}/folder.json", "is a folder"),
     case("netadapt-seed-wrong-type", "netadapt --seed {in}/str_kernel.json", "layers[0].kernel", "is not an integer"),

@@ -301,7 +301,7 @@ def test_netadapt_killed_after_an_iteration_resumes_without_repeats(tmp_path, ti
     assert f"resuming {run} after iteration {done}" in (tmp_path / "resumed.err").read_text()
     n = out["iterations"]
     assert n > done and (n == 3 and out["stop_reason"] == "stopped after 3 iterations"
-                         or out["stop_reason"] == "target met" and out["final_predicted_ms"] <= out["target_ms"] + 1e-9)
+                         or out["stop_reason"] == "target met (predicted)" and out["final_predicted_ms"] <= out["target_ms"] + 1e-9)
     hist = pd.read_csv(run / "history.csv")
     assert hist["iteration"].tolist() == list(range(1, n + 1))  # each iteration once, none missing
     pd.testing.assert_frame_equal(hist.iloc[:done], hist_before.iloc[:done])  # finished ones untouched

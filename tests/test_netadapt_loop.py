@@ -1,8 +1,9 @@
 """The NetAdapt loop end to end on digits.
 
-Most tests trim against the deterministic MACs latency model so that their iterations do not
-depend on timings of a busy machine; one run uses the real (small) measured predictor and the CLI
-test goes through the latency package's loader.
+Most tests trim against the deterministic MACs latency model, and the run that steers by measured
+latency measures on :class:`AffineDevice`, a device whose latency is an affine function of that
+model's (a predictor with an offset error), so that its iterations do not depend on timings of a
+busy machine and the steering can be checked exactly. The CLI tests measure with onnxruntime.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
 from common.errors import UserError
+from netadapt import steer
 from netadapt.config import NetAdaptConfig
 from netadapt.loop import NetAdaptRun
 from netadapt.proposals import make_proposals, smallest_network
@@ -49,6 +52,25 @@ def seed_spec() -> ArchSpec:
 MACS = MacsLatency()
 
 
+class AffineDevice:
+    """Measures ``offset + slope * MACS.predict(spec)`` ms: a device on which the MACs model is off by
+    a constant (its measured / predicted ratio changes as the network shrinks, its slope does not)."""
+
+    def __init__(self, offset: float = 0.2, slope: float = 0.4) -> None:
+        self.offset, self.slope = offset, slope
+
+    def ms(self, spec: ArchSpec) -> float:
+        return self.offset + self.slope * MACS.predict(spec)
+
+    def __call__(self, spec: ArchSpec, **_timing) -> SimpleNamespace:
+        ms = self.ms(spec)
+        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=1, threads=1, provider="affine",
+                               ort_version="none")
+
+
+DEVICE = AffineDevice()
+
+
 def reachable_target(pred, spec: ArchSpec, share: float = 0.3) -> float:
     """A target ``share`` of the way from the seed's latency down to the smallest reachable one."""
     top, floor = pred.predict(spec), pred.predict(smallest_network(spec))
@@ -61,34 +83,68 @@ def config(pred, spec, **kw) -> NetAdaptConfig:
     return NetAdaptConfig(**{**base, **kw})
 
 
+def measured_config(**kw) -> NetAdaptConfig:
+    """Steering by :data:`DEVICE`: a target 40% of the way from the seed's measured latency down to the smallest network's."""
+    top, floor = DEVICE.ms(seed_spec()), DEVICE.ms(smallest_network(seed_spec()))
+    return config(MACS, seed_spec(), target_ms=top - 0.4 * (top - floor), measure_iterations=True, **kw)
+
+
 @pytest.fixture(scope="module")
 def finished_run(data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("netadapt") / "run"
     logs: list[str] = []
-    run = NetAdaptRun(run_dir, config(MACS, seed_spec(), measure_iterations=True), data, MACS, progress=logs.append)
+    run = NetAdaptRun(run_dir, measured_config(), data, MACS, progress=logs.append, measure_fn=DEVICE)
     summary = run.run(seed_spec(), None)
     return run_dir, summary, logs
 
 
-def test_every_kept_proposal_cuts_at_least_its_delta(finished_run):
+def test_steers_by_the_measured_latency(finished_run):
     run_dir, summary, _ = finished_run
     hist = pd.read_csv(run_dir / "history.csv")
-    assert len(hist) == summary["iterations"] >= 2
-    prev = summary["seed_predicted_ms"]
-    for _, row in hist.iterrows():
-        assert row["predicted_ms"] <= prev - row["delta_ms"] + 1e-9
-        assert row["filters_removed"] == row["channels_before"] - row["channels_after"] > 0
+    assert len(hist) == summary["iterations"] >= 3
+    seed_ms = DEVICE.ms(seed_spec())
+    assert summary["target_basis"] == "measured" and summary["seed_latency_ms"] == pytest.approx(seed_ms)
+    prev_p, prev_m = summary["seed_predicted_ms"], seed_ms
+    slope_learned = 0
+    for k, row in hist.iterrows():
         spec = ArchSpec.load(run_dir / "checkpoints" / f"iter_{int(row['iteration']):03d}.json")
-        assert MACS.predict(spec) == pytest.approx(row["predicted_ms"])
-        prev = row["predicted_ms"]
-    # delta_i decays geometrically until the last step, which stops at the target
-    deltas = hist["delta_ms"].tolist()
-    first = 0.1 * summary["seed_predicted_ms"]
-    for i, d in enumerate(deltas[:-1]):
-        assert d == pytest.approx(first * 0.9 ** i)
-    assert summary["final_predicted_ms"] <= summary["target_ms"] + 1e-9
-    assert summary["target_met_predicted"] and summary["stop_reason"] == "target met"
-    assert hist["measured_ms"].notna().all() and (hist["measured_ms"] > 0).all()
+        assert row["measured_ms"] == pytest.approx(DEVICE.ms(spec))
+        assert row["predicted_ms"] == pytest.approx(MACS.predict(spec))
+        assert row["filters_removed"] == row["channels_before"] - row["channels_after"] > 0
+        # The cut is asked in measured ms and turned into a predicted constraint by the correction ...
+        assert row["predicted_ms"] <= row["constraint_ms"] + 1e-9
+        assert row["constraint_ms"] == pytest.approx(prev_p - row["delta_ms"] / row["correction"])
+        # ... which is the measured / predicted ratio until the measured latency has fallen by 15%, then
+        # the device's own ms per predicted ms (the ratio would be off by the device's offset).
+        if k >= 2 and seed_ms - prev_m >= steer.MIN_SPAN * seed_ms:
+            assert row["correction"] == pytest.approx(DEVICE.slope)
+            assert prev_m - row["measured_ms"] >= row["delta_ms"] - 1e-9  # the device saw at least the cut asked
+            slope_learned += 1
+        else:
+            assert row["correction"] == pytest.approx(prev_m / prev_p)
+        if k < len(hist) - 1:
+            assert row["delta_ms"] == pytest.approx(0.1 * seed_ms * 0.9 ** k)  # delta_i as configured
+            assert row["measured_ms"] > summary["target_ms"]
+        prev_p, prev_m = row["predicted_ms"], row["measured_ms"]
+    assert slope_learned >= 1
+    # Stopped by the measurement, not the prediction: the MACs model still puts the network above the target.
+    assert prev_m <= summary["target_ms"] < prev_p
+    assert summary["stop_reason"] == "target met (measured)" and summary["target_met_measured"]
+    assert not summary["target_met_predicted"]
+    assert summary["final_measured_in_loop_ms"] == pytest.approx(prev_m)
+
+
+def test_history_reports_how_sure_each_choice_was(finished_run, data):
+    run_dir, _, _ = finished_run
+    hist = pd.read_csv(run_dir / "history.csv")
+    props = pd.read_csv(run_dir / "proposals.csv")
+    assert (hist["val_images"] == len(data.val)).all()
+    for _, row in hist.iterrows():
+        scores = props.loc[props["iteration"] == row["iteration"], "score"].sort_values(ascending=False).tolist()
+        assert row["score_gap"] == pytest.approx(scores[0] - scores[1])
+        assert row["score_gap_se"] >= 0
+    # The two best differ on some images somewhere in the run, and then the standard error is positive.
+    assert (hist["score_gap_se"] > 0).any()
 
 
 def test_outputs_and_summary(finished_run):
@@ -128,13 +184,13 @@ def test_resume_continues_after_an_interruption(data, tmp_path, finished_run):
         if line.startswith("[iteration 1] kept"):
             raise KeyboardInterrupt
 
-    cfg = config(MACS, seed_spec(), measure_iterations=True)
+    cfg = measured_config()
     with pytest.raises(KeyboardInterrupt):
-        NetAdaptRun(run_dir, cfg, data, MACS, progress=stop_after_first).run(seed_spec(), None)
+        NetAdaptRun(run_dir, cfg, data, MACS, progress=stop_after_first, measure_fn=DEVICE).run(seed_spec(), None)
     state = json.loads((run_dir / "state.json").read_text())
     assert state["iteration"] == 1 and state["phase"] == "adapt"
     logs: list[str] = []
-    s = NetAdaptRun(run_dir, cfg, data, MACS, progress=logs.append).run(resume=True)
+    s = NetAdaptRun(run_dir, cfg, data, MACS, progress=logs.append, measure_fn=DEVICE).run(resume=True)
     assert logs[0].startswith(f"resuming {run_dir} after iteration 1")
     assert not any(line.startswith("seed") for line in logs)  # the seed was not trained again
     assert s["iterations"] == full["iterations"]
@@ -144,6 +200,8 @@ def test_resume_continues_after_an_interruption(data, tmp_path, finished_run):
     full_hist = pd.read_csv(Path(full["run_dir"]) / "history.csv")
     assert hist["group"].tolist() == full_hist["group"].tolist()
     assert hist["accuracy_after"].tolist() == full_hist["accuracy_after"].tolist()
+    assert hist["correction"].tolist() == pytest.approx(full_hist["correction"].tolist())
+    assert hist["score_gap"].tolist() == pytest.approx(full_hist["score_gap"].tolist())
 
 
 def test_a_failing_proposal_is_skipped(data, tmp_path):
@@ -179,3 +237,21 @@ def test_targets_that_cannot_be_met_are_user_errors(data, tmp_path):
         assert not (tmp_path / "bad").exists()  # nothing written
     with pytest.raises(UserError, match="--select"):
         NetAdaptConfig(select="fastest").check()
+
+
+def test_python_entry_point_returns_a_finished_run(finished_run, data):
+    from netadapt.api import adapt
+
+    run_dir, summary, _ = finished_run
+    logs: list[str] = []
+    res = adapt(seed_spec(), None, data, MACS, run_dir, progress=logs.append, measure_fn=DEVICE)
+    assert logs == [f"{run_dir}: run already finished"]  # nothing was run again
+    assert res.spec == ArchSpec.load(run_dir / "netadapt.json") and res.iterations == summary["iterations"]
+    assert res.measured_ms == summary["final_latency_ms"] <= res.target_ms and res.target_met
+    check_fits(build_model(res.spec), res.state)
+    c = res.compute
+    props = pd.read_csv(run_dir / "proposals.csv")
+    assert c["proposals"] == len(props) and c["proposal_steps"] == 3 * (props["status"] == "ok").sum()
+    assert c["proposal_images"] == 64 * c["proposal_steps"] and c["adapt_seconds"] > 0
+    with pytest.raises(TypeError, match="unknown NetAdapt options: speed"):
+        adapt(seed_spec(), None, data, MACS, run_dir / "other", speed=2)

@@ -148,7 +148,7 @@ def test_shrunk_network_equals_masked_original(group_name):
     spec = rich_spec()
     model = randomized_model(spec)
     group = next(g for g in proposal_groups(spec) if g.name == group_name)
-    n = channel_steps(group.channels(spec))[1]  # remove two steps' worth
+    n = channel_steps(group.channels(spec), step=4)[1]  # remove two steps of 4 (surgery takes any count)
     new_spec, new_state, kept = shrink(spec, model.state_dict(), group, n)
     assert group.channels(new_spec) == n == len(kept[group_name])
     small = build_model(new_spec)
@@ -191,11 +191,33 @@ def test_chain_importance_sums_all_producers():
     assert torch.allclose(imp, manual)
 
 
+def test_bn_importance_keeps_the_channels_with_the_largest_batchnorm_scale():
+    spec = rich_spec()
+    state = randomized_model(spec).state_dict()
+    group = next(g for g in proposal_groups(spec) if g.name == "exp3")  # 96 channels; conv_pw -> bn1
+    state["blocks.3.bn1.weight"].fill_(0.1)
+    state["blocks.3.bn1.weight"][[5, 50, 90]] = torch.tensor([-2.0, 1.5, 3.0])  # the sign does not matter
+    state["blocks.3.conv_pw.weight"][[5, 50, 90]] *= 1e-3  # ... and neither do the filters' norms
+    _, _, kept = shrink(spec, state, group, 8, importance="bn")
+    assert {5, 50, 90} <= set(kept["exp3"].tolist())
+    _, _, kept_l2 = shrink(spec, state, group, 8, importance="l2")
+    assert not {5, 50, 90} & set(kept_l2["exp3"].tolist())
+    # A residual chain sums the scales of all its producers' BatchNorms.
+    chain = next(g for g in proposal_groups(spec) if g.name == "out1-3")
+    imp = channel_importance(state, group_axes(spec, chain), "bn")
+    assert torch.allclose(imp, sum(state[f"blocks.{i}.bn3.weight"].pow(2) for i in (1, 2, 3)))
+    # The head's FC layer has no BatchNorm: its filters' L2 norms rank it.
+    fc = next(g for g in proposal_groups(spec) if g.name == "head.fc")
+    assert torch.equal(channel_importance(state, group_axes(spec, fc), "bn"),
+                       channel_importance(state, group_axes(spec, fc), "l2"))
+
+
 def test_channel_steps_and_se_rule():
     assert channel_steps(64) == [56, 48, 40, 32, 24, 16, 8]
     assert channel_steps(72)[:2] == [64, 56]
-    assert channel_steps(16) == [12, 8, 4]
-    assert channel_steps(20) == [16, 12, 8, 4]
+    assert channel_steps(16) == [8] and channel_steps(20) == [16, 8] and channel_steps(8) == []
+    assert channel_steps(20, step=4) == [16, 12, 8, 4]
+    assert channel_steps(64, min_channels=40) == [56, 48, 40]
     assert se_after_trim(24, 96, 48) == 12
     assert se_after_trim(16, 64, 56) == 16 and se_after_trim(0, 64, 32) == 0
     spec = with_channels(rich_spec(), next(g for g in proposal_groups(rich_spec()) if g.name == "exp3"), 48)

@@ -279,24 +279,34 @@ def recalibrate_bn(model: nn.Module, data: DataBundle, batches: int = 20, batch_
 
 
 @torch.no_grad()
-def evaluate_metrics(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
-                     device: str | torch.device = "cpu", limit: int | None = None) -> tuple[float, float]:
-    """(top-1 accuracy, mean cross-entropy) of ``model`` on a split, in eval mode."""
+def evaluate_per_image(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
+                       device: str | torch.device = "cpu", limit: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of a split, in the split's order: whether ``model`` (in eval mode) classifies it
+    correctly (bool) and its cross-entropy. Paired comparisons of two networks need these."""
     was_training = model.training
     model.eval()
     model.to(device)
-    correct, total, loss_sum = 0, 0, 0.0
+    correct, losses = [], []
     try:
         for x, y in data.batches(split, batch_size, device, limit=limit):
             out = model(_channels_last(x))
-            loss_sum += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-            total += int(y.numel())
+            losses.append(nn.functional.cross_entropy(out.float(), y, reduction="none").cpu())
+            correct.append((out.argmax(1) == y).cpu())
     finally:
         model.train(was_training)
-    if total == 0:
+    if not correct:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(correct), torch.cat(losses)
+
+
+def evaluate_metrics(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
+                     device: str | torch.device = "cpu", limit: int | None = None) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of ``model`` on a split, in eval mode."""
+    correct, losses = evaluate_per_image(model, data, split, batch_size, device, limit)
+    if not len(correct):
         return float("nan"), float("nan")
-    return correct / total, loss_sum / total
+    return int(correct.sum()) / len(correct), float(losses.double().sum()) / len(correct)
 
 
 def evaluate(model: nn.Module, data: DataBundle, split: str = "val", batch_size: int = 512,
