@@ -338,20 +338,21 @@ class NetAdaptRun:
         seed_meas = self.device.stats(seed_spec, steer.CONFIRM_REPEATS)
         final_meas = self.device.stats(spec, steer.CONFIRM_REPEATS)
         final_pred = float(predict_ms(self.predictor, [spec])[0])
-        pred_err = abs(final_meas.median_ms / final_pred - 1.0)
+        seed_ms, final_ms = steer.figure_ms(seed_meas), steer.figure_ms(final_meas)
+        pred_err = abs(final_ms / final_pred - 1.0)
         ok = [r for r in self.proposal_rows if r.get("status") == "ok"]
         gaps = [(float(r["score_gap"]), float(r["score_gap_se"])) for r in self.history
                 if r.get("score_gap") is not None and r.get("score_gap_se") is not None]
         summary = {
             "seed": seed_spec.name, "run_dir": str(self.dir), "target_ms": st.target_ms,
             "target_basis": "measured" if st.seed_measured_ms is not None else "predicted",
-            "seed_latency_ms": seed_meas.median_ms, "seed_predicted_ms": st.seed_predicted_ms,
-            "final_latency_ms": final_meas.median_ms, "final_predicted_ms": final_pred,
+            "seed_latency_ms": seed_ms, "seed_predicted_ms": st.seed_predicted_ms,
+            "final_latency_ms": final_ms, "final_predicted_ms": final_pred,
             "final_latency_p10_ms": final_meas.p10_ms, "final_latency_p90_ms": final_meas.p90_ms,
             "final_measured_in_loop_ms": st.measured_ms, "predictor_error": pred_err,
             "target_met_predicted": final_pred <= st.target_ms * (1 + 1e-9),
-            "target_met_measured": final_meas.median_ms <= st.target_ms,
-            "speedup_measured": seed_meas.median_ms / final_meas.median_ms,
+            "target_met_measured": final_ms <= st.target_ms,
+            "speedup_measured": seed_ms / final_ms,
             "seed_accuracy": seed_test, "final_accuracy": final_test,
             "seed_val_accuracy": st.seed_accuracy, "final_val_accuracy": final_val,
             "accuracy_split": "test", "iterations": st.iteration, "stop_reason": st.stop_reason,
@@ -369,7 +370,7 @@ class NetAdaptRun:
                 "threads": final_meas.threads, "provider": final_meas.provider, "ort_version": final_meas.ort_version,
                 "runs": final_meas.runs},
         }
-        self._plot(st, seed_meas.median_ms)
+        self._plot(st, seed_ms)
         write_json(summary, self.dir / "result.json")
         st.phase = "done"
         self._save_state(st)

@@ -81,6 +81,11 @@ def predicted_constraint(predicted_ms: float, ms_per_pred_ms: float, cut_ms: flo
     return predicted_ms - cut_ms / ms_per_pred_ms
 
 
+def figure_ms(stats) -> float:
+    """The one figure NetAdapt reads from a ``latency.measure`` result."""
+    return float(stats.median_ms)
+
+
 class Device:
     """Measures networks (``latency.measure`` with one thread, or ``measure_fn``); a failed
     measurement is logged and gives None, never stops the run."""
@@ -101,14 +106,14 @@ class Device:
                 from latency import measure
 
                 runs = [measure(spec, threads=1) for _ in range(repeats)]
-            return sorted(runs, key=lambda r: r.median_ms)[(len(runs) - 1) // 2]
+            return sorted(runs, key=figure_ms)[(len(runs) - 1) // 2]
         finally:
             self.seconds += time.perf_counter() - t0
 
     def ms(self, spec: ArchSpec, repeats: int = 1) -> float | None:
         """:meth:`stats`' median in ms; None (logged) when the measurement fails."""
         try:
-            return float(self.stats(spec, repeats).median_ms)
+            return figure_ms(self.stats(spec, repeats))
         except Exception as e:  # a measurement problem must not lose the iteration
             from netadapt.runner import first_line
 
