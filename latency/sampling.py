@@ -23,15 +23,7 @@ import numpy as np
 
 from latency.signature import Sig, head_sig, layer_sig, stem_sig
 from space.archspec import ArchSpec
-from space.searchspace import (
-    ACT_CHOICES,
-    KERNEL_CHOICES,
-    OP_CHOICES,
-    SE_CHOICES,
-    SKIP_CHOICES,
-    SearchSpace,
-    stage_layers,
-)
+from space.searchspace import SearchSpace, stage_layers
 
 HEAD_CLASSES = (10, 100, 1000)
 # Stem widths beyond the space's own: NetAdapt trims the stem (to 4-8 channels at its deepest), and
@@ -49,8 +41,9 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
     out: list[list[Sig]] = []
     for st in space.stages:
         seen: dict[Sig, None] = {}
-        for cin, cout, op, k, se, skip, act in product(cins, st.filter_choices(), OP_CHOICES, KERNEL_CHOICES,
-                                                       SE_CHOICES, SKIP_CHOICES, ACT_CHOICES):
+        c = space.choices  # the space's own (a space may narrow the choices)
+        for cin, cout, op, k, se, skip, act in product(cins, st.filter_choices(), c["op"], c["kernel"], c["se"],
+                                                       c["skip"], c["act"]):
             n = 2 if max(st.layer_choices()) >= 2 else 1
             layers = stage_layers(cin, st.stride, op, k, se, skip, cout, n, act, space.se_rule)
             seen[layer_sig(layers[0], res)] = None

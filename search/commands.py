@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from common.cli_io import non_negative_float, non_positive_float, positive_float, positive_int, print_json
+from search.strategies import DEFAULT_STRATEGY, STRATEGIES
 from space.proxy import DEFAULT_MIN_MAP
 from train.cli_args import add_data_args
 
@@ -21,8 +22,9 @@ DEFAULTS_WHY = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search", help="search the space for the best accuracy/latency trade-off (RNN controller, Ray Tune)",
-        description="Sample networks with an LSTM controller, train each briefly on proxy data as a Ray Tune "
-        "trial, reward ACC * (LAT/TARGET)^w and learn by policy gradient. Writes results/runs/<name>/ and the "
+        description="Sample networks with an LSTM controller (or --strategy evolution | random), train each "
+        "distinct network once, briefly, on proxy data as a Ray Tune trial, reward ACC * (LAT/TARGET)^w and "
+        "learn by policy gradient. Writes results/runs/<name>/ and the "
         "best network to results/seed.json (+ seed.pt weights) for netadapt. " + DEFAULTS_WHY,
     )
     p.add_argument("--target-ms", type=positive_float, required=True, help="latency target T in milliseconds")
@@ -53,8 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "deployment strides); latency is always the deployment network's (docs/search.md)")
     p.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
                    help=f"proxy training learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--controller", choices=("ppo", "reinforce"), default="ppo",
-                   help="policy-gradient method (default ppo, as MnasNet)")
+    p.add_argument("--strategy", choices=tuple(STRATEGIES), default=DEFAULT_STRATEGY,
+                   help="how networks are proposed: controller (RNN controller, policy gradient; default), evolution "
+                        "(regularized evolution), random (see docs/search.md)")
+    p.add_argument("--controller", choices=("reinforce", "ppo"), default="reinforce",
+                   help="the controller's policy-gradient method (default reinforce; ppo is MnasNet's, which "
+                        "learnt more slowly on the tabular benchmark)")
     p.add_argument("--time-budget", type=positive_float, default=None, metavar="S",
                    help="stop after S seconds of trials (continue later with --resume)")
     p.add_argument("--address", default=None,
@@ -81,7 +87,7 @@ def options_from_args(args: argparse.Namespace):
         latency_resolution=args.latency_resolution, measure=args.measure, address=args.address,
         dashboard_host=args.dashboard_host, resume=args.resume,
         name=args.name, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, lr=args.lr,
-        controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
+        strategy=args.strategy, controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
         train_resolution=args.train_resolution, batch_size=args.batch_size,
         data_limit=args.data_limit, eval_limit=args.eval_limit, split_seed=args.split_seed, augment=args.augment,
         proxy_min_map=args.proxy_min_map,

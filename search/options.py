@@ -14,6 +14,7 @@ from typing import Any
 from common.errors import UserError
 from common.ray_cluster import check_dashboard_host, check_reachable
 from search.reward import Reward
+from search.strategies import searcher_class
 from space.proxy import DEFAULT_MIN_MAP, check_proxy_resolution
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -42,7 +43,8 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 when the cluster has GPUs, else 0
     lr: float = 3e-3
-    controller_method: str = "ppo"
+    strategy: str = "controller"
+    controller_method: str = "reinforce"
     controller_batch: int | None = None  # None: the concurrency (one update per wave of trials)
     time_budget_s: float | None = None
     # data (train.cli_args names)
@@ -59,6 +61,7 @@ class SearchOptions:
 
     def check(self) -> None:
         Reward.from_options(self.target_ms, self.w, self.alpha, self.beta)
+        searcher_class(self.strategy)
         if self.target_ms > 60_000:
             raise UserError(f"--target-ms {self.target_ms:g} is absurd (over a minute per image); give milliseconds, e.g. 15")
         if self.trials < 1 or self.concurrency < 1:

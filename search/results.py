@@ -222,7 +222,7 @@ def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, 
         failed=int(df["status"].isin(FAILED).sum()), best=best, pareto=len(front),
         seconds=time.perf_counter() - start, dashboard_url=url, files=files,
     )
-    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "controller": _controller_counts(run_dir)}
+    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "searcher": searcher_counts(run_dir)}
     atomic_write_text(run_dir / "summary.json", json.dumps(doc, indent=2) + "\n")
     return summary
 
@@ -242,16 +242,20 @@ def _error_line(error: Any) -> str:
     return f"{type(error).__name__}: {first_sentence}."[:200]
 
 
-def _controller_counts(run_dir: Path) -> dict[str, int] | None:
-    """Rewards the controller received, its policy updates and samples still waiting (searcher.json)."""
+def searcher_counts(run_dir: Path) -> dict[str, Any] | None:
+    """What the strategy heard (searcher.json): one reward per trial and one per repeated proposal; for the
+    controller also its rewards, policy updates and samples still waiting."""
     from search.searcher import read_state
 
     state = read_state(run_dir / "searcher.json")
     if state is None:
         return None
-    c = state["controller"]
-    return {"feedbacks": int(c["feedbacks"]), "updates": int(c["updates"]), "pending": len(c["pending"]),
-            "records": len(state["records"])}
+    out = {"strategy": state["strategy"], "trials": len(state["records"]), "repeats": len(state["repeats"]),
+           "fallbacks": int(state["fallbacks"])}
+    if state["strategy"] == "controller":
+        c = state["controller"]
+        out.update(feedbacks=int(c["feedbacks"]), updates=int(c["updates"]), pending=len(c["pending"]))
+    return out
 
 
 def _trial_index(trial_id: str) -> int:

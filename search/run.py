@@ -1,9 +1,9 @@
-"""The run driver: data, latency predictor, Ray, ``tune.Tuner`` with the controller searcher, results.
+"""The run driver: data, latency predictor, Ray, ``tune.Tuner`` with the strategy's searcher, results.
 
 Layout of a run (``results/runs/<name>/``)::
 
     options.json      the options the run started with (``--resume`` reads them back; "command": "search")
-    searcher.json     the searcher's state (controller, samples, rewards), rewritten after every change
+    searcher.json     the searcher's state (strategy, networks, rewards), rewritten after every change
     tune/             Ray Tune's experiment folder (trial states, Tune's copies of the searcher state)
     trials/           each finished trial's result, so a resumed run never trains a finished trial again
     weights/          trained weights of the best and the Pareto trials

@@ -53,10 +53,24 @@ def check_search_run(d: Path) -> None:
     if not (tune_dir / "tuner.pkl").exists() or not any(tune_dir.glob("experiment_state-*.json")):
         raise UserError(f"--resume: {d} has no Tune checkpoint (the run stopped before its first one); "
                         "start it again under another --name")
+    _check_searcher_state(d)
     if any(tune_dir.glob("searcher-state-*.pkl")) and not (d / "searcher.json").exists() \
             and not any(tune_dir.glob("searcher-state-*.json")):
         raise UserError(f"--resume: {d} was written by an older hwnas whose searcher checkpoint is a pickle, "
                         "which is no longer loaded (it could run code); start a new run")
+
+
+def _check_searcher_state(d: Path) -> None:
+    """A searcher.json of an older format (before strategies) cannot be continued."""
+    from search.searcher import STATE_FORMAT
+
+    try:
+        own = json.loads((d / "searcher.json").read_text()) if (d / "searcher.json").is_file() else {}
+    except (OSError, ValueError):
+        return  # unreadable: restore falls back on Tune's copy, or says the run cannot be resumed
+    if isinstance(own, dict) and own.get("format", STATE_FORMAT) != STATE_FORMAT:
+        raise UserError(f"--resume: {d} was written by an older hwnas (searcher state {own.get('format')}, this one "
+                        f"reads {STATE_FORMAT}); start a new run")
 
 
 def restore_options(opts: SearchOptions, run_dir: Path) -> SearchOptions:

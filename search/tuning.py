@@ -1,5 +1,5 @@
-"""Ray Tune wiring of a search: the trainable with its resources, the searcher, the ``Tuner`` (new or
-restored), and the live progress table."""
+"""Ray Tune wiring of a search: the trainable with its resources, the strategy's searcher, the ``Tuner``
+(new or restored), and the live progress table."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
     from ray import tune
 
     from search.controller import ControllerConfig
-    from search.searcher import ControllerSearcher
+    from search.strategies import make_searcher
+    from search.task import NetworkTask
     from search.trial import TrialSettings
 
     trainable = _trainable(opts, data)
@@ -67,9 +68,13 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
             augment=opts.augment, proxy_min_map=opts.proxy_min_map,
             trials_dir=str((run_dir / "trials").resolve()), faults=faults,
         )
-        ctl = ControllerConfig(method=opts.controller_method, batch_size=opts.controller_batch or opts.concurrency)
-        searcher = ControllerSearcher(settings, data.num_classes, data.in_channels, opts.device, ctl, predictor,
-                                      state_path=(run_dir / "searcher.json").resolve())
+        config = None
+        if opts.strategy == "controller":
+            config = ControllerConfig(method=opts.controller_method,
+                                      batch_size=opts.controller_batch or opts.concurrency)
+        task = NetworkTask(settings, data.num_classes, data.in_channels, opts.device, predictor)
+        searcher = make_searcher(opts.strategy, task, seed=opts.seed, config=config,
+                                 state_path=(run_dir / "searcher.json").resolve())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=opts.trials, metric="reward", mode="max",

@@ -51,6 +51,8 @@ ACT_CHOICES = ("relu", "hswish")
 FILTER_MULTS = (0.75, 1.0, 1.25)
 LAYER_DELTAS = (-1, 0, 1)
 STAGE_DECISIONS = ("op", "kernel", "se", "skip", "filters", "layers", "act")
+# The per-stage choices a space may narrow (filters and layers follow from its skeleton).
+CHOICES = {"op": OP_CHOICES, "kernel": KERNEL_CHOICES, "se": SE_CHOICES, "skip": SKIP_CHOICES, "act": ACT_CHOICES}
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,14 @@ class SearchSpace:
 
     def __init__(self, name: str, stem: Stem, stages: Sequence[StageSkeleton], head: Head,
                  dropout: float = 0.2, description: str = "", se_rule: str = "expansion",
-                 se_gate: str = "hsigmoid", bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM) -> None:
+                 se_gate: str = "hsigmoid", bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM,
+                 choices: dict[str, tuple[Any, ...]] | None = None) -> None:
         if se_rule not in SE_RULES:
             raise ValueError(f"unknown SE rule {se_rule!r}")
+        self.choices = {**CHOICES, **(choices or {})}
+        for key, values in self.choices.items():
+            if key not in CHOICES or not values or not set(values) <= set(CHOICES[key]):
+                raise ValueError(f"space {name}: choices for {key!r} must be a non-empty subset of {CHOICES.get(key)}")
         self.name = name
         self.se_rule, self.se_gate, self.bn_eps, self.bn_momentum = se_rule, se_gate, bn_eps, bn_momentum
         self.stem = stem
@@ -133,13 +140,13 @@ class SearchSpace:
         self.description = description
         self.decisions: tuple[Decision, ...] = tuple(
             d for i, st in enumerate(self.stages) for d in (
-                Decision(f"s{i}.op", OP_CHOICES),
-                Decision(f"s{i}.kernel", KERNEL_CHOICES),
-                Decision(f"s{i}.se", SE_CHOICES),
-                Decision(f"s{i}.skip", SKIP_CHOICES),
+                Decision(f"s{i}.op", self.choices["op"]),
+                Decision(f"s{i}.kernel", self.choices["kernel"]),
+                Decision(f"s{i}.se", self.choices["se"]),
+                Decision(f"s{i}.skip", self.choices["skip"]),
                 Decision(f"s{i}.filters", st.filter_choices()),
                 Decision(f"s{i}.layers", st.layer_choices()),
-                Decision(f"s{i}.act", ACT_CHOICES),
+                Decision(f"s{i}.act", self.choices["act"]),
             )
         )
 
@@ -225,7 +232,7 @@ class SearchSpace:
             "filters": first.out_ch, "layers": len(chunk), "act": first.act,
         }
         if not _skip_matters(cin, st.stride, first.out_ch, len(chunk)):
-            values["skip"] = SKIP_CHOICES[0]
+            values["skip"] = decs[3].choices[0]
         toks = []
         for d, key in zip(decs, STAGE_DECISIONS):
             if values[key] not in d.choices:
@@ -265,12 +272,13 @@ class SearchSpace:
     def size(self) -> int:
         """Number of distinct networks in the space."""
         ways = {self.stem.out_ch: 1}
-        per_stage_other = len(OP_CHOICES) * len(KERNEL_CHOICES) * len(SE_CHOICES) * len(ACT_CHOICES)
+        c = self.choices
+        per_stage_other = len(c["op"]) * len(c["kernel"]) * len(c["se"]) * len(c["act"])
         for st in self.stages:
             nxt: dict[int, int] = {}
             for cin, w in ways.items():
                 for out, n in product(st.filter_choices(), st.layer_choices()):
-                    skips = 2 if _skip_matters(cin, st.stride, out, n) else 1
+                    skips = len(c["skip"]) if _skip_matters(cin, st.stride, out, n) else 1
                     nxt[out] = nxt.get(out, 0) + w * per_stage_other * skips
             ways = nxt
         return sum(ways.values())
@@ -294,7 +302,16 @@ def _mobilenet_v3_space() -> SearchSpace:
     )
 
 
-SPACES = {"mnasnet": _mnasnet_space, "mobilenet_v3": _mobilenet_v3_space}
+def _tiny_space() -> SearchSpace:
+    return SearchSpace(
+        "tiny", Stem(16, 3, 2, "relu"), [StageSkeleton(16, 1, 2)], Head(64, "relu", "avg", 0),
+        description="one stage, 12 networks (depthwise or MBConv3, 16 or 24 filters, 1 or 2 layers, with or "
+                    "without skip): for trying the whole pipeline in seconds",
+        choices={"op": ("dwconv", "mbconv3"), "kernel": (3,), "se": (0.0,), "act": ("relu",)},
+    )
+
+
+SPACES = {"mnasnet": _mnasnet_space, "mobilenet_v3": _mobilenet_v3_space, "tiny": _tiny_space}
 
 
 def get_space(name: str) -> SearchSpace:

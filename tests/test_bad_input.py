@@ -338,6 +338,7 @@ CASES = [
     case("search-alpha-positive", "search --target-ms 15 --alpha 0.5", "--alpha", "<= 0"),
     case("search-w-and-alpha", "search --target-ms 15 --w -0.1 --alpha -0.1", "not allowed with"),
     case("search-unknown-controller", "search --target-ms 15 --controller sgd", "--controller", "invalid choice"),
+    case("search-unknown-strategy", "search --target-ms 15 --strategy tpe", "--strategy", "invalid choice", "evolution"),
     case("search-unknown-space", "search --target-ms 15 --device good --space nas", "unknown search space"),
     case("search-device-not-a-name", "search --target-ms 15 --device ../good", "not usable as a folder name"),
     case("search-table-of-another-device", "search --target-ms 15 --device foreign", "'phone'"),

@@ -35,7 +35,9 @@ import torch
 import cli
 from search import jsonstate
 from search.controller import ControllerConfig
-from search.searcher import ControllerSearcher, read_state
+from search.searcher import read_state
+from search.strategies.controller import ControllerSearcher
+from search.task import NetworkTask
 from search.trial import FAULT_ENV, TrialSettings
 from space.builder import build_model
 from train.weights import save_weights
@@ -225,7 +227,8 @@ def test_controller_was_restored_and_heard_each_trial_once(killed_search):
     assert {r["trial_id"] for r in k.after["records"]} == set(k.df["trial_id"])
     assert ctl["updates"] == TRIALS // 2 and ctl["pending"] == [] and ctl["collected"] == []
     assert k.after["live"] == {} and k.after["replay"] == []
-    assert k.summary["controller"] == {"feedbacks": TRIALS, "updates": TRIALS // 2, "pending": 0, "records": TRIALS}
+    assert k.summary["searcher"] == {"strategy": "controller", "trials": TRIALS, "repeats": 0, "fallbacks": 0,
+                                     "feedbacks": TRIALS, "updates": TRIALS // 2, "pending": 0}
     # Restored, not restarted: what the controller had learnt before the kill is the start of what it has now.
     n = len(k.before["records"])
     assert [(r["sample"], r["reward"]) for r in k.after["records"][:n]] == \
@@ -366,6 +369,8 @@ NETADAPT_RESUME = ("netadapt", "--device", TINY, "--resume", "--name")
     (lambda d: (_search_folder(d), os.remove(d / "tune" / "tuner.pkl")), ("no Tune checkpoint",)),
     (lambda d: (_search_folder(d), (d / "tune" / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(b"\x80")),
      ("older hwnas", "pickle")),
+    (lambda d: (_search_folder(d), (d / "searcher.json").write_text('{"format": "hwnas-searcher/1"}')),
+     ("older hwnas", "hwnas-searcher/1", "start a new run")),
 ])
 def test_search_resume_refuses_what_is_not_a_search_run(capsys, make, needles):
     d = Path(os.environ["HWNAS_RESULTS"]) / "runs" / "x"
@@ -428,7 +433,8 @@ def _strict_json(path: Path):
 
 def _searcher(tmp_path, predictor, state_path=None) -> ControllerSearcher:
     settings = TrialSettings(space="mnasnet", latency_resolution=32, target_ms=1.0)
-    return ControllerSearcher(settings, 10, 1, TINY, ControllerConfig(batch_size=2), predictor, state_path=state_path)
+    return ControllerSearcher(NetworkTask(settings, 10, 1, TINY, predictor), ControllerConfig(batch_size=2),
+                              state_path=state_path)
 
 
 def test_checkpoint_is_strict_json_and_round_trips_the_controller_exactly(tmp_path, tiny_predictor):
@@ -442,7 +448,7 @@ def test_checkpoint_is_strict_json_and_round_trips_the_controller_exactly(tmp_pa
     s.save(str(tmp_path / "tune.json"))
     for p in (tmp_path / "tune.json", tmp_path / "searcher.json"):
         doc = _strict_json(p)
-        assert doc["format"] == "hwnas-searcher/1" and "predictor" not in p.read_text()
+        assert doc["format"] == "hwnas-searcher/2" and "predictor" not in p.read_text()
     t = _searcher(tmp_path, tiny_predictor)
     t.restore(str(tmp_path / "tune.json"))
     _same(s.controller.state_dict(), t.controller.state_dict())

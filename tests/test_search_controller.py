@@ -20,25 +20,25 @@ def _match_reward(target):
     return lambda tokens: float(np.mean([a == b for a, b in zip(tokens, target)]))
 
 
-@pytest.mark.parametrize("method,n", [("ppo", 160), ("reinforce", 240)])
-def test_controller_learns_fixed_reward(method, n):
-    # PPO (the default) on the full MnasNet space; REINFORCE on its first three stages to stay fast.
+@pytest.mark.parametrize("method", ["reinforce", "ppo"])
+def test_controller_learns_fixed_reward(method):
+    # The full MnasNet space (49 decisions), the default settings but for the method.
     space = get_space("mnasnet")
-    decisions = space.decisions if method == "ppo" else space.decisions[:21]
+    decisions = space.decisions
     rng = np.random.default_rng(3)
     target = [int(rng.integers(d.n)) for d in decisions]
     fn = _match_reward(target)
     ctl = Controller([d.n for d in decisions], ControllerConfig(method=method), seed=0)
     rewards = []
-    for _ in range(n):
+    for _ in range(200):
         s = ctl.sample()
         rewards.append(fn(s.tokens))
         ctl.feedback(s.key, rewards[-1])
-    first, last = np.mean(rewards[:40]), np.mean(rewards[-40:])
+    first, last = np.mean(rewards[:20]), np.mean(rewards[-40:])
     # Uniform sampling scores ~0.40 here (1/2.5 choices on average); learning must lift it clearly.
-    assert first < 0.5
+    assert first < 0.45
     assert last > first + 0.2, (first, last)
-    assert ctl.updates == n // ctl.config.batch_size
+    assert ctl.updates == 200 // ctl.config.batch_size
 
 
 def test_controller_is_reproducible_and_state_round_trips():

@@ -9,7 +9,8 @@ import torch
 
 from search.controller import ControllerConfig
 from search.reward import reward
-from search.searcher import ControllerSearcher
+from search.strategies.controller import ControllerSearcher
+from search.task import NetworkTask
 from search.trial import TrialSettings, run_candidate
 from space.searchspace import get_space
 
@@ -52,8 +53,8 @@ def test_trial_measures_latency_when_asked(tmp_path, tiny_data):
 
 def test_searcher_suggests_feeds_back_and_round_trips(tmp_path, tiny_predictor):
     space = get_space("mnasnet")
-    s = ControllerSearcher(_settings(tmp_path), num_classes=10, in_channels=1, device="tiny-cpu",
-                           controller=ControllerConfig(batch_size=2), predictor=tiny_predictor)
+    task = NetworkTask(_settings(tmp_path), num_classes=10, in_channels=1, device="tiny-cpu", predictor=tiny_predictor)
+    s = ControllerSearcher(task, ControllerConfig(batch_size=2))
     cfgs = {tid: s.suggest(tid) for tid in ("a", "b", "c")}
     for cfg in cfgs.values():
         assert cfg["tokens"] == space.canonical(cfg["tokens"])
@@ -64,9 +65,9 @@ def test_searcher_suggests_feeds_back_and_round_trips(tmp_path, tiny_predictor):
     assert s.controller.updates == 1 and s.controller.history[0]["mean_reward"] == pytest.approx(0.25)
     path = tmp_path / "searcher.pkl"
     s.save(str(path))
-    t = ControllerSearcher(_settings(tmp_path), 10, 1, "tiny-cpu", ControllerConfig(batch_size=2), tiny_predictor)
+    t = ControllerSearcher(task, ControllerConfig(batch_size=2))
     t.restore(str(path))
-    assert t.live == {"c": cfgs["c"]["sample"]} and [r["trial_id"] for r in t.records] == ["a", "b"]
+    assert list(t.live) == ["c"] and [r["trial_id"] for r in t.records] == ["a", "b"]
     t.on_trial_complete("c", {"reward": float("nan")})
     assert t.records[-1]["reward"] == 0.0 and not math.isnan(t.records[-1]["reward"])
     assert s.suggest("d")["tokens"] == t.suggest("d")["tokens"]  # same controller state, same next sample

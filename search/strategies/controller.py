@@ -1,0 +1,47 @@
+"""The RNN controller (:mod:`search.controller`) as a search strategy: it proposes what its policy
+samples, drawn around the networks the run has handed out (a canonical network is never drawn
+twice; another token list for the same network can be, and is answered from the record), and
+learns by policy gradient from every reward, repeats included."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from search.controller import Controller, ControllerConfig, Taken
+from search.searcher import NetworkSearcher, SearchTask
+
+
+class ControllerSearcher(NetworkSearcher):
+    name = "controller"
+
+    def __init__(self, task: SearchTask, config: ControllerConfig | None = None, seed: int = 0,
+                 state_path: str | os.PathLike | None = None) -> None:
+        super().__init__(task, seed=seed, state_path=state_path)
+        self.controller = Controller.for_space(self.space, config, seed=self.seed)
+        self._taken_set: Taken | None = None
+
+    def propose(self) -> tuple[Any, list[int]]:
+        s = self.controller.sample(self._taken())
+        return s.key, s.tokens
+
+    def _taken(self) -> Taken:
+        """The networks handed out so far (kept between calls; a restored searcher builds it anew)."""
+        if self._taken_set is None:
+            self._taken_set = Taken(self.controller.n_choices)
+        for e in self.suggested.values():
+            self._taken_set.add(e["tokens"])
+        return self._taken_set
+
+    def adopt(self, tokens: list[int]) -> Any:
+        return self.controller.adopt(tokens).key
+
+    def learn(self, handle: Any, tokens: list[int], reward: float) -> None:
+        self.controller.feedback(int(handle), reward)
+
+    def strategy_state(self) -> dict[str, Any]:
+        return self.controller.state_dict()
+
+    def load_strategy_state(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state)
+        self._taken_set = None  # built again from the restored hand-outs
