@@ -7,8 +7,9 @@ never writes files. :func:`search.trial.run_candidate` returns the ``state_dict`
 out of the result (Tune lets callbacks edit a result in place, and user callbacks run before Tune's
 loggers, so the bytes never reach ``result.json`` or the experiment state) and writes
 ``<run>/weights/<trial_id>.pt``, recording that path as the result's ``weights``. It also stores
-the result (the trial's own keys) as ``<run>/trials/net_<tokens>.json``, the first result of a
-network only: a trial Tune runs again after a kill returns that stored result where it can read it
+a trial's last result (the trial's own keys; the end of its training, or the report at which ASHA
+stopped it) as ``<run>/trials/net_<tokens>.json``, the first such result of a network only: a trial
+Tune runs again after a kill returns that stored result where it can read it
 (:func:`search.trial.run_candidate`), so a finished trial keeps its figures.
 """
 
@@ -43,7 +44,9 @@ class WeightsToDriver(Callback):
         if blob:
             result["weights"] = str(atomic_write_bytes(weights_path(trial), blob))
         sample = (trial.config or {}).get("sample")
-        if sample is None or "status" not in result or not result.get("tokens"):
+        # A trial's last result is the one with done set: its end, or where ASHA stopped it (Tune marks the
+        # result done before the callbacks see it); earlier reports are not kept.
+        if sample is None or "status" not in result or not result.get("tokens") or not result.get("done"):
             return
         path = stored_result_path(run_folder(trial) / "trials", result["tokens"])
         if not path.exists():  # the first result of a network is the one the strategy heard

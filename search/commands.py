@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from common.cli_io import non_negative_float, non_positive_float, positive_float, positive_int, print_json
+from search.options import SCHEDULERS
 from search.strategies import DEFAULT_STRATEGY, STRATEGIES
 from space.proxy import DEFAULT_MIN_MAP
 from train.cli_args import add_data_args
@@ -53,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"train each candidate's proxy network: its earliest strides set to 1 until its last stage "
                         f"keeps a PX x PX map at the training resolution (default {DEFAULT_MIN_MAP}; 1 trains the "
                         "deployment strides); latency is always the deployment network's (docs/search.md)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
+                   help="fifo: every trial trains --epochs (default); asha: ASHA early stopping, each trial reports "
+                        "its validation reward at --grace-epochs * --reduction-factor^k epochs and the poor ones stop "
+                        "(docs/search.md)")
+    p.add_argument("--grace-epochs", type=positive_float, default=0.5, metavar="E",
+                   help="with --scheduler asha: epochs every trial trains before it can be stopped (default 0.5)")
+    p.add_argument("--reduction-factor", type=positive_float, default=3.0, metavar="RF",
+                   help="with --scheduler asha: keep the top 1/RF of the trials at each rung (default 3)")
     p.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
                    help=f"proxy training learning rate (default {DEFAULT_LR:g})")
     p.add_argument("--strategy", choices=tuple(STRATEGIES), default=DEFAULT_STRATEGY,
@@ -90,7 +99,8 @@ def options_from_args(args: argparse.Namespace):
         strategy=args.strategy, controller_method=args.controller, time_budget_s=args.time_budget, data=args.data,
         train_resolution=args.train_resolution, batch_size=args.batch_size,
         data_limit=args.data_limit, eval_limit=args.eval_limit, split_seed=args.split_seed, augment=args.augment,
-        proxy_min_map=args.proxy_min_map,
+        proxy_min_map=args.proxy_min_map, scheduler=args.scheduler, grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor,
     )
 
 
@@ -103,15 +113,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         summary = run_search(options_from_args(args))
     if args.json:
         print_json({"best": summary.best, "run_dir": summary.run_dir, "trials": summary.trials,
-                    "completed": summary.completed, "failed": summary.failed, "seconds": round(summary.seconds, 1),
+                    "completed": summary.completed, "stopped": summary.stopped, "failed": summary.failed,
+                    "seconds": round(summary.seconds, 1),
                     "dashboard_url": summary.dashboard_url, "files": summary.files})
         return 0
+    stopped = f", {summary.stopped} stopped early by ASHA" if summary.stopped else ""
     print(f"search finished in {summary.seconds / 60:.1f} min: {summary.completed}/{summary.trials} trials "
-          f"completed, {summary.failed} failed, {summary.pareto} on the Pareto front; results in {summary.run_dir}")
+          f"completed{stopped}, {summary.failed} failed, {summary.pareto} on the Pareto front; results in "
+          f"{summary.run_dir}")
     b = summary.best
     if b:
-        print(f"best (reward {b['reward']:.4f}): accuracy {b['accuracy']:.3f}, latency {b['latency_ms']:.2f} ms, "
-              f"{b['params']:,} params, {b['macs'] / 1e6:.1f}M MACs -> {b['arch']}")
+        test = f", {b['test_accuracy']:.3f} on the test split" if b.get("test_accuracy") is not None else ""
+        print(f"best (reward {b['reward']:.4f}): validation accuracy {b['accuracy']:.3f}{test}, latency "
+              f"{b['latency_ms']:.2f} ms, {b['params']:,} params, {b['macs'] / 1e6:.1f}M MACs -> {b['arch']}")
     else:
         print("no trial completed; see trials.csv for the errors")
     return 0

@@ -17,6 +17,7 @@ from search.reward import Reward
 from search.strategies import searcher_class
 from space.proxy import DEFAULT_MIN_MAP, check_proxy_resolution
 
+SCHEDULERS = ("fifo", "asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -56,6 +57,9 @@ class SearchOptions:
     split_seed: int = 0
     augment: bool = False
     proxy_min_map: int = DEFAULT_MIN_MAP
+    scheduler: str = "fifo"        # fifo: every trial trains --epochs; asha: early stopping (search.stopping)
+    grace_epochs: float = 0.5      # ASHA's first rung
+    reduction_factor: float = 3.0  # ASHA keeps the top 1/rf at each rung
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +74,17 @@ class SearchOptions:
             raise UserError(f"--epochs {self.epochs} must be a positive number")
         if self.train_resolution is not None:
             check_proxy_resolution(self.train_resolution, self.proxy_min_map)
+        if self.scheduler not in SCHEDULERS:
+            raise UserError(f"--scheduler {self.scheduler!r} is unknown; choose one of {', '.join(SCHEDULERS)}")
+        if self.scheduler == "asha":
+            if not (self.grace_epochs > 0 and math.isfinite(self.grace_epochs)):
+                raise UserError(f"--grace-epochs {self.grace_epochs} must be a positive number of epochs")
+            if self.grace_epochs >= self.epochs:
+                raise UserError(f"--grace-epochs {self.grace_epochs:g} is not shorter than a trial (--epochs "
+                                f"{self.epochs:g}), so ASHA could never stop one; give fewer grace epochs or more --epochs")
+            if not (self.reduction_factor > 1 and math.isfinite(self.reduction_factor)):
+                raise UserError(f"--reduction-factor {self.reduction_factor} must be a number above 1 (ASHA keeps "
+                                "the top 1/rf of the trials at each rung)")
         check_dashboard_host(self.dashboard_host)
         if self.address:
             check_reachable(self.address)

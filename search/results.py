@@ -13,6 +13,7 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ from space.archspec import ArchSpec
 
 TRIAL_COLUMNS = [
     "trial", "trial_id", "status", "tokens", "accuracy", "latency_ms", "measured_ms", "reward", "params", "macs",
-    "train_seconds", "steps", "train_loss", "train_resolution", "final_map", "proxy_strides", "error", "node",
-    "weights", "arch",
+    "train_seconds", "steps", "epochs", "train_loss", "train_resolution", "final_map", "proxy_strides",
+    "learned_reward", "test_accuracy", "error", "node", "weights", "arch",
 ]
 
 
@@ -138,6 +139,7 @@ class SearchSummary:
     seconds: float
     dashboard_url: str | None
     files: dict[str, str]
+    stopped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,14 +147,26 @@ class SearchSummary:
 
 
 def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, url: str | None, start: float,
-                   nc_ic: tuple[int, int], timings: dict[str, float]) -> SearchSummary:
+                   nc_ic: tuple[int, int], timings: dict[str, float],
+                   score_test: Callable[[str, str], float] | None = None) -> SearchSummary:
+    """Write the run's tables, plots, seed and summary from Tune's ``results``.
+
+    ``score_test(tokens, weights_path)`` scores a trained network on the test split: it is called once
+    per run end for the best trial and each Pareto trial (``test_accuracy``; the others stay empty), so
+    the accuracy reported for them is not the one they were selected by. Trials ASHA stopped
+    (``status`` ``stopped``: fewer ``epochs`` than the run's) are neither best nor on the front.
+    """
     from search.controller import ControllerConfig
     from search.searcher import read_state
+    from search.stopping import STOPPING_STATE
+    from search.stopping import read_state as read_stopping
     from search.trial import deploy_spec
 
     # What the searcher handed out: a trial that failed before reporting (restored after a kill)
     # comes back from Tune without its config; its sample and tokens are still known here.
     handed_out = (read_state(run_dir / "searcher.json") or {}).get("suggested", {})
+    # What the strategy learned from each trial when ASHA stopped some (search.stopping); else the reward.
+    fed = (read_stopping(run_dir / STOPPING_STATE) or {}).get("fed", {})
     rows = []
     for res in results:
         m = res.metrics or {}
@@ -167,11 +181,16 @@ def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, 
             status = "unfinished"  # interrupted before it reported; --resume runs it again
         else:
             status = m.get("status", "ok")
+            if status == "ok" and float(m.get("epochs", opts.epochs)) < opts.epochs - 1e-6:
+                status = "stopped"  # by ASHA, at a rung
+        reward = m.get("reward", 0.0) if status in ("ok", "stopped") else 0.0
         rows.append({
             "trial": int(cfg.get("sample", _trial_index(trial_id))), "trial_id": trial_id, "status": status,
             "tokens": "-".join(map(str, tokens)),
             "accuracy": m.get("accuracy", math.nan), "latency_ms": m.get("latency_ms", cfg.get("latency_ms", math.nan)),
-            "measured_ms": m.get("measured_ms", math.nan), "reward": m.get("reward", 0.0) if status == "ok" else 0.0,
+            "measured_ms": m.get("measured_ms", math.nan), "reward": reward,
+            "learned_reward": fed.get(trial_id, {}).get("learned_reward", reward), "test_accuracy": math.nan,
+            "epochs": m.get("epochs", math.nan),
             "params": m.get("params", math.nan), "macs": m.get("macs", math.nan),
             "train_seconds": m.get("train_seconds", math.nan), "steps": m.get("steps", 0),
             "train_loss": m.get("train_loss", math.nan), "train_resolution": m.get("train_resolution", math.nan),
@@ -191,6 +210,12 @@ def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, 
     front = pareto_front(df)
     ok = df[df["status"] == "ok"]
     best_idx = ok["reward"].astype(float).idxmax() if len(ok) else None
+    if score_test is not None:
+        chosen = set(front["trial_id"]) | ({df.loc[best_idx, "trial_id"]} if best_idx is not None else set())
+        for idx in df.index[df["trial_id"].isin(chosen)]:
+            if df.loc[idx, "weights"] and Path(df.loc[idx, "weights"]).is_file():
+                df.loc[idx, "test_accuracy"] = float(score_test(df.loc[idx, "tokens"], df.loc[idx, "weights"]))
+        front = pareto_front(df)
     # Weights of trials off the Pareto front are deleted below; the table names only files that stay.
     keep = set(front["weights"]) | ({df.loc[best_idx, "weights"]} if best_idx is not None else set())
     df["weights"] = [w if w and w in keep and Path(w).is_file() else "" for w in df["weights"]]
@@ -214,20 +239,30 @@ def write_results(opts: SearchOptions, run_dir: Path, results: Any, rw: Reward, 
             files["seed_weights"] = str(results_dir() / "seed.pt")
         _prune_weights(run_dir / "weights", keep=keep)
         best = {"arch": str(results_dir() / "seed.json"), "trial_id": b["trial_id"], "tokens": b["tokens"],
-                "accuracy": float(b["accuracy"]), "latency_ms": float(b["latency_ms"]), "reward": float(b["reward"]),
+                "accuracy": float(b["accuracy"]), "test_accuracy": _or_none(b["test_accuracy"]),
+                "latency_ms": float(b["latency_ms"]), "reward": float(b["reward"]),
                 "params": int(b["params"]), "macs": int(b["macs"]),
                 "weights": str(results_dir() / "seed.pt") if weights is not None else None}
     summary = SearchSummary(
         run_dir=str(run_dir), trials=len(df), completed=int((df["status"] == "ok").sum()),
         failed=int(df["status"].isin(FAILED).sum()), best=best, pareto=len(front),
         seconds=time.perf_counter() - start, dashboard_url=url, files=files,
+        stopped=int((df["status"] == "stopped").sum()),
     )
-    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "searcher": searcher_counts(run_dir)}
+    epochs = df["epochs"].astype(float)
+    doc = {**summary.to_dict(), "reward": rw.describe(), "timings": timings, "searcher": searcher_counts(run_dir),
+           "scheduler": opts.scheduler, "epochs_trained": float(epochs[np.isfinite(epochs)].sum()),
+           "epochs_if_all_full": float(len(df) * opts.epochs)}
     atomic_write_text(run_dir / "summary.json", json.dumps(doc, indent=2) + "\n")
     return summary
 
 
 FAILED = ("error", "diverged", "oom")
+
+
+def _or_none(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _error_line(error: Any) -> str:

@@ -101,8 +101,13 @@ def run_search(opts: SearchOptions, predictor: Any = None) -> SearchSummary:
             doc = {"command": COMMAND, **asdict(opts)}
             atomic_write_text(run_dir / "options.json", json.dumps(doc, indent=2) + "\n")
         results = fit(opts, run_dir, data, predictor, rw, faults)
+        from search.trial import score_on_test
+
+        def score_test(tokens: str, weights: str) -> float:
+            return score_on_test(opts.space, tokens, weights, data, opts.proxy_min_map)
+
         return write_results(opts, run_dir, results, rw, url, start, (data.num_classes, data.in_channels),
-                              {"predictor_s": predictor_s, "ray_init_s": ray_s})
+                             {"predictor_s": predictor_s, "ray_init_s": ray_s}, score_test)
     finally:
         if ours:
             ray.shutdown()

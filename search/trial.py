@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from space.searchspace import get_space
 WEIGHTS_BLOB = "weights_blob"
 # What a trial reports (besides the blob), and what the driver stores per finished sample.
 RESULT_KEYS = ("accuracy", "latency_ms", "measured_ms", "reward", "params", "macs", "train_loss", "steps",
-               "train_seconds", "status", "error", "tokens", "weights", "train_resolution", "final_map", "proxy_strides")
+               "train_seconds", "status", "error", "tokens", "weights", "train_resolution", "final_map", "proxy_strides",
+               "epochs")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class TrialSettings:
     eval_limit: int | None = None
     augment: bool = False
     proxy_min_map: int = DEFAULT_MIN_MAP  # space.proxy: early strides at 1 until the last map is this big
+    report_epochs: list[float] = field(default_factory=list)  # earlier reports (ASHA's rungs), before the end
     weights_dir: str = ""  # unused: trials return their weights (WEIGHTS_BLOB); older run configs carry it
     trials_dir: str = ""   # the driver's store of finished results (search.collect), read by re-runs
     faults: str = ""       # HWNAS_FAULT_INJECT as the run started (testing only; empty: none)
@@ -134,7 +137,16 @@ def _inject(fault: str | None, sample: Any, device: str) -> None:
 
 
 def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
-    """Train and score one candidate; returns the metrics a trial reports.
+    """Train and score one candidate; returns the metrics a trial reports at its end (see
+    :func:`candidate_reports`, whose last report this is)."""
+    *_, last = candidate_reports(config, data)
+    return last
+
+
+def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, Any]]:
+    """Train and score one candidate, yielding what the trial reports: one report at each of
+    ``settings.report_epochs`` (the validation accuracy and reward of the network as it is then, for
+    ASHA's early stopping; ``done`` False) and the final one (``done`` True).
 
     ``config`` holds ``tokens``, ``latency_ms`` (predicted, from the searcher), ``settings`` (a
     :class:`TrialSettings` dict) and ``sample`` (the controller's sample index). Failures that are
@@ -160,7 +172,7 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
 
     from space.builder import build_model
     from space.cost import cost
-    from train.loop import TrainingDiverged, train_model
+    from train.loop import Training, TrainingDiverged
 
     s = TrialSettings(**config["settings"])
     torch.set_num_threads(max(1, int(s.threads)))
@@ -171,7 +183,8 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
     if cache is not None and cache.exists():
         cached = _cached_result(cache, token_text)
         if cached is not None:
-            return cached
+            yield {**cached, "done": True}
+            return
     fault = parse_faults(s.faults).get(int(sample)) if s.faults and sample is not None else None
     space = get_space(s.space)
     train_spec, plan = proxy_spec(space.decode(tokens, **data.spec_kwargs()), data.resolution, s.proxy_min_map)
@@ -191,13 +204,22 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
     if fault == "nan":
         with torch.no_grad():
             next(model.parameters()).fill_(math.nan)
-    status, error, acc, loss, steps = "ok", "", 0.0, math.nan, 0
+    status, error, acc, loss, steps, epochs, run = "ok", "", 0.0, math.nan, 0, 0.0, None
+    facts = {"latency_ms": latency_ms, "measured_ms": measured_ms, "params": c.params, "macs": c.macs,
+             "tokens": token_text, "train_resolution": plan.resolution, "final_map": plan.final_map,
+             "proxy_strides": ",".join(plan.reduced)}
     try:
         _inject(fault, sample, device)
-        res = train_model(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
-                          eval_limit=s.eval_limit, augment=s.augment,
-                          bn_recalibration_batches=5)
-        acc, loss, steps = float(res.accuracy), float(res.loss), int(res.steps)
+        run = Training(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
+                       augment=s.augment, bn_recalibration_batches=5)
+        for at in s.report_epochs:
+            run.advance(run.steps_for(at))
+            acc_now = run.score("val", s.eval_limit)[0]
+            yield {**facts, "accuracy": acc_now, "epochs": run.epochs, "steps": run.step, "status": "ok",
+                   "error": "", "reward": reward(acc_now, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta),
+                   "train_seconds": time.perf_counter() - start, "done": False}
+        res = run.finish("val", s.eval_limit)
+        acc, loss, steps, epochs = float(res.accuracy), float(res.loss), int(res.steps), float(res.epochs)
     except TrainingDiverged as e:
         status, error = "diverged", short_error(e)
     except Exception as e:
@@ -205,20 +227,30 @@ def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
             raise
         status, error = "oom", short_error(e)
         # The actor may be reused for the next trial: give back what this one held.
-        model = None
+        model = run = None
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
     blob = _state_bytes(model) if status == "ok" and model is not None else b""
-    out = {
-        "accuracy": acc, "latency_ms": latency_ms, "measured_ms": measured_ms,
+    yield {
+        **facts, "accuracy": acc,
         "reward": reward(acc, latency_ms, s.target_ms, alpha=s.alpha, beta=s.beta) if status == "ok" else 0.0,
-        "params": c.params, "macs": c.macs, "train_loss": loss, "steps": steps,
-        "train_seconds": time.perf_counter() - start, "status": status, "error": error, "tokens": token_text,
-        "train_resolution": plan.resolution, "final_map": plan.final_map, "proxy_strides": ",".join(plan.reduced),
-        WEIGHTS_BLOB: blob,
+        "train_loss": loss, "steps": steps, "epochs": epochs, "train_seconds": time.perf_counter() - start,
+        "status": status, "error": error, WEIGHTS_BLOB: blob, "done": True,
     }
-    return out
+
+
+def score_on_test(space_name: str, tokens: str, weights: str, data: Any,
+                  min_map: int = DEFAULT_MIN_MAP) -> float:
+    """Test-split accuracy of a trained candidate (``tokens`` as in trials.csv, its weights file): the
+    proxy network it was trained as, at the data's resolution."""
+    from space.builder import build_model
+    from train.loop import evaluate
+    from train.weights import load_into
+
+    spec = get_space(space_name).decode([int(t) for t in tokens.split("-")], **data.spec_kwargs())
+    model = load_into(build_model(proxy_spec(spec, data.resolution, min_map)[0]), weights)
+    return evaluate(model, data, "test")
 
 
 def _state_bytes(model: Any) -> bytes:
@@ -237,23 +269,28 @@ def trial_class():
     from ray import tune
 
     class SearchTrial(tune.Trainable):
-        """One step = train and score the candidate; the data comes from Ray's object store."""
+        """One step = one report of :func:`candidate_reports`: the whole training and scoring, or with ASHA
+        the training up to the next rung; the data comes from Ray's object store."""
 
         def setup(self, config: dict[str, Any], data: Any = None) -> None:
             self.data = data
+            self.reports: Iterator[dict[str, Any]] | None = None
 
         def step(self) -> dict[str, Any]:
             from common.ray_cluster import node_id
 
+            if self.reports is None:
+                self.reports = candidate_reports(self.config, self.data)
             # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
-            return {**run_candidate(self.config, self.data), "node": node_id(), "done": True}
+            return {**next(self.reports), "node": node_id()}
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
             # Lets Tune reuse this actor for the next trial: no new process, no second torch import.
+            self.reports = None
             return True
 
         def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-            # A trial is one step; nothing to resume inside it (a stopped trial re-runs from scratch).
+            # Nothing to resume inside a trial: one interrupted by a kill re-runs from scratch.
             return {}
 
         def load_checkpoint(self, checkpoint: Any) -> None:

@@ -21,7 +21,8 @@ def _reporter(opts: SearchOptions):
             print(self._progress_str(trials, done, *sys_info), file=sys.stderr, flush=True)
 
     return StderrReporter(
-        metric_columns={"accuracy": "acc", "latency_ms": "lat_ms", "reward": "reward", "train_seconds": "train_s"},
+        metric_columns={"epochs": "epochs", "accuracy": "acc", "latency_ms": "lat_ms", "reward": "reward",
+                        "train_seconds": "train_s"},
         parameter_columns={"latency_ms": "pred_ms"}, max_report_frequency=10, sort_by_metric=False,
         max_progress_rows=40, max_error_rows=10, print_intermediate_tables=True,
     )
@@ -43,10 +44,12 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
     from ray import tune
 
     from search.controller import ControllerConfig
+    from search.stopping import STOPPING_STATE, StopCorrection, asha_rungs, asha_scheduler
     from search.strategies import make_searcher
     from search.task import NetworkTask
     from search.trial import TrialSettings
 
+    asha = opts.scheduler == "asha"
     trainable = _trainable(opts, data)
     exp_dir = run_dir / "tune"
     from search.collect import WeightsToDriver
@@ -66,6 +69,7 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
             latency_resolution=opts.latency_resolution, target_ms=rw.target_ms, alpha=rw.alpha, beta=rw.beta,
             measure=opts.measure, threads=max(1, int(opts.cpus_per_trial)), eval_limit=opts.eval_limit,
             augment=opts.augment, proxy_min_map=opts.proxy_min_map,
+            report_epochs=asha_rungs(opts.grace_epochs, opts.reduction_factor, opts.epochs) if asha else [],
             trials_dir=str((run_dir / "trials").resolve()), faults=faults,
         )
         config = None
@@ -75,11 +79,15 @@ def fit(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Rewar
         task = NetworkTask(settings, data.num_classes, data.in_channels, opts.device, predictor)
         searcher = make_searcher(opts.strategy, task, seed=opts.seed, config=config,
                                  state_path=(run_dir / "searcher.json").resolve())
+        if asha:  # the strategy learns from stopped trials' rewards projected to the full budget
+            searcher = StopCorrection(searcher, opts.epochs, rw, state_path=(run_dir / STOPPING_STATE).resolve())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=opts.trials, metric="reward", mode="max",
                                         max_concurrent_trials=opts.concurrency, time_budget_s=opts.time_budget_s,
-                                        trial_dirname_creator=_trial_dirname, reuse_actors=True),
+                                        trial_dirname_creator=_trial_dirname, reuse_actors=True,
+                                        scheduler=asha_scheduler(opts.grace_epochs, opts.reduction_factor, opts.epochs)
+                                        if asha else None),
             run_config=run_config,
         )
     return tuner.fit()

@@ -351,6 +351,11 @@ CASES = [
          "unknown data format"),
     case("search-train-resolution-too-small", "search --target-ms 15 --device good --train-resolution 1",
          "training resolution 1px is too small", "even with every stride at 1"),
+    case("search-unknown-scheduler", "search --target-ms 15 --scheduler hyperband", "--scheduler", "invalid choice"),
+    case("search-grace-longer-than-trial", "search --target-ms 15 --scheduler asha --grace-epochs 3",
+         "--grace-epochs 3 is not shorter than a trial", "--epochs 2"),
+    case("search-reduction-factor-one", "search --target-ms 15 --scheduler asha --reduction-factor 1",
+         "--reduction-factor", "above 1"),
     case("search-proxy-min-map-zero", "search --target-ms 15 --proxy-min-map 0", "--proxy-min-map", "must be >= 1"),
     # -- netadapt (must refuse before reading data, training the seed or starting Ray)
     case("netadapt-target-zero", f"netadapt {SEED} --target-ms 0", "--target-ms", "must be > 0"),

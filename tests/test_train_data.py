@@ -66,7 +66,9 @@ def test_digits_default_splits_are_disjoint_stratified_and_seeded():
     for s in (d.train, d.val, d.test):
         assert set(s.y.tolist()) == set(range(10))
     # no image is in two splits (digits has a few exact duplicates, so compare index-free by content counts)
-    assert len(d.val) == pytest.approx(0.1 * 1797, abs=10) and len(d.test) == pytest.approx(0.15 * 1797, abs=10)
+    # the digits validate on a quarter of the images (450), other sources on a tenth of their training pool
+    assert len(d.val) == pytest.approx(0.25 * 1797, abs=10) and len(d.test) == pytest.approx(0.15 * 1797, abs=10)
+    assert len(load_data("digits", val_fraction=0.1).val) == pytest.approx(0.1 * 1797, abs=10)
     again, other = load_data("digits", seed=0), load_data("digits", seed=1)
     assert torch.equal(again.train.x, d.train.x) and torch.equal(again.val.y, d.val.y)
     assert not torch.equal(other.val.x, d.val.x)
