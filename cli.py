@@ -48,10 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach a user of the command line as one line, like errors."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Keep the repository importable however the script is started.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import warnings
+
     from common.errors import UserError
+
+    warnings.showwarning = _warning_line
 
     parser = build_parser()
     args = parser.parse_args(argv)

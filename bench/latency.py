@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
-"""Latency benchmark: the cost of building a table, the predictor's fidelity on held-out networks
-(vs a FLOPs-linear fit and the plain table sum), and its throughput.
+"""Latency benchmark: the cost of building the default table, the predictor's fidelity family by
+family on fresh networks (against a FLOPs-linear fit and the plain table sum), each reference network
+against its own measurement, the machine's repeatability, and the predictor's throughput.
 
-    python bench/latency.py [--n 100] [--mode full|quick] [--resolution 224] [--results DIR] [--repeat] [--json]
-    python bench/latency.py --rescore DIR [DIR ...]
+    python bench/latency.py [--n 60] [--n-space 100] [--results DIR] [--seed S] [--repeat] [--records DIR] [--json]
 
-By default it builds a fresh table into a new results folder (so the build time is what a fresh
-clone pays), then measures ``--n`` networks sampled from the space that the calibration never
-saw, then times batch prediction of 10,000 networks and one cold ``cli.py latency predict`` call.
-It prints the machine it ran on and the load average, since timings on a shared machine move.
+By default it builds a fresh ``local-cpu`` table (``latency build``'s default: full mode) into a new
+results folder, so the build time is what a user pays; ``--results`` reuses a folder's table. Then:
+
+- the validation suite (:mod:`latency.suite`): ``--n`` fresh networks of each family, ``--n-space``
+  of each space, none used in any fit, drawn from a new seed (printed and recorded; ``--seed``
+  repeats one) and measured here;
+- every reference network at width 1.0 and 224x224 measured the way ``latency measure`` measures it
+  and predicted, in the same run;
+- ``--repeat``: the suite's networks measured a second time and the first measurement scored as a
+  predictor of the second (how close this machine comes to itself, family by family);
+- ``predict_many`` on 10,000 fresh networks of every family with a cold unit cache, and one
+  ``cli.py latency predict`` call.
+
+It prints the machine and the load average before and after, and writes everything to
+``--records`` (default ``bench/records/latency/<UTC time>/``) so that later sittings can compare.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+FIGURES = ("within_5pct", "within_10pct", "mape", "rmse", "spearman", "kendall")
 
 
 def machine() -> dict:
@@ -33,176 +47,160 @@ def machine() -> dict:
             "loadavg_1m": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def throughput(pred, space_name: str, resolution: int, n: int = 10_000) -> dict:
-    """Networks per second for predict_many on n fresh specs (a cold cache: new predictor copy)."""
-    import numpy as np
-
+def throughput(pred, n: int = 10_000) -> dict:
+    """Networks per second of CPU time (this process's: other processes' turns on a shared core do not
+    count) for predict_many on ``n`` fresh networks, cold (a new unit cache) and warm: networks of
+    every family, and samples of the ``mnasnet`` space (what a search scores)."""
+    from latency import families
     from latency.predictor import Predictor
-    from space.searchspace import get_space
 
-    sp = get_space(space_name)
-    rng = np.random.default_rng(123)
-    specs = [sp.decode(sp.sample(rng), resolution=resolution) for _ in range(n)]
-    cold = Predictor(pred.lookup, pred.models, pred.calibration, pred.meta)
-    t0 = time.perf_counter()
-    cold.predict_many(specs)
-    t_cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cold.predict_many(specs)
-    t_warm = time.perf_counter() - t0
-    return {"networks": n, "cold_per_s": n / t_cold, "warm_per_s": n / t_warm}
+    out = {}
+    for name, fams in (("families", families.FAMILIES), ("mnasnet", ("mnasnet",))):
+        specs = [s for f in fams for s in families.draw(f, n // len(fams), 123)]
+        cold = Predictor(pred.lookup, pred.models, pred.calibration, pred.meta)
+        t0 = time.process_time()
+        cold.predict_many(specs)
+        t_cold = time.process_time() - t0
+        t0 = time.process_time()
+        cold.predict_many(specs)
+        t_warm = time.process_time() - t0
+        out[name] = {"networks": len(specs), "cold_per_s": len(specs) / t_cold, "warm_per_s": len(specs) / t_warm}
+    return out
 
 
 def cli_predict_seconds(results: str, device: str) -> float:
     env = {**os.environ, "HWNAS_RESULTS": results}
     cmd = [sys.executable, str(ROOT / "cli.py"), "latency", "predict", "mnasnet_a1", "--device", device]
-    subprocess.run(cmd, env=env, check=True, capture_output=True)  # first call may refit; time the next
+    subprocess.run(cmd, env=env, check=True, capture_output=True)  # the first call may refit; time the next
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
-def remeasure(csv_path: str, first_mid: float) -> dict:
-    """Measure the validation's networks again (same method) and score the first measurement as a
-    predictor of the second; also the full predictor and the table sum scored against the second."""
+def references(pred) -> list[dict]:
+    """Each reference network at width 1.0 and 224x224: ``latency measure``'s figure and the prediction."""
+    from latency.measure import measure
+    from space.references import REFERENCES, reference
+
+    out = []
+    for name in REFERENCES:
+        spec = reference(name)
+        st = measure(spec)
+        p = float(pred.predict(spec))
+        out.append({"network": name, "measured_ms": st.latency_ms, "predicted_ms": p, "error": p / st.latency_ms - 1,
+                    "session_spread": st.session_spread, "loadavg_1m": os.getloadavg()[0]})
+    return out
+
+
+def remeasure(csv_path: str) -> dict:
+    """Measure the suite's networks again (same method) and score the first measurement as a predictor
+    of the second, family by family."""
     import numpy as np
     import pandas as pd
 
-    from latency.units import MEASURE_PASSES, NET_RUNS, NET_WARMUP, measure_networks
+    from latency.units import measure_networks
     from latency.validate import metrics
     from space.archspec import ArchSpec
 
     first = pd.read_csv(csv_path)
     t0 = time.time()
-    rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], 1, "cpu", NET_WARMUP, NET_RUNS,
-                            progress=False, passes=MEASURE_PASSES)
-    second = np.array([r["median_ms"] for r in rows])
-    out = metrics(first["measured_ms"].to_numpy(float), second)
-    out["minutes_later"] = ((t0 + time.time()) / 2 - first_mid) / 60  # between the midpoints of the two
-    out["median_ratio_second_to_first"] = float(np.median(second / first["measured_ms"].to_numpy(float)))
-    out["full_vs_second"] = metrics(first["predicted_ms"].to_numpy(float), second)
-    out["lut_sum_vs_second"] = metrics(first["lut_sum_ms"].to_numpy(float), second)
+    rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], progress=False)
+    second = np.array([r["latency_ms"] for r in rows])
+    out = {"minutes": (time.time() - t0) / 60, "loadavg_1m": os.getloadavg()[0], "families": {}}
+    for f in dict.fromkeys(first["family"]):
+        m = (first["family"] == f).to_numpy()
+        out["families"][f] = {**metrics(first["measured_ms"].to_numpy(float)[m], second[m]),
+                              "median_ratio_second_to_first": float(np.median(second[m] / first["measured_ms"][m]))}
     return out
 
 
-FIGURES = ("within_5pct", "within_10pct", "mape", "rmse", "spearman", "kendall")
-
-
-def figure_cells(m: dict, rank_digits: int = 3) -> str:
-    """One predictor's figures as the cells of a markdown table row (FIGURES' order)."""
+def cells(m: dict) -> str:
     return (f"{m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
-            f"{m['spearman']:.{rank_digits}f} | {m['kendall']:.{rank_digits}f}")
+            f"{m['spearman']:.3f} | {m['kendall']:.3f}")
 
 
-def rescore(folders: list[str], device: str, space: str, resolution: int) -> dict:
-    """Refit the predictor of earlier benchmark folders with this code (from their stored table and
-    calibration networks) and score it on their stored held-out measurements; per-run figures and
-    the median of each figure over the runs, for the full predictor and both baselines."""
-    import numpy as np
-    import pandas as pd
-
-    from latency.load import fit_predictor
-    from latency.validate import metrics
-    from space.archspec import ArchSpec
-
-    runs = []
-    for folder in folders:
-        os.environ["HWNAS_RESULTS"] = folder
-        pred = fit_predictor(device, space, resolution, save=False)
-        v = pd.read_csv(Path(folder) / "latency" / device / f"validation-{space}-r{resolution}.csv")
-        specs = [ArchSpec.from_json(s) for s in v["spec"]]
-        meas = v["measured_ms"].to_numpy(float)
-        runs.append({"results": folder, "calibration": pred.calibration.kind,
-                     "full": metrics(pred.predict_many(specs), meas), "lut_sum": metrics(pred.unit_sum_many(specs), meas),
-                     "flops": metrics(v["flops_ms"].to_numpy(float), meas)})  # fitted on the calibration networks
-    median = {k: {f: float(np.median([r[k][f] for r in runs])) for f in FIGURES} for k in ("full", "lut_sum", "flops")}
-    return {"runs": runs, "median": median}
-
-
-def print_rescore(out: dict) -> None:
-    print("| run | calibration | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    rows = [(Path(r["results"]).name, r["calibration"], r) for r in out["runs"]]
-    rows.append((f"median of {len(out['runs'])}", "", out["median"]))
-    for name, kind, r in rows:
-        for label, key in (("full", "full"), ("table sum", "lut_sum"), ("FLOPs-linear", "flops")):
-            print(f"| {name} | {kind} | {label} | {figure_cells(r[key], 4)} |")
-    med = out["median"]
-    for base in ("lut_sum", "flops"):
-        better = [f for f in FIGURES if med["full"][f] != med[base][f]
-                  and (med["full"][f] < med[base][f]) == (f in ("mape", "rmse"))]
-        print(f"median: the full predictor is better than {base} on {len(better)} of {len(FIGURES)} figures")
+def print_report(out: dict) -> None:
+    m0, rep = out["machine"], out["suite"]
+    print(f"machine: {m0['cpu']}, {m0['cores']} cores, onnxruntime {m0['ort_version']}, load average "
+          f"{m0['loadavg_1m']:.1f} -> {out['loadavg_1m_after']:.1f}, {m0['date']}")
+    if out["build_seconds"] is not None:
+        sc = out["self_check"]
+        print(f"build: {out['build_seconds']:.0f} s, {out['table_units']} units, {out['calibration_networks']} calibration "
+              f"networks; self-check {sc['within_10pct']:.0%} within 10% (MAPE {sc['mape']:.1f}%)")
+    print(f"suite seed {rep['seed']} (load {rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}), "
+          f"calibration {rep['calibration']}")
+    print("| family | n | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall | "
+          "sessions within 5% / 10% |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for f, r in rep["families"].items():
+        rp = r["repeatability"]
+        for label, m in (("full", r), ("table sum", r["baselines"]["lut_sum"]), ("FLOPs-linear", r["baselines"]["flops"])):
+            same = f"{rp['sessions_within_5pct']:.2f} / {rp['sessions_within_10pct']:.2f}" if label == "full" else ""
+            print(f"| {f if label == 'full' else ''} | {r['n'] if label == 'full' else ''} | {label} | {cells(m)} | {same} |")
+    if out.get("repeat"):
+        for f, m in out["repeat"]["families"].items():
+            print(f"repeat ({out['repeat']['minutes']:.0f} min): {f}: first measurement within 5% / 10% of the second "
+                  f"{m['within_5pct']:.2f} / {m['within_10pct']:.2f}, MAPE {m['mape']:.2f}")
+    for r in out["references"]:
+        print(f"reference {r['network']}: measured {r['measured_ms']:.3f} ms, predicted {r['predicted_ms']:.3f} ms "
+              f"({r['error']:+.1%}; sessions {r['session_spread']:.1%} apart)")
+    for name, tp in out["throughput"].items():
+        print(f"throughput ({name}): {tp['cold_per_s']:,.0f} networks per CPU second cold cache, "
+              f"{tp['warm_per_s']:,.0f} warm")
+    print(f"one `cli.py latency predict`: {out['cli_predict_seconds']:.2f} s")
+    print(f"records: {out['records']}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="local-cpu")
-    ap.add_argument("--space", default="mnasnet")
-    ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--mode", default="full", choices=("quick", "full"), help="table to build (default full, the CLI's)")
-    ap.add_argument("--n", type=int, default=100, help="held-out networks (default 100)")
+    ap.add_argument("--n", type=int, default=60, help="fresh networks per family (default 60)")
+    ap.add_argument("--n-space", type=int, default=100, help="fresh networks of each space (default 100)")
     ap.add_argument("--results", help="results folder with an existing table (default: build a fresh one)")
-    ap.add_argument("--repeat", action="store_true",
-                    help="measure the held-out networks a second time and score the first measurement as if it were "
-                         "a predictor of the second: the ceiling this machine's drift puts on any predictor")
-    ap.add_argument("--rescore", nargs="+", metavar="DIR",
-                    help="measure nothing: refit the predictor of earlier benchmark results folders with this code and "
-                         "score it on their stored held-out networks, with the median of each figure over the folders")
+    ap.add_argument("--seed", type=int, help="the suite's seed (default: a new one)")
+    ap.add_argument("--repeat", action="store_true", help="measure the suite's networks a second time")
+    ap.add_argument("--records", help="folder for the records (default bench/records/latency/<UTC time>)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.rescore:
-        out = rescore(args.rescore, args.device, args.space, args.resolution)
-        print(json.dumps(out, indent=2)) if args.json else print_rescore(out)
-        return 0
-
     results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
     os.environ["HWNAS_RESULTS"] = results
+    from latency import families
     from latency.build import build
     from latency.files import units_path
     from latency.load import load_predictor
-    from latency.validate import validate
+    from latency.suite import fresh_seed, run_suite
+    from latency.table import LatencyTable
 
     before = machine()
     print(f"machine: {before}", file=sys.stderr)
     build_s = None
     if not units_path(args.device).exists():
         t0 = time.perf_counter()
-        build(args.device, args.space, args.resolution, args.mode)
+        build(args.device)
         build_s = time.perf_counter() - t0
-    pred = load_predictor(args.device, args.space, args.resolution)
-    t_val = time.time()
-    rep = validate(args.device, args.space, args.resolution, n=args.n)
-    t_val = (t_val + time.time()) / 2
-    tp = throughput(pred, args.space, args.resolution)
+    meta = LatencyTable.load(units_path(args.device)).meta
+    pred = load_predictor(args.device)
+    seed = fresh_seed() if args.seed is None else args.seed
+    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in families.FAMILIES}
+    suite = run_suite(args.device, list(sizes), sizes, seed)
+    refs = references(pred)
+    repeat = remeasure(suite["csv"]) if args.repeat else None
+    tp = throughput(pred)
     cli_s = cli_predict_seconds(results, args.device)
-    repeat = remeasure(rep["csv"], t_val) if args.repeat else None
-    out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "mode": args.mode,
-           "build_seconds": build_s, "table_units": len(pred.lookup),
-           "calibration_networks": pred.calibration.n_networks, "validation": rep, "throughput": tp,
-           "cli_predict_seconds": cli_s, "repeat": repeat}
+    records = Path(args.records) if args.records else \
+        ROOT / "bench" / "records" / "latency" / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
+    records.mkdir(parents=True, exist_ok=True)
+    shutil.copy(suite["csv"], records / "suite.csv")
+    out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
+           "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
+           "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,
+           "references": refs, "repeat": repeat, "throughput": tp, "cli_predict_seconds": cli_s,
+           "records": str(records)}
+    (records / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
     if args.json:
         print(json.dumps(out, indent=2))
-        return 0
-    print(f"machine: {before['cpu']}, {before['cores']} cores, onnxruntime {before['ort_version']}, "
-          f"load average {before['loadavg_1m']:.1f} -> {out['loadavg_1m_after']:.1f}, {before['date']}")
-    if build_s is not None:
-        print(f"build ({args.mode}): {build_s:.0f} s, {len(pred.lookup)} units, {pred.calibration.n_networks} calibration networks")
-    print(f"held-out networks: {rep['n']} ({args.space}, {args.resolution}x{args.resolution})")
-    print("| predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall |")
-    print("|---|---|---|---|---|---|---|")
-    rows = [("full", rep), ("table sum", rep["baselines"]["lut_sum"]), ("FLOPs-linear", rep["baselines"]["flops"])]
-    if repeat:
-        rows.append((f"first measurement ({repeat['minutes_later']:.0f} min earlier)", repeat))
-    for label, m in rows:
-        print(f"| {label} | {figure_cells(m)} |")
-    if repeat:
-        f2, s2 = repeat["full_vs_second"], repeat["lut_sum_vs_second"]
-        print(f"second measurement / first: median {repeat['median_ratio_second_to_first']:.4f}; against the second "
-              f"measurement: full {f2['within_5pct']:.2f} / {f2['within_10pct']:.2f} / MAPE {f2['mape']:.2f}, "
-              f"table sum {s2['within_5pct']:.2f} / {s2['within_10pct']:.2f} / MAPE {s2['mape']:.2f}")
-    print(f"throughput: {tp['cold_per_s']:,.0f} networks/s cold cache, {tp['warm_per_s']:,.0f} warm; "
-          f"one `cli.py latency predict`: {cli_s:.2f} s")
-    print(f"scatter: {rep['plot']}")
+    else:
+        print_report(out)
     return 0
 
 

@@ -77,7 +77,7 @@ def main() -> int:
     rows = measure_networks(specs, warmup=NET_WARMUP, runs=NET_RUNS, passes=MEASURE_PASSES, progress=False)
     out = []
     for (name, f), spec, row in zip(keys, specs, rows):
-        m = row["median_ms"]
+        m = row["latency_ms"]
         out.append({"network": name, "factor": f, "measured_ms": m, "predicted_ms": float(pred.predict(spec)),
                     "unit_sum_ms": float(pred.unit_sum(spec))})
     doc = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_1m": [load0, os.getloadavg()[0]],

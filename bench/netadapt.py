@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                         warmup=0.0)
             w_seconds = time.perf_counter() - t0
             w_acc = evaluate(wmodel, data, "test")
-            w_lat = measure(wspec, threads=1).median_ms
+            w_lat = measure(wspec, threads=1).latency_ms
             row = {
                 "seed": seed, "seed_latency_ms": na["seed_latency_ms"], "seed_accuracy": na["seed_accuracy"],
                 "netadapt_latency_ms": na["final_latency_ms"], "netadapt_predicted_ms": na["final_predicted_ms"],

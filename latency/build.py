@@ -9,12 +9,14 @@ import contextlib
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.errors import UserError
+from latency import families, selfcheck
 from latency.files import (
     LOCAL_DEVICE,
     check_compatible,
@@ -25,48 +27,83 @@ from latency.files import (
 )
 from latency.load import fit_predictor
 from latency.predictor import Predictor
+from latency.sampling import RANGE_SEED
 from latency.signature import Sig
 from latency.transfer import export_folder, import_measurements, merge_builds
-from latency.units import NET_RUNS, UNIT_RUNS
+from latency.units import MEASURE_PASSES
 from space.archspec import ArchSpec
 
-# Every unit of the space: 7-8 minutes for ``mnasnet`` at 224 on 2 cores, and no per-op model error
-# on the networks a search scores. A search that finds no table builds the quick one (about 4.5
-# minutes), so that a first run on a fresh clone stays within its 15 minutes; `latency build`
-# later extends it to the full table.
 DEFAULT_MODE = "full"
 AUTO_BUILD_MODE = "quick"
-QUICK_NETWORKS, FULL_NETWORKS = 60, 100  # 60 >= 50: the calibration fits per-op scales
 CALIBRATION_SEED = 7_000_000  # calibration networks come from their own seed stream
 
 
-def calibration_specs(space_name: str, resolution: int, n: int, seed: int = CALIBRATION_SEED) -> list[ArchSpec]:
-    from space.searchspace import get_space
+@dataclass(frozen=True)
+class Plan:
+    """What a build measures beside the space's grid units (:func:`latency.sampling.units_to_measure`):
+    the units of ``range_per_family`` networks of every family, ``adaptive`` more units near those
+    the per-op models predict worst, ``calibration_per_family`` whole networks of each of
+    ``families`` for the calibration, and ``check_per_family`` fresh ones for the self-check.
+    ``family_resolution`` draws the space families at another input size (small test tables);
+    ``passes``: fresh sessions of every model."""
 
-    space = get_space(space_name)
-    rng = np.random.default_rng(seed + resolution)
-    seen: dict[str, ArchSpec] = {}
-    while len(seen) < n:
-        spec = space.decode(space.sample(rng), resolution=resolution)
-        seen.setdefault(spec.name, spec)
-    return list(seen.values())
+    range_per_family: int
+    adaptive: int
+    calibration_per_family: int
+    check_per_family: int
+    families: tuple[str, ...] = families.FAMILIES
+    family_resolution: int | None = None
+    passes: int = MEASURE_PASSES
+
+
+# full: every unit of the space plus about 1,300 more over the range users' networks take (target:
+# under 20 minutes on the 2-core development machine). quick: what a first search builds on a
+# fresh clone, which must leave the search most of its 15 minutes: fewer samples, two sessions.
+PLANS = {"full": Plan(40, 200, 30, 2), "quick": Plan(6, 40, 10, 1, passes=2)}
+
+
+def held_out_references() -> set[str]:
+    """The reference networks at width 1.0 and 224x224: never fitted on, so that each can be checked
+    against its own measurement."""
+    from space.references import REFERENCES
+
+    return {families.key(families.scaled(n, 1.0, families.RESOLUTION)) for n in REFERENCES}
+
+
+def _draw(plan: Plan, per_family: int, seed: int, exclude: set[str]) -> list[tuple[str, ArchSpec]]:
+    out, taken = [], set(exclude)
+    for f in plan.families:
+        res = plan.family_resolution if f in families.AT_ANY_RESOLUTION else None
+        for spec in families.draw(f, per_family, seed, taken, res):
+            out.append((f, spec))
+            taken.add(families.key(spec))
+    return out
+
+
+def calibration_specs(plan: Plan, exclude: set[str] = frozenset(), seed: int = CALIBRATION_SEED) -> list[tuple[str, ArchSpec]]:
+    """The plan's calibration networks as (family, spec), none of the :func:`held_out_references`."""
+    return _draw(plan, plan.calibration_per_family, seed, set(exclude) | held_out_references())
+
+
+def check_specs(plan: Plan, seed: int, exclude: set[str]) -> list[tuple[str, ArchSpec]]:
+    """Fresh self-check networks as (family, spec), none in ``exclude``."""
+    return _draw(plan, plan.check_per_family, seed, exclude)
 
 
 def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224, mode: str = DEFAULT_MODE,
           threads: int = 1, provider: str = "cpu", n_networks: int | None = None,
-          sample: dict[str, int | None] | None = None, progress: bool = True, unit_runs: int = UNIT_RUNS,
-          net_runs: int = NET_RUNS) -> Predictor:
+          sample: dict[str, int | None] | None = None, progress: bool = True, plan: Plan | None = None) -> Predictor:
     """Measure what ``space`` at ``resolution`` needs on this machine and fit the predictor.
 
     Units already in the device's table are not measured again, so builds extend each other.
-    Concurrent builds of one device (e.g. parallel trials) wait for each other. ``sample``
-    overrides :func:`latency.sampling.units_to_measure`'s sample sizes (``per_stage``,
-    ``conv_per_stage``, ``trimmed_per_stage``).
+    Concurrent builds of one device (e.g. parallel trials) wait for each other. ``plan`` (default:
+    the mode's) says what else is measured; ``n_networks`` overrides its calibration networks per
+    family. ``sample`` overrides :func:`latency.sampling.units_to_measure`'s sample sizes
+    (``per_stage``, ``conv_per_stage``, ``trimmed_per_stage``).
     """
     _check_build(device, space, mode, threads, provider)  # bad input creates nothing, not even the lock file
     with build_lock(device):
-        return build_unlocked(device, space, resolution, mode, threads, provider, n_networks, sample, progress,
-                      unit_runs, net_runs)
+        return build_unlocked(device, space, resolution, mode, threads, provider, n_networks, sample, progress, plan)
 
 
 def _check_build(device: str, space: str, mode: str, threads: int, provider: str) -> None:
@@ -85,46 +122,133 @@ def _check_build(device: str, space: str, mode: str, threads: int, provider: str
                          f"use another --device name or delete {device_dir(device)}")
 
 
-def build_unlocked(device: str, space: str, resolution: int, mode: str, threads: int, provider: str, n_networks: int | None,
-           sample: dict[str, int | None] | None, progress: bool, unit_runs: int, net_runs: int) -> Predictor:
-    from latency.runner import run_folder
-    from latency.sampling import units_to_measure
+def build_unlocked(device: str, space: str, resolution: int, mode: str, threads: int, provider: str,
+                   n_networks: int | None, sample: dict[str, int | None] | None, progress: bool,
+                   plan: Plan | None = None) -> Predictor:
+    from dataclasses import replace
+
+    from latency.sampling import range_units, units_to_measure
+    from latency.suite import fresh_seed
     from latency.table import LatencyTable
     from space.searchspace import get_space
 
     _check_build(device, space, mode, threads, provider)
-    sp = get_space(space)
-    t0 = time.time()
-    wanted = units_to_measure(sp, resolution, mode, **(sample or {}))
-    have: set[Sig] = set()
-    if units_path(device).exists():
-        have = set(LatencyTable.load(units_path(device)).lookup())
-    units = [s for s in wanted if s not in have]
-    n_net = n_networks if n_networks is not None else (QUICK_NETWORKS if mode == "quick" else FULL_NETWORKS)
+    plan = plan or PLANS[mode]
+    if n_networks is not None:
+        plan = replace(plan, calibration_per_family=n_networks)
+    t0, loads = time.time(), [selfcheck.machine_load()]
+    grid = units_to_measure(get_space(space), resolution, mode, **(sample or {}))
+    units = _missing(device, grid + range_units(plan.range_per_family))
     nets_df, _ = load_networks(device)
-    done = set(nets_df["spec"]) if len(nets_df) else set()
-    specs = [s for s in calibration_specs(space, resolution, n_net) if s.to_json(indent=None) not in done]
+    have_nets = {families.key(ArchSpec.from_json(s)) for s in nets_df["spec"]} if len(nets_df) else set()
+    calib = [(f, s) for f, s in calibration_specs(plan) if families.key(s) not in have_nets]
     if progress:
-        print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): "
-              f"{len(units)} units and {len(specs)} networks to measure", file=sys.stderr)
-    if units or specs:
-        with tempfile.TemporaryDirectory(prefix="hwnas-latency-") as tmp:
-            # Units and calibration networks go through the same passes (quietest kept), so the table and
-            # the networks it is calibrated on see the same machine.
-            export_folder(tmp, units, [(space, resolution, s) for s in specs], progress=progress,
-                          unit_runs=unit_runs, net_runs=net_runs,
-                          builds=[{"space": space, "resolution": resolution, "mode": mode}])
-            csv_path = _run_with_bar(run_folder, tmp, threads, provider, progress)
-            import_measurements(csv_path, device, tmp)
-    else:
-        _record_build(device, {"space": space, "resolution": resolution, "mode": mode})
+        print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): {len(units)} units and "
+              f"{len(calib)} calibration networks to measure, then up to {plan.adaptive} units where the per-op models "
+              f"err most and {plan.check_per_family * len(plan.families)} self-check networks", file=sys.stderr)
+    spreads = _measure(device, units, [(f, "calibration", s) for f, s in calib], threads, provider, progress,
+                       {"space": space, "resolution": resolution, "mode": mode}, plan.passes)
+    loads.append(selfcheck.machine_load())
+    adaptive, cv = _adaptive_units(device, set(grid), plan.adaptive)
+    seed = fresh_seed()
+    used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
+    checks = check_specs(plan, seed, used)
+    got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
+                   plan.passes)
+    loads.append(selfcheck.machine_load())
+    used_before = LatencyTable.load(units_path(device)).meta.get("used_networks", [])
+    drawn = [s for f in families.FAMILIES for s in families.draw(f, plan.range_per_family, RANGE_SEED)]
+    _update_meta(device, {"adaptive": {"units": len(adaptive), "cv_error_before": cv},
+                          "used_networks": list(dict.fromkeys(used_before + [families.fingerprint(s) for s in drawn] +
+                                                              [families.fingerprint(s) for _, s in checks]))})
     pred = fit_predictor(device, space, resolution)
+    rec = record_self_check(device, pred, got.checks, seed, np.concatenate([spreads.units, got.units]), loads,
+                            round(time.time() - t0, 1))
     if progress:
+        print(selfcheck.summary(rec), file=sys.stderr)
         print(f"latency build done in {time.time() - t0:.0f} s", file=sys.stderr)
         if mode == "quick":
             print(f"this is the quick table (sampled units + per-op model); `python cli.py latency build --device "
                   f"{device} --space {space} --resolution {resolution}` extends it to the full one", file=sys.stderr)
+    selfcheck.warn_if_needed({"self_check": rec}, device, busy_too=True)
     return pred
+
+
+@dataclass
+class _Measured:
+    units: np.ndarray  # session spreads of the units measured
+    checks: list[dict[str, Any]]
+
+
+def _missing(device: str, wanted: list[Sig]) -> list[Sig]:
+    from latency.table import LatencyTable
+
+    have = set(LatencyTable.load(units_path(device)).lookup()) if units_path(device).exists() else set()
+    return [s for s in dict.fromkeys(wanted) if s not in have]
+
+
+def _measure(device: str, units: list[Sig], networks: list[tuple[str, str, ArchSpec]], threads: int, provider: str,
+             progress: bool, build_record: dict[str, Any] | None, passes: int = MEASURE_PASSES) -> _Measured:
+    """Export, time and import one round of a build; units and networks share its passes."""
+    from latency.runner import read_manifest, run_folder
+    from latency.transfer import read_measurements
+
+    if not units and not networks:
+        if build_record:
+            _record_build(device, build_record)
+        return _Measured(np.zeros(0), [])
+    with tempfile.TemporaryDirectory(prefix="hwnas-latency-") as tmp:
+        export_folder(tmp, units, networks, progress=progress, builds=[build_record] if build_record else [],
+                      passes=passes)
+        csv_path = _run_with_bar(run_folder, tmp, threads, provider, progress)
+        got = import_measurements(csv_path, device, tmp)
+        kinds = {it["file"]: it["kind"] for it in read_manifest(Path(tmp))["items"]}
+        rows = read_measurements(csv_path)[1]
+    spreads = np.array([r["session_spread"] for r in rows if kinds[r["file"]] == "unit"])
+    return _Measured(spreads, got["checks"])
+
+
+def _adaptive_units(device: str, grid: set[Sig], n: int) -> tuple[list[Sig], dict[str, float]]:
+    """Up to ``n`` new units near the off-grid units the per-op models predict worst in 5-fold
+    cross-validation, and that error (mean |log(predicted / measured)| per op) before they are added."""
+    from latency.opmodel import cv_errors
+    from latency.sampling import adaptive_units
+    from latency.table import LatencyTable
+
+    if n <= 0:
+        return [], {}
+    lookup = LatencyTable.load(units_path(device)).lookup()
+    sigs = list(lookup)
+    err = cv_errors(sigs, np.array([lookup[s] for s in sigs]))
+    off = {s: float(e) for s, e in zip(sigs, err) if s not in grid}
+    by_op = {op: round(float(np.mean([e for s, e in off.items() if s.op == op])), 4)
+             for op in dict.fromkeys(s.op for s in off)}
+    return adaptive_units(off, n, set(lookup)), by_op
+
+
+def range_keys(plan: Plan) -> set[str]:
+    """Keys of the networks whose units the plan's range sample holds."""
+    return {families.key(s) for f in families.FAMILIES for s in families.draw(f, plan.range_per_family, RANGE_SEED)}
+
+
+def record_self_check(device: str, pred: Predictor, checks: list[dict[str, Any]], seed: int,
+                      spreads: np.ndarray | None = None, loads: list[float] | None = None,
+                      seconds: float | None = None) -> dict[str, Any]:
+    """Score the self-check networks with ``pred`` and file the result in the table's metadata."""
+    rec = selfcheck.evaluate(pred, checks, seed, np.zeros(0) if spreads is None else spreads, loads or [])
+    if seconds is not None:
+        rec["seconds"] = seconds
+    _update_meta(device, {"self_check": rec})
+    pred.meta["self_check"] = rec
+    return rec
+
+
+def _update_meta(device: str, fields: dict[str, Any]) -> None:
+    from latency.table import LatencyTable
+
+    table = LatencyTable.load(units_path(device))
+    table.meta = {**table.meta, **fields}
+    table.save(units_path(device))
 
 
 def _record_build(device: str, b: dict[str, Any]) -> None:

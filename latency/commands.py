@@ -10,7 +10,12 @@ from pathlib import Path
 from common.cli_io import check_output_path, non_negative_int, positive_int, print_json
 from common.errors import UserError
 from latency.build import DEFAULT_MODE
+from latency.families import FAMILIES
+from latency.measure import DEFAULT_BLOCKS, DEFAULT_RUNS, DEFAULT_SESSIONS, DEFAULT_WARMUP
+from latency.suite import SUITE_N, VALIDATE_N
+from latency.units import MEASURE_PASSES
 from space.resolve import add_width_arg
+from space.searchspace import get_space
 
 DEFAULT_DEVICE = "local-cpu"
 
@@ -37,11 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = p.add_subparsers(dest="latency_command", metavar="SUBCOMMAND")
     ls.required = True
 
-    m = ls.add_parser("measure", help="measure a network end to end with onnxruntime (median, p10, p90)")
+    m = ls.add_parser("measure", help="measure a network end to end with onnxruntime in several fresh sessions")
     _common_spec(m)
     _runtime(m)
-    m.add_argument("--warmup", type=non_negative_int, default=10, help="warm-up runs (default 10)")
-    m.add_argument("--runs", type=positive_int, default=50, help="timed runs per round (default 50)")
+    m.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP,
+                   help=f"warm-up runs per session (default {DEFAULT_WARMUP})")
+    m.add_argument("--runs", type=positive_int, default=DEFAULT_RUNS, help=f"timed runs per block (default {DEFAULT_RUNS})")
+    m.add_argument("--blocks", type=positive_int, default=DEFAULT_BLOCKS,
+                   help=f"blocks of timed runs per session (default {DEFAULT_BLOCKS})")
+    m.add_argument("--sessions", type=positive_int, default=DEFAULT_SESSIONS,
+                   help=f"fresh onnxruntime sessions, each with its own input buffers (default {DEFAULT_SESSIONS})")
     m.add_argument("--clock", default="auto", choices=("auto", "cpu", "wall"),
                    help="auto: the thread's CPU time for 1 CPU thread (robust on a shared machine), else wall time")
     m.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(b)
     b.add_argument("--mode", choices=("quick", "full"), default=DEFAULT_MODE,
                    help=f"full: every unit of the space; quick: a sample of units + per-op model (default {DEFAULT_MODE})")
-    b.add_argument("--networks", type=int, help="whole networks to measure for the calibration (default 60 quick, 100 full)")
+    b.add_argument("--networks", type=int, help="calibration networks per family (default 10 quick, 30 full)")
     _runtime(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
@@ -69,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _space_res(e)
     e.add_argument("--out", required=True, help="folder to write into")
     e.add_argument("--mode", choices=("quick", "full"), default=DEFAULT_MODE, help=f"which units (default {DEFAULT_MODE})")
-    e.add_argument("--networks", type=int, help="whole networks for the calibration (default 60 quick, 100 full)")
+    e.add_argument("--networks", type=int, help="calibration networks per family (default 10 quick, 30 full)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_export)
 
@@ -80,14 +90,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_import)
 
-    v = ls.add_parser("validate", help="score the predictor and two baselines on held-out networks measured end to end")
+    v = ls.add_parser("validate", help="score the predictor and two baselines on fresh networks measured end to end")
     v.add_argument("--device", default=DEFAULT_DEVICE, help=f"device (default {DEFAULT_DEVICE}); its networks are measured here")
-    _space_res(v)
-    v.add_argument("--n", type=positive_int, default=100, help="held-out networks (default 100)")
-    v.add_argument("--seed", type=int, default=None, help="seed of the held-out sample")
+    v.add_argument("--space", help="space whose fresh samples to score (default mnasnet; not with --suite)")
+    v.add_argument("--resolution", type=positive_int, help="input resolution of those samples (default 224; not with --suite)")
+    v.add_argument("--suite", nargs="?", const=",".join(FAMILIES), metavar="FAMILIES",
+                   help=f"score every family separately (default all: {', '.join(FAMILIES)}; or a comma-separated list)")
+    v.add_argument("--n", type=positive_int, help=f"networks per family (default {VALIDATE_N} without --suite, "
+                   f"{SUITE_N} with it)")
+    v.add_argument("--seed", type=int, default=None, help="seed of the networks (default: a new one every run, "
+                   "printed; pass it to draw the same networks again)")
     v.add_argument("--passes", type=positive_int, default=None,
-                   help="passes over the networks; each keeps its quietest (default 2, as the table build)")
-    v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-SPACE-rRES.png)")
+                   help=f"fresh sessions of every network, a pass over the list apart (default {MEASURE_PASSES}, as the "
+                   "table build)")
+    v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-suite-SEED.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
@@ -120,18 +136,18 @@ def cmd_measure(args: argparse.Namespace) -> int:
         target = _load(args)
         name = target.name or args.spec
     st = measure(target, threads=args.threads, provider=args.provider, warmup=args.warmup, runs=args.runs,
-                 clock=args.clock)
+                 blocks=args.blocks, sessions=args.sessions, clock=args.clock)
     if args.json:
-        print_json({"name": name, "latency_ms": st.median_ms, **st.to_dict()})
+        print_json({"name": name, **st.to_dict()})
     else:
-        print(f"{name}: {st.median_ms:.3f} ms (p10 {st.p10_ms:.3f}, p90 {st.p90_ms:.3f}; {st.runs} runs, "
-              f"{st.threads} thread(s), {st.provider}, {st.clock} clock, onnxruntime {st.ort_version})")
+        print(f"{name}: {st.latency_ms:.3f} ms (all {st.runs} runs: median {st.median_ms:.3f}, p10 {st.p10_ms:.3f}, "
+              f"p90 {st.p90_ms:.3f}; sessions {st.session_spread:.1%} apart; {st.threads} thread(s), {st.provider}, "
+              f"{st.clock} clock, onnxruntime {st.ort_version})")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from latency.load import load_predictor
-    from space.searchspace import get_space
 
     get_space(args.space)  # an unknown space would only warn and predict with another calibration
     spec = _load(args)
@@ -159,14 +175,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     from latency.build import build
     from latency.files import units_path
 
-    if args.networks is not None and args.networks < 3:
-        raise UserError(f"--networks {args.networks}: the calibration needs at least 3 networks; pass 3 or more")
+    if args.networks is not None and args.networks < 1:
+        raise UserError(f"--networks {args.networks}: the calibration needs networks of every family; pass 1 or more")
     t0 = time.time()
     pred = build(args.device, args.space, args.resolution, args.mode, args.threads, args.provider, args.networks)
     out = {"device": args.device, "space": args.space, "resolution": args.resolution, "mode": args.mode,
            "units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
            "calibration": pred.calibration.kind, "calibration_cv_mape": pred.calibration.cv_mape,
-           "seconds": round(time.time() - t0, 1), "table": str(units_path(args.device))}
+           "calibration_transfer_mape": pred.calibration.transfer_mape,
+           "self_check": pred.meta.get("self_check"), "seconds": round(time.time() - t0, 1),
+           "table": str(units_path(args.device))}
     if args.json:
         print_json(out)
     else:
@@ -176,67 +194,93 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from latency.build import FULL_NETWORKS, QUICK_NETWORKS, calibration_specs
-    from latency.sampling import units_to_measure
+    from dataclasses import replace
+
+    from latency.build import PLANS, calibration_specs, check_specs, range_keys
+    from latency.families import key
+    from latency.sampling import range_units, units_to_measure
+    from latency.suite import fresh_seed
     from latency.transfer import export_folder
     from space.searchspace import get_space
 
     check_output_path(args.out, "--out", folder=True)
     sp = get_space(args.space)
-    n = args.networks if args.networks is not None else (QUICK_NETWORKS if args.mode == "quick" else FULL_NETWORKS)
-    if n < 0:
-        raise UserError(f"--networks {n}: must be >= 0")
-    units = units_to_measure(sp, args.resolution, args.mode)
-    specs = calibration_specs(args.space, args.resolution, n)
-    out = export_folder(args.out, units, [(args.space, args.resolution, s) for s in specs],
-                        builds=[{"space": args.space, "resolution": args.resolution, "mode": args.mode}])
-    res = {"out": str(out), "units": len(units), "networks": len(specs), "runner": str(Path(out) / "runner.py")}
+    plan = PLANS[args.mode]
+    if args.networks is not None:
+        if args.networks < 0:
+            raise UserError(f"--networks {args.networks}: must be >= 0")
+        plan = replace(plan, calibration_per_family=args.networks)
+    units = list(dict.fromkeys(units_to_measure(sp, args.resolution, args.mode) + range_units(plan.range_per_family)))
+    calib = calibration_specs(plan)
+    seed = fresh_seed()
+    checks = check_specs(plan, seed, {key(s) for _, s in calib} | range_keys(plan))
+    out = export_folder(args.out, units, [(f, "calibration", s) for f, s in calib] + [(f, "check", s) for f, s in checks],
+                        builds=[{"space": args.space, "resolution": args.resolution, "mode": args.mode}],
+                        check_seed=seed, passes=plan.passes)
+    res = {"out": str(out), "units": len(units), "networks": len(calib), "self_check_networks": len(checks),
+           "runner": str(Path(out) / "runner.py")}
     if args.json:
         print_json(res)
     else:
-        print(f"wrote {len(units)} unit and {len(specs)} network ONNX files to {out}/; on the device run\n"
+        print(f"wrote {len(units)} unit and {len(calib) + len(checks)} network ONNX files to {out}/; on the device run\n"
               f"  python3 runner.py {out.name} --out measurements.csv\n"
               f"then: python cli.py latency import measurements.csv --device NAME --manifest {out}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from latency.build import record_self_check
     from latency.files import units_path
     from latency.load import fit_predictor
+    from latency.selfcheck import summary
     from latency.table import LatencyTable
     from latency.transfer import import_measurements
 
     counts = import_measurements(args.csv, args.device, args.manifest)
+    checks = counts.pop("checks")
     builds = LatencyTable.load(units_path(args.device)).meta.get("builds", [])
-    for b in builds:
-        fit_predictor(args.device, b["space"], b["resolution"])
+    preds = [fit_predictor(args.device, b["space"], b["resolution"]) for b in builds]
     out = {"device": args.device, **counts, "table": str(units_path(args.device))}
+    if checks and preds:
+        out["self_check"] = record_self_check(args.device, preds[-1], checks, counts["check_seed"])
     if args.json:
         print_json(out)
     else:
         print(f"imported {counts['units']} units and {counts['networks']} networks into {out['table']} "
               f"({counts['table_rows']} units in the table)")
+        if "self_check" in out:
+            print(summary(out["self_check"]))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from latency.validate import VALIDATION_SEED, validate
+    from latency.suite import run_suite
 
-    if args.plot:
-        check_output_path(args.plot, "--plot")  # before minutes of measuring, not after
-    rep = validate(args.device, args.space, args.resolution, args.n,
-                   VALIDATION_SEED if args.seed is None else args.seed, args.threads, args.provider, args.plot,
-                   passes=args.passes)
+    if args.suite is not None and (args.space or args.resolution):
+        raise UserError("--space and --resolution pick the networks of a plain validation; with --suite name the "
+                        "families instead (e.g. --suite mobilenet_v3)")
+    if args.suite is not None:
+        names, n = [f.strip() for f in args.suite.split(",") if f.strip()], args.n or SUITE_N
+    else:
+        get_space(args.space or "mnasnet")
+        names, n = [args.space or "mnasnet"], args.n or VALIDATE_N
+    rep = run_suite(args.device, names, n, args.seed, args.threads, args.provider, args.plot, passes=args.passes,
+                    resolution=args.resolution if args.suite is None and args.resolution != 224 else None)
     if args.json:
         print_json(rep)
         return 0
-    print(f"{rep['n']} held-out networks ({args.space}, {args.resolution}x{args.resolution}) on {args.device}; "
-          f"calibration {rep['calibration']} on {rep['calibration_networks']} networks:")
-    print(f"  {'':<10}{'<=5%':>7}{'<=10%':>7}{'MAPE%':>8}{'RMSE ms':>9}{'Spearman':>10}{'Kendall':>9}")
-    for label, m in (("predictor", rep), ("lut_sum", rep["baselines"]["lut_sum"]), ("flops", rep["baselines"]["flops"])):
-        print(f"  {label:<10}{m['within_5pct']:>7.2f}{m['within_10pct']:>7.2f}{m['mape']:>8.2f}{m['rmse']:>9.3f}"
-              f"{m['spearman']:>10.3f}{m['kendall']:>9.3f}")
-    print(f"scatter plot: {rep['plot']}", file=sys.stderr)
+    print(f"{args.device}: seed {rep['seed']} (--seed {rep['seed']} draws these networks again); calibration "
+          f"{rep['calibration']} on {rep['calibration_networks']} networks; load average "
+          f"{rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}")
+    print(f"  {'family':<14}{'n':>4} {'predictor':<10}{'<=5%':>6}{'<=10%':>7}{'MAPE%':>7}{'Spearman':>9}   "
+          f"{'sessions <=5% / <=10%':>22}")
+    for f, r in rep["families"].items():
+        rp = r["repeatability"]
+        for label, m in (("full", r), ("lut_sum", r["baselines"]["lut_sum"]), ("flops", r["baselines"]["flops"])):
+            same = f"{rp['sessions_within_5pct']:.2f} / {rp['sessions_within_10pct']:.2f}" if label == "full" else ""
+            print(f"  {f if label == 'full' else '':<14}{r['n'] if label == 'full' else '':>4} {label:<10}"
+                  f"{m['within_5pct']:>6.2f}{m['within_10pct']:>7.2f}{m['mape']:>7.2f}{m['spearman']:>9.3f}   {same:>22}")
+    print(f"scatter plot: {rep['plot']}; networks: {rep['csv']}", file=sys.stderr)
     return 0
 
 

@@ -56,7 +56,8 @@ def how_to_build(device: str) -> str:
     return f"build one with `python cli.py latency build --device {device}`"
 
 
-NET_COLUMNS = ("space", "resolution", "spec", "median_ms", "p10_ms", "p90_ms", "spread", "runs")
+NET_COLUMNS = ("family", "resolution", "spec", "latency_ms", "median_ms", "p10_ms", "p90_ms", "spread", "session_spread",
+               "runs")
 
 
 def load_networks(device: str):
@@ -74,6 +75,9 @@ def load_networks(device: str):
         raise UserError(f"{p}: network measurements are corrupted or truncated (checksum mismatch); delete {p.parent} and rebuild it")
     try:
         df = pd.read_csv(io.StringIO(text))
+        if "latency_ms" not in df.columns:
+            raise UserError(f"{p}: measured with the previous method (one session per pass, no latency_ms column); "
+                            f"delete {p.parent} and rebuild it")
         df = df[list(NET_COLUMNS)]
     except (ValueError, KeyError, pd.errors.ParserError) as e:
         raise UserError(f"{p}: network measurements are malformed ({e}); delete {p.parent} and rebuild it") from None
@@ -109,7 +113,7 @@ def verify(p: Path, meta: dict[str, Any]) -> None:
 
 
 # What a measurement depends on: a table only takes (or is compared with) measurements that agree on all.
-ENVIRONMENT_KEYS = ("device", "ort_version", "threads", "provider", "clock", "cpu")
+ENVIRONMENT_KEYS = ("device", "ort_version", "threads", "provider", "clock", "cpu", "method")
 
 
 def check_compatible(p: Path, table_meta: dict[str, Any], new: dict[str, Any], todo: str) -> None:

@@ -22,35 +22,33 @@ from latency.files import (
     verify,
 )
 from latency.predictor import Predictor
-from latency.units import NET_RUNS, UNIT_RUNS
+from latency.selfcheck import warn_if_needed
 from space.archspec import ArchSpec
 
 
 def fit_predictor(device: str, space: str, resolution: int, save: bool = True,
                   exclude: set[str] | None = None) -> Predictor:
-    """Fit the per-op models on the device's table and the calibration on its networks at
-    ``resolution`` (all networks when none were measured at that resolution); save it."""
+    """Fit the per-op models on the device's table and the calibration on all its networks (every
+    family, every resolution: the calibration is meant to transfer); save it."""
     from latency.table import LatencyTable
 
     table = LatencyTable.load(units_path(device))
     nets, nmeta = load_networks(device)
-    pairs = _calibration_pairs(nets, resolution, exclude or set())
+    pairs = _calibration_pairs(nets, exclude or set())
+    groups = [str(f) for s, f in zip(nets["spec"], nets["family"]) if s not in (exclude or set())] if len(nets) else None
     meta = {**table.meta, "device_dir": str(device_dir(device)), "space": space, "resolution": resolution,
             "calibration_networks": len(pairs),
             "table_sha256": table.meta.get("sha256"), "networks_sha256": nmeta.get("sha256")}
-    pred = Predictor.fit(table, pairs, meta)
+    pred = Predictor.fit(table, pairs, meta, groups)
     if save:
         pred.save(predictor_path(device, space, resolution))
     return pred
 
 
-def _calibration_pairs(nets, resolution: int, exclude: set[str]) -> list[tuple[ArchSpec, float]]:
+def _calibration_pairs(nets, exclude: set[str]) -> list[tuple[ArchSpec, float]]:
     if not len(nets):
         return []
-    sel = nets[nets["resolution"] == resolution]
-    if not len(sel):
-        sel = nets
-    return [(ArchSpec.from_json(s), float(m)) for s, m in zip(sel["spec"], sel["median_ms"]) if s not in exclude]
+    return [(ArchSpec.from_json(s), float(m)) for s, m in zip(nets["spec"], nets["latency_ms"]) if s not in exclude]
 
 
 def _covers(meta: dict[str, Any], space: str, resolution: int) -> bool:
@@ -97,14 +95,14 @@ def load_predictor(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolutio
 
         with build_lock(device):  # parallel workers: one builds, the others wait and load
             if not upath.exists() or not _covers(read_meta(upath), space, resolution):
-                return build_unlocked(device, space, resolution, AUTO_BUILD_MODE, 1, "cpu", None, None, progress,
-                              UNIT_RUNS, NET_RUNS)
+                return build_unlocked(device, space, resolution, AUTO_BUILD_MODE, 1, "cpu", None, None, progress)
     if not upath.exists():
         raise UserError(f"no latency table for device {device!r} in {device_dir(device)}; {how_to_build(device)}")
     tmeta = read_meta(upath)
     verify(upath, tmeta)
     # local-cpu is this machine: its table must be of this onnxruntime (another device's has its own).
     check_meta(tmeta, device, str(upath), strict_version=device == LOCAL_DEVICE)
+    warn_if_needed(tmeta, device)
     if not _covers(tmeta, space, resolution):
         warnings.warn(f"the {device} table has no build for space {space!r} at resolution {resolution}; "
                       f"predictions extrapolate (run `python cli.py latency build --device {device} --space {space} "

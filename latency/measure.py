@@ -1,16 +1,18 @@
-"""Measure latency with onnxruntime: export to ONNX, time many runs, keep the median and spread.
+"""Measure latency with onnxruntime: export to ONNX, time many runs in several sessions, keep a
+robust figure and the spreads.
 
-Measurements on a shared CPU are noisy, so every measurement here is made the same way:
-a fixed number of intra-op threads, one inter-op thread, sequential execution, a fixed graph
-optimisation level (recorded with the numbers), warm-up runs, then timed runs split into rounds;
-a round whose spread ((p90 - p10) / median) is too wide is repeated, and the quietest round is kept.
+Every measurement here is made the same way (:mod:`latency.runner`): a fixed number of intra-op
+threads, one inter-op thread, sequential execution, a fixed graph optimisation level (recorded with
+the numbers); several fresh sessions, each with fresh input buffers and warm-up runs; timed runs in
+short blocks spread over time; the figure (``latency_ms``) is the mean of the fastest fifth of the
+block medians, since other processes only ever add time (on the development machine the same
+network's median moved by 2x with the load, while this figure held within a few percent).
 
 Clock: with one intra-op thread onnxruntime computes on the calling thread, so the thread's CPU
 time (``clock="cpu"``) is the inference time without the gaps where the scheduler ran another
-process. On a dedicated device the two clocks agree; on a shared machine the wall clock's median
-can double while the CPU clock moves by a few percent. ``clock="auto"`` uses the CPU clock for
-one thread on the CPU provider and the wall clock otherwise (other threads' work or a GPU would
-not show on the calling thread's CPU clock).
+process. On a dedicated device the two clocks agree. ``clock="auto"`` uses the CPU clock for one
+thread on the CPU provider and the wall clock otherwise (other threads' work or a GPU would not
+show on the calling thread's CPU clock).
 """
 
 from __future__ import annotations
@@ -30,33 +32,39 @@ from latency.runner import OPT_LEVEL, PROVIDERS, RunnerError, cpu_model, ort_ver
 from space.archspec import ArchSpec, Layer
 
 OPSET = 17
-DEFAULT_WARMUP = 10
-DEFAULT_RUNS = 50
-DEFAULT_MAX_SPREAD = 0.15
-DEFAULT_ROUNDS = 5
+DEFAULT_WARMUP = 5
+DEFAULT_RUNS = 8       # timed runs per block
+DEFAULT_BLOCKS = 5     # blocks per session
+DEFAULT_SESSIONS = 3
+BLOCK_GAP_S = 0.1      # pause between one model's blocks, so that they lie at different moments
 CLOCKS = runner.CLOCKS
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """One latency measurement in milliseconds: ``runs`` timed runs in ``rounds`` rounds of
-    ``round_runs``; the statistics are those of the quietest round (lowest median)."""
+    """One latency measurement in milliseconds. ``latency_ms`` is the figure: the mean of the
+    fastest fifth of the block medians over ``sessions`` fresh sessions of ``blocks`` blocks in all.
+    ``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms`` and ``min_ms`` describe all ``runs`` timed
+    runs; ``spread`` is their (p90 - p10) / median, ``session_spread`` the (slowest - fastest) /
+    fastest of the sessions' own figures."""
 
+    latency_ms: float
     median_ms: float
     p10_ms: float
     p90_ms: float
     mean_ms: float
     min_ms: float
-    runs: int
-    warmup: int
     spread: float
-    rounds: int
+    session_spread: float
+    runs: int
+    sessions: int
+    blocks: int
+    warmup: int
     provider: str
     threads: int
     opt_level: str
     ort_version: str
     clock: str = "wall"
-    round_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,15 +91,17 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 1, provider: s
     return _user_errors(runner.make_session, model, threads, provider)
 
 
-def time_session(sess, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, max_spread: float = DEFAULT_MAX_SPREAD,
-                 rounds: int = DEFAULT_ROUNDS, provider: str = "cpu", threads: int = 1,
-                 clock: str = "auto") -> LatencyStats:
-    """Time ``sess``: ``runs`` timed runs in ``rounds`` rounds, the round with the lowest median kept
-    (more rounds while its spread exceeds ``max_spread``); see :func:`latency.runner.time_session`."""
+def time_models(models: list, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, blocks: int = DEFAULT_BLOCKS,
+                sessions: int = DEFAULT_SESSIONS, provider: str = "cpu", threads: int = 1, clock: str = "auto",
+                gap_s: float = 0.0, on_session=None) -> list[LatencyStats]:
+    """Time ONNX models (paths or bytes) with :func:`latency.runner.time_models`, one
+    :class:`LatencyStats` per model."""
     clock = resolve_clock(clock, threads, provider)
-    d = _user_errors(runner.time_session, sess, warmup, runs, max_spread, rounds, clock)
-    return LatencyStats(**d, warmup=warmup, provider=resolve_provider(provider), threads=threads,
-                        opt_level=OPT_LEVEL, ort_version=ort_version(), clock=clock)
+    name = resolve_provider(provider)
+    stats = _user_errors(runner.time_models, models, (warmup, blocks, runs), sessions, threads, provider, clock,
+                         gap_s=gap_s, on_session=on_session)
+    return [LatencyStats(**d, warmup=warmup, provider=name, threads=threads, opt_level=OPT_LEVEL,
+                         ort_version=ort_version(), clock=clock) for d in stats]
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -133,13 +143,16 @@ def export_layer(layer: Layer, res: int, path: str | os.PathLike | None = None) 
 
 def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, provider: str = "cpu",
             warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, resolution: int | None = None,
-            max_spread: float = DEFAULT_MAX_SPREAD, rounds: int = DEFAULT_ROUNDS, clock: str = "auto") -> LatencyStats:
+            blocks: int = DEFAULT_BLOCKS, sessions: int = DEFAULT_SESSIONS, clock: str = "auto",
+            gap_s: float = BLOCK_GAP_S) -> LatencyStats:
     """Measure a whole network end to end: an :class:`ArchSpec` (exported here; ``resolution``
-    overrides its input size) or an existing ``.onnx`` file."""
+    overrides its input size) or an existing ``.onnx`` file; ``sessions`` fresh sessions of
+    ``blocks`` blocks of ``runs`` timed runs, ``gap_s`` apart (see :class:`LatencyStats`)."""
     from dataclasses import replace
 
-    if warmup < 0 or runs < 1:
-        raise UserError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    if warmup < 0 or runs < 1 or blocks < 1 or sessions < 1:
+        raise UserError(f"need warmup >= 0 and runs, blocks, sessions >= 1; got warmup={warmup}, runs={runs}, "
+                        f"blocks={blocks}, sessions={sessions}")
     resolve_provider(provider)
     resolve_clock(clock, threads, provider)
     if isinstance(spec_or_onnx_path, ArchSpec):
@@ -155,11 +168,11 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
             raise UserError("resolution can only be changed for an ArchSpec, not for an ONNX file")
         model = str(p)
     try:
-        sess = make_session(model, threads, provider)
+        make_session(model, threads, provider)
     except UserError:
         raise
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         where = "" if isinstance(spec_or_onnx_path, ArchSpec) else f"{spec_or_onnx_path}: "
         raise UserError(f"{where}onnxruntime cannot load the model ({str(e).splitlines()[0][:160]}); "
                         "pass an ONNX model, e.g. one written by `cli.py export`") from None
-    return time_session(sess, warmup, runs, max_spread, rounds, provider, threads, clock)
+    return time_models([model], warmup, runs, blocks, sessions, provider, threads, clock, gap_s)[0]

@@ -2,7 +2,7 @@
 
 The graph is the one the torch exporter writes for the built model in eval mode (BatchNorm folded
 into the conv's bias, ReLU6 as Clip, h-swish as HardSwish, SE as ReduceMean -> Conv -> Relu ->
-Conv -> HardSigmoid -> Mul, Linear as Gemm; tests compare the optimised node lists), but takes
+Conv -> HardSigmoid or Sigmoid -> Mul, Linear as Gemm; tests compare the optimised node lists), but takes
 milliseconds instead of 0.02-0.5 s: building a table and validating are dominated by measuring,
 not exporting. Weights are random; latency does not depend on their values.
 """
@@ -62,10 +62,11 @@ class _Graph:
             return self.node("HardSwish", [x])
         raise ValueError(f"unknown activation {act!r}")
 
-    def se(self, x: str, ch: int, se_ch: int) -> str:
+    def se(self, x: str, ch: int, se_ch: int, gate: str) -> str:
         s = self.node("ReduceMean", [x], axes=[2, 3], keepdims=1)
         s = self.node("Relu", [self.conv(s, ch, se_ch, 1)])
-        g = self.node("HardSigmoid", [self.conv(s, se_ch, ch, 1)], alpha=1.0 / 6.0, beta=0.5)
+        s = self.conv(s, se_ch, ch, 1)
+        g = self.node("Sigmoid", [s]) if gate == "sigmoid" else self.node("HardSigmoid", [s], alpha=1.0 / 6.0, beta=0.5)
         return self.node("Mul", [x, g])
 
     def gemm(self, x: str, cin: int, cout: int) -> str:
@@ -79,17 +80,19 @@ class _Graph:
         if sig.op in ("stem", "conv"):
             y = self.act(self.conv(x, sig.in_ch, sig.out_ch, sig.kernel, sig.stride), sig.act)
             if sig.se_ch:
-                y = self.se(y, sig.out_ch, sig.se_ch)
+                y = self.se(y, sig.out_ch, sig.se_ch, sig.gate)
         elif sig.op == "dwconv":
             y = self.act(self.conv(x, sig.in_ch, sig.in_ch, sig.kernel, sig.stride, groups=sig.in_ch), sig.act)
             if sig.se_ch:
-                y = self.se(y, sig.in_ch, sig.se_ch)
+                y = self.se(y, sig.in_ch, sig.se_ch, sig.gate)
             y = self.conv(y, sig.in_ch, sig.out_ch, 1)
+            if sig.pw_act:
+                y = self.act(y, sig.act)
         elif sig.op == "mbconv":
             y = self.act(self.conv(x, sig.in_ch, sig.exp_ch, 1), sig.act)
             y = self.act(self.conv(y, sig.exp_ch, sig.exp_ch, sig.kernel, sig.stride, groups=sig.exp_ch), sig.act)
             if sig.se_ch:
-                y = self.se(y, sig.exp_ch, sig.se_ch)
+                y = self.se(y, sig.exp_ch, sig.se_ch, sig.gate)
             y = self.conv(y, sig.exp_ch, sig.out_ch, 1)
         elif sig.op == "head":
             ch, y = sig.in_ch, x

@@ -31,7 +31,7 @@ from latency.opmodel import OpModel
 from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, sig_params, spec_sigs
 from space.archspec import ArchSpec
 
-PREDICTOR_FORMAT = 6  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 7  # bump when features or the model change: saved predictors are refitted
 
 
 CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m")
@@ -93,6 +93,20 @@ def _cv_mape(F: np.ndarray, measured: np.ndarray, per_op: bool, terms: tuple[str
     return float(np.mean(np.abs(err)) * 100)
 
 
+def _transfer_mape(F: np.ndarray, measured: np.ndarray, groups: np.ndarray, per_op: bool,
+                   terms: tuple[str, ...]) -> dict[str, float]:
+    """Per family: the mean absolute relative error (%) on its networks of the candidate fitted on
+    the other families' networks alone."""
+    out = {}
+    for g in dict.fromkeys(groups.tolist()):
+        test = groups == g
+        if (~test).sum() < 3:
+            continue
+        w = _fit_candidate(F[~test], measured[~test], per_op, terms)
+        out[g] = round(float(np.mean(np.abs(F[test] @ w / measured[test] - 1.0)) * 100), 4)
+    return out
+
+
 @dataclass
 class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
@@ -104,8 +118,11 @@ class Calibration:
     positive); each unit timed alone brings its input in and into onnxruntime's blocked layout
     itself (``in_melems``, negative) and pays a session call (``units``); fusion and cache effects
     differ between ops (per-op scales). Candidates (:data:`CANDIDATES`) are fitted by least
-    relative squares and the one with the lowest 10-fold cross-validated error on the calibration
-    networks is kept (``kind``; ``cv_mape`` holds each candidate's error in %). Below 20 networks
+    relative squares. When the calibration networks come from several families, each candidate is
+    also fitted on all families but one and scored on that one (``transfer_mape``: per candidate,
+    per held-out family, in %), and the candidate with the lowest mean of those is kept, so that a
+    term joins only where it helps on families it was not fitted on; otherwise the one with the
+    lowest 10-fold cross-validated error (``cv_mape``, in %, reported either way). Below 20 networks
     only the shared scale is fitted; per-op scales need 50. A candidate whose extra terms would move
     a calibration network by more than half its scaled unit time is not considered. Identity
     (plain sum) when not fitted.
@@ -115,6 +132,7 @@ class Calibration:
     n_networks: int = 0
     kind: str = "identity"
     cv_mape: dict[str, float] = field(default_factory=dict)
+    transfer_mape: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def apply(self, F: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weights)
@@ -125,7 +143,7 @@ class Calibration:
         return np.maximum(F @ w, MIN_COMPUTE_SHARE * (F[:, :4] @ w[:4]))
 
     @classmethod
-    def fit(cls, F: np.ndarray, measured: np.ndarray) -> Calibration:
+    def fit(cls, F: np.ndarray, measured: np.ndarray, groups: list[str] | None = None) -> Calibration:
         n = len(measured)
         if n < 3:
             raise UserError(f"calibration needs at least 3 measured networks, got {n}")
@@ -137,17 +155,43 @@ class Calibration:
         fits = {c: w for c, w in fits.items() if c == "scale" or _sound(w, F)}
         cv = {c: _cv_mape(F, measured, *CANDIDATES[c]) for c in fits} if len(fits) > 1 else {}
         kind = min(cv, key=cv.__getitem__) if cv else "scale"
+        transfer: dict[str, dict[str, float]] = {}
+        g = np.asarray(groups) if groups is not None else np.zeros(0)
+        if len(fits) > 1 and len(set(g.tolist())) > 1:
+            transfer = {c: _transfer_mape(F, measured, g, *CANDIDATES[c]) for c in fits}
+            kind = min(transfer, key=lambda c: float(np.mean(list(transfer[c].values()))))
         w = fits[kind]
         if np.any(w[:4] <= 0):  # degenerate data: the median ratio
             kind, w = "median-ratio", np.zeros(len(CALIB_FEATURES))
             w[:4] = float(np.median(measured / F[:, :4].sum(axis=1)))
-        return cls([float(x) for x in w], n, kind, {c: round(v, 4) for c, v in cv.items()})
+        return cls([float(x) for x in w], n, kind, {c: round(v, 4) for c, v in cv.items()}, transfer)
 
 
 def _gather(cache: dict[Sig, float], sigs: Sequence[Sig]) -> np.ndarray:
     """``cache[s]`` for every unit, as floats (map over C callables: no Python loop); KeyError if
     one is missing."""
     return np.fromiter(map(cache.__getitem__, sigs), dtype=np.float64, count=len(sigs))
+
+
+def _cached(cache: dict[Sig, float], sigs: Sequence[Sig], fn) -> np.ndarray:
+    """``fn(sig)`` of every unit, computed once per distinct unit."""
+    try:
+        return _gather(cache, sigs)
+    except KeyError:
+        for s in sigs:
+            if s not in cache:
+                cache[s] = fn(s)
+    return _gather(cache, sigs)
+
+
+def _in_melems(sig: Sig) -> float:
+    """Millions of elements of the unit's input."""
+    return sig.in_ch * sig.res * sig.res / 1e6
+
+
+def _params_m(sig: Sig) -> float:
+    """Millions of parameters of the unit: the weights a network streams in once per inference."""
+    return sig_params(sig) / 1e6
 
 
 @dataclass
@@ -162,6 +206,7 @@ class Predictor:
     def __post_init__(self) -> None:
         self._cache: dict[Sig, float] = dict(self.lookup)
         self._params: dict[Sig, float] = {}
+        self._melems: dict[Sig, float] = {}
 
     # ---- units ---------------------------------------------------------------------------
     def unit_ms(self, sigs: Sequence[Sig]) -> np.ndarray:
@@ -193,27 +238,15 @@ class Predictor:
         counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
         ms = self.unit_ms(flat)
+        n = len(per_spec)
         col = np.fromiter(map(_OP_COLUMN.__getitem__, map(itemgetter(0), flat)), dtype=np.int64, count=len(flat))
-        row = np.repeat(np.arange(len(per_spec)), counts)
-        F = np.zeros((len(per_spec), len(CALIB_FEATURES)))
-        np.add.at(F, (row, col), ms)
+        row = np.repeat(np.arange(n), counts)
+        F = np.zeros((n, len(CALIB_FEATURES)))
+        F[:, :4] = np.bincount(row * 4 + col, weights=ms, minlength=4 * n).reshape(n, 4)
         F[:, _COL["units"]] = counts
-        # Input elements of each unit: in_ch * res * res (Sig fields 3 and 9).
-        melems = np.fromiter((u[3] * u[9] * u[9] for u in flat), dtype=np.float64, count=len(flat)) / 1e6
-        np.add.at(F[:, _COL["in_melems"]], row, melems)
-        np.add.at(F[:, _COL["params_m"]], row, self._unit_params(flat))
+        F[:, _COL["in_melems"]] = np.bincount(row, weights=_cached(self._melems, flat, _in_melems), minlength=n)
+        F[:, _COL["params_m"]] = np.bincount(row, weights=_cached(self._params, flat, _params_m), minlength=n)
         return F
-
-    def _unit_params(self, sigs: Sequence[Sig]) -> np.ndarray:
-        """Millions of parameters of each unit (cached like the latencies)."""
-        cache = self._params
-        try:
-            return _gather(cache, sigs)
-        except KeyError:
-            for s in sigs:
-                if s not in cache:
-                    cache[s] = sig_params(s) / 1e6
-        return _gather(cache, sigs)
 
     # ---- networks ------------------------------------------------------------------------
     def unit_sum(self, spec: ArchSpec) -> float:
@@ -243,12 +276,10 @@ class Predictor:
 
     # ---- fitting -------------------------------------------------------------------------
     @classmethod
-    def fit(cls, table, networks: list[tuple[ArchSpec, float]] | None = None, meta: dict[str, Any] | None = None,
-            k: int | None = None) -> Predictor:
+    def fit(cls, table, networks: list[tuple[ArchSpec, float]] | None = None,
+            meta: dict[str, Any] | None = None, groups: list[str] | None = None) -> Predictor:
         """Fit the per-op models on ``table`` (a :class:`~latency.table.LatencyTable`) and the
-        calibration on ``networks`` (spec, measured ms) pairs."""
-        from latency.opmodel import K_NEIGHBOURS
-
+        calibration on ``networks`` (spec, measured ms) pairs, of the families ``groups`` when given."""
         f = table.frame
         if f.empty:
             raise UserError("the latency table is empty; build one with `python cli.py latency build`")
@@ -259,12 +290,12 @@ class Predictor:
         for op in UNIT_OPS:
             idx = [i for i, s in enumerate(sigs) if s.op == op]
             if idx:
-                models[op] = OpModel.fit(op, [sigs[i] for i in idx], ms[idx], K_NEIGHBOURS if k is None else k)
+                models[op] = OpModel.fit(op, [sigs[i] for i in idx], ms[idx])
         pred = cls(lookup, models, Calibration(), dict(meta or table.meta))
         if networks:
             specs = [s for s, _ in networks]
             measured = np.array([m for _, m in networks], dtype=float)
-            pred.calibration = Calibration.fit(pred.calib_features(specs), measured)
+            pred.calibration = Calibration.fit(pred.calib_features(specs), measured, groups)
         return pred
 
     # ---- persistence ---------------------------------------------------------------------
@@ -294,8 +325,8 @@ class Predictor:
             d = json.loads(body)
             if d.get("format") != PREDICTOR_FORMAT:
                 raise ValueError(f"format {d.get('format')} is not {PREDICTOR_FORMAT}")
-            lookup = {Sig(row[0], *map(int, row[1:7]), row[7], bool(row[8]), int(row[9]), int(row[10])): float(row[11])
-                      for row in d["lookup"]}
+            lookup = {Sig(row[0], *map(int, row[1:7]), row[7], bool(row[8]), int(row[9]), int(row[10]), bool(row[11]),
+                          row[12]): float(row[13]) for row in d["lookup"]}
             models = {op: OpModel.from_dict(m) for op, m in d["models"].items()}
             calib = Calibration(**d["calibration"])
         except FileNotFoundError:

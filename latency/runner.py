@@ -6,15 +6,18 @@ this script) to the device and run::
 
     python3 runner.py FOLDER [--threads 1] [--provider cpu] [--out FOLDER/measurements.csv]
 
-It times every model the manifest lists and writes a CSV (one row per file: median, p10, p90,
-spread, runs) whose first lines are ``#`` comments with the device's CPU, onnxruntime version,
-threads, provider, clock and optimisation level; ``python cli.py latency import CSV --device
-NAME`` turns it into a latency table. The project's own measurements use the same functions.
+It times every model the manifest lists and writes a CSV (one row per file: the latency figure,
+the median, p10 and p90 of all timed runs, their spread and the spread between sessions) whose first
+line is a ``#`` comment with the device's CPU, onnxruntime version, threads, provider, clock and
+optimisation level; ``python cli.py latency import CSV --device NAME`` turns it into a latency
+table. The project's own measurements use the same functions.
 
 Method: fixed intra-op threads, one inter-op thread, sequential execution, graph optimisation
-level ORT_ENABLE_ALL, no spinning worker threads; warm-up runs, then the timed runs in rounds,
-keeping the round with the lowest median (see :func:`time_session`); the whole list is measured in
-``passes`` passes (the manifest says how many) and each model keeps its quietest pass.
+level ORT_ENABLE_ALL, no spinning worker threads. The whole list is measured in ``passes`` passes
+(the manifest says how many), each opening a fresh session of every model with fresh input
+buffers; after warm-up runs, the timed runs are made in short blocks that take turns with other
+models' blocks, so that a model's blocks lie at many moments. Its figure is the mean of the fastest
+fifth of the block medians (see :data:`FAST_SHARE`): other processes only ever add time.
 With one thread on the CPU provider the clock is the calling thread's CPU time (immune to other
 processes stealing the core; equal to wall time on an idle device), otherwise the wall clock.
 """
@@ -34,10 +37,12 @@ from pathlib import Path
 import numpy as np
 
 OPT_LEVEL = "all"
+# How models are timed (recorded with every table: measurements made otherwise are not mixed with them).
+METHOD = "sessions-blocks-fast-fifth"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CLOCKS = ("auto", "cpu", "wall")
-CSV_COLUMNS = ("file", "median_ms", "p10_ms", "p90_ms", "mean_ms", "min_ms", "spread", "runs", "rounds", "round_runs",
-               "passes")
+CSV_COLUMNS = ("file", "latency_ms", "median_ms", "p10_ms", "p90_ms", "mean_ms", "min_ms", "spread", "session_spread",
+               "runs", "sessions", "blocks")
 
 
 class RunnerError(ValueError):
@@ -105,52 +110,137 @@ def make_session(model, threads: int = 1, provider: str = "cpu"):
     return ort.InferenceSession(src, sess_options=opts, providers=[resolve_provider(provider)])
 
 
-def time_session(sess, warmup: int = 10, runs: int = 50, max_spread: float = 0.15, rounds: int = 5,
-                 clock: str = "cpu") -> dict:
-    """Time ``sess`` on a fixed random input of its declared shape; statistics in ms.
+# How a model's time is read from its timed runs. Other processes slow a run down (on a shared machine
+# even one on another core: two virtual CPUs can be hyperthreads of one physical core, and a busy
+# sibling can double a run's time without the calling thread's CPU clock noticing), but nothing
+# makes a run faster than the undisturbed core runs it. So the runs are timed in short blocks spread
+# over several fresh sessions, input placements and moments, and the figure is the mean of the
+# fastest fifth of the block medians: the least disturbed moments, each a median, not one lucky run.
+FAST_SHARE = 0.2
+PLACEMENTS = 3  # input buffers per session, at different addresses
+CHUNK = 16      # models whose sessions are open together; their blocks take turns (spread in time)
 
-    The ``runs`` timed runs are split into ``rounds`` rounds spread over time; the round with the
-    lowest median is kept (the quietest moment of a shared machine; on an idle device all rounds
-    agree). When even that round's spread (p90 - p10) / median exceeds ``max_spread``, up to
-    ``rounds`` more rounds are made.
-    """
-    if warmup < 0 or runs < 1 or rounds < 1:
-        raise RunnerError(f"need warmup >= 0, runs >= 1, rounds >= 1; got {warmup}, {runs}, {rounds}")
-    now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
+
+def fast_mean(block_medians) -> float:
+    """Mean of the fastest :data:`FAST_SHARE` of ``block_medians`` (at least one)."""
+    b = np.sort(np.asarray(block_medians, dtype=float))
+    return float(b[:max(1, int(round(len(b) * FAST_SHARE)))].mean())
+
+
+def input_feeds(sess, n: int = PLACEMENTS, seed: int = 0) -> list[dict]:
+    """``n`` feeds for ``sess``'s input, each a fresh buffer holding the same random values at its own
+    offset (64-byte aligned, as allocators align), so that blocks see different input placements."""
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-    feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    out_names = [o.name for o in sess.get_outputs()]
-    run = sess.run
-    for _ in range(warmup):
-        run(out_names, feed)
-    rounds = min(rounds, runs)
-    per_round = runs // rounds
-    best, best_med, best_spread, used = None, float("inf"), float("inf"), 0
-    while used < rounds or (best_spread > max_spread and used < 2 * rounds):
-        used += 1
-        times = np.empty(per_round)
-        for i in range(per_round):
+    size = int(np.prod(shape))
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(size).astype(np.float32)
+    feeds = []
+    for _ in range(n):
+        off = 16 * int(rng.integers(0, 64))
+        buf = np.empty(size + 1024, dtype=np.float32)
+        x = buf[off:off + size]
+        x[:] = values
+        feeds.append({inp.name: x.reshape(shape)})
+    return feeds
+
+
+class _Timer:
+    """One open session of one model: its feeds, and the blocks of timed runs made so far."""
+
+    def __init__(self, sess, seed: int, clock: str) -> None:
+        self.sess, self.run = sess, sess.run
+        self.out_names = [o.name for o in sess.get_outputs()]
+        self.feeds = input_feeds(sess, PLACEMENTS, seed)
+        self.now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
+        self.blocks: list[np.ndarray] = []
+
+    def warm(self, n: int) -> None:
+        for _ in range(n):
+            self.run(self.out_names, self.feeds[0])
+
+    def block(self, runs: int) -> None:
+        """One untimed run (the caches hold another model's data), then ``runs`` timed runs."""
+        feed, run, out, now = self.feeds[len(self.blocks) % len(self.feeds)], self.run, self.out_names, self.now
+        run(out, feed)
+        t = np.empty(runs)
+        for i in range(runs):
             t0 = now()
-            run(out_names, feed)
-            times[i] = now() - t0
-        times /= 1e6
-        med = float(np.median(times))
-        if med < best_med:
-            spread = float(np.percentile(times, 90) - np.percentile(times, 10)) / med if med > 0 else 0.0
-            best, best_med, best_spread = times, med, spread
+            run(out, feed)
+            t[i] = now() - t0
+        self.blocks.append(t / 1e6)
+
+
+def summarize(sessions: list[list[np.ndarray]]) -> dict:
+    """Statistics of one model from its timed runs, grouped by session and block (ms).
+
+    ``latency_ms`` is the figure (:func:`fast_mean` of all block medians); ``median_ms``, ``p10_ms``,
+    ``p90_ms``, ``mean_ms``, ``min_ms`` describe all timed runs, ``spread`` is (p90 - p10) / median of
+    them, and ``session_spread`` is (slowest - fastest) / fastest of the sessions' own figures."""
+    if not sessions or not all(sessions):
+        raise RunnerError("no timed runs to summarise")
+    meds = [[float(np.median(b)) for b in s] for s in sessions]
+    runs = np.concatenate([b for s in sessions for b in s])
+    med = float(np.median(runs))
+    per_session = [fast_mean(m) for m in meds]
+    p10, p90 = (float(v) for v in np.percentile(runs, [10, 90]))
     return {
-        "median_ms": best_med, "p10_ms": float(np.percentile(best, 10)),
-        "p90_ms": float(np.percentile(best, 90)), "mean_ms": float(best.mean()), "min_ms": float(best.min()),
-        "spread": best_spread, "runs": per_round * used, "rounds": used, "round_runs": per_round,
+        "latency_ms": fast_mean([m for s in meds for m in s]), "median_ms": med, "p10_ms": p10, "p90_ms": p90,
+        "mean_ms": float(runs.mean()), "min_ms": float(runs.min()), "spread": (p90 - p10) / med if med > 0 else 0.0,
+        "session_spread": (max(per_session) - min(per_session)) / min(per_session) if min(per_session) > 0 else 0.0,
+        "runs": int(runs.size), "sessions": len(sessions), "blocks": sum(len(s) for s in sessions),
     }
+
+
+def _check_counts(warmup: int, runs: int, blocks: int, sessions: int) -> None:
+    if warmup < 0 or runs < 1 or blocks < 1 or sessions < 1:
+        raise RunnerError(f"need warmup >= 0 and runs, blocks, sessions >= 1; got warmup={warmup}, runs={runs}, "
+                          f"blocks={blocks}, sessions={sessions}")
+
+
+def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, int, int], sessions: int = 3,
+                threads: int = 1, provider: str = "cpu", clock: str = "cpu", chunk: int = CHUNK,
+                gap_s: float = 0.0, on_session=None) -> list[dict]:
+    """Time every model (an ONNX path or bytes) in ``sessions`` passes over the list.
+
+    Pass ``p`` goes over the list rotated by ``p / sessions`` of its length (a model's sessions lie
+    a pass-time apart), ``chunk`` models at a time: each gets a fresh session with its own input
+    placements and ``warmup`` runs, then the open models take turns at blocks of ``runs`` timed runs
+    (``settings``: one (warmup, blocks, runs) for all or one per model), so that even one session's
+    blocks lie at different moments; ``gap_s`` pauses between turns (for a single model). Returns
+    :func:`summarize`'s statistics per model, in order. ``on_session`` is called after each session
+    is made (progress)."""
+    n = len(models)
+    per = [settings] * n if isinstance(settings, tuple) else list(settings)
+    for w, b, r in per:
+        _check_counts(w, r, b, sessions)
+    timed: list[list[list[np.ndarray]]] = [[] for _ in range(n)]
+    for p in range(sessions):
+        order = pass_order(n, sessions, p)
+        for c in range(0, n, chunk):
+            idx = order[c:c + chunk]
+            timers = {}
+            for i in idx:
+                timers[i] = _Timer(make_session(models[i], threads, provider), seed=1000 * p + i, clock=clock)
+                timers[i].warm(per[i][0])
+                if on_session:
+                    on_session()
+            for turn in range(max(per[i][1] for i in idx)):
+                if turn and gap_s:
+                    time.sleep(gap_s)
+                for i in idx:
+                    if turn < per[i][1]:
+                        timers[i].block(per[i][2])
+            for i in idx:
+                timed[i].append(timers[i].blocks)
+    return [summarize(t) for t in timed]
 
 
 def environment(threads: int, provider: str, clock: str) -> dict:
     """What a measurement depends on, recorded with every table."""
     return {"cpu": cpu_model(), "machine": platform.machine(), "system": platform.system(), "cores": os.cpu_count(),
             "ort_version": ort_version(), "threads": threads, "provider": resolve_provider(provider),
-            "clock": resolve_clock(clock, threads, provider), "opt_level": OPT_LEVEL, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "clock": resolve_clock(clock, threads, provider), "opt_level": OPT_LEVEL, "method": METHOD, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def read_manifest(folder: Path) -> dict:
@@ -175,10 +265,11 @@ def pass_order(n: int, passes: int, p: int) -> list[int]:
 
 def run_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, threads: int = 1,
                provider: str = "cpu", clock: str = "auto", warmup: int | None = None, runs: int | None = None,
-               progress: bool = True, passes: int | None = None) -> Path:
-    """Measure every model of an export folder in ``passes`` passes over the whole list (default:
-    the manifest's, else 1), each model keeping its quietest pass (lowest median); units and whole
-    networks share the passes, so both see the same machine. Writes the CSV atomically."""
+               progress: bool = True, passes: int | None = None, on_session=None) -> Path:
+    """Measure every model of an export folder with :func:`time_models`: ``passes`` sessions per
+    model (default: the manifest's), the manifest's warm-up runs, blocks and runs per block for
+    units and for networks (``warmup`` and ``runs`` override both). Units and whole networks share
+    the passes, so both see the same machine. Writes the CSV atomically."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     clock = resolve_clock(clock, threads, provider)
@@ -187,25 +278,26 @@ def run_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, 
         raise RunnerError(f"passes must be >= 1, got {passes}")
     env = environment(threads, provider, clock)
     items = manifest["items"]
-    best: list[dict | None] = [None] * len(items)
-    t_start, done, total = time.time(), 0, len(items) * passes
-    for p in range(passes):
-        for i in pass_order(len(items), passes, p):
-            item = items[i]
-            kind = item.get("kind", "unit")
-            w = warmup if warmup is not None else manifest.get(f"{kind}_warmup", 5)
-            r = runs if runs is not None else manifest.get(f"{kind}_runs", 30)
-            nr = manifest.get(f"{kind}_rounds", 3)
-            sess = make_session(folder / item["file"], threads, provider)
-            row = {"file": item["file"], **time_session(sess, w, r, rounds=nr, clock=clock), "passes": passes}
-            if best[i] is None or row["median_ms"] < best[i]["median_ms"]:
-                best[i] = row
-            done += 1
-            if progress and (done == total or done % 25 == 0):
-                el = time.time() - t_start
-                print(f"measured {done}/{total} (pass {p + 1}/{passes}), {el:.0f} s elapsed, "
-                      f"~{el / done * (total - done):.0f} s left", file=sys.stderr, flush=True)
-    rows = [r for r in best if r is not None]
+    settings = []
+    for item in items:
+        kind = item.get("kind", "unit")
+        settings.append((warmup if warmup is not None else int(manifest.get(f"{kind}_warmup", 2)),
+                         int(manifest.get(f"{kind}_blocks", 3)),
+                         runs if runs is not None else int(manifest.get(f"{kind}_runs", 5))))
+    t_start, done, total = time.time(), [0], len(items) * passes
+
+    def tick() -> None:
+        done[0] += 1
+        if on_session:
+            on_session()
+        if progress and (done[0] == total or done[0] % 25 == 0):
+            el = time.time() - t_start
+            print(f"measured {done[0]}/{total} (pass {(done[0] - 1) // max(1, len(items)) + 1}/{passes}), "
+                  f"{el:.0f} s elapsed, ~{el / done[0] * (total - done[0]):.0f} s left", file=sys.stderr, flush=True)
+
+    stats = time_models([folder / it["file"] for it in items], settings, passes, threads, provider, clock,
+                        on_session=tick)
+    rows = [{"file": it["file"], **{c: st[c] for c in CSV_COLUMNS[1:]}} for it, st in zip(items, stats)]
     out = Path(out) if out else folder / "measurements.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -233,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--provider", default="cpu", help="cpu | cuda | a full onnxruntime provider name")
     ap.add_argument("--clock", default="auto", choices=CLOCKS, help="cpu (thread CPU time), wall, or auto")
     ap.add_argument("--warmup", type=int, help="warm-up runs per model (default from the manifest)")
-    ap.add_argument("--runs", type=int, help="timed runs per model (default from the manifest)")
-    ap.add_argument("--passes", type=int, help="passes over the whole list, each model keeping its quietest "
+    ap.add_argument("--runs", type=int, help="timed runs per block (default from the manifest)")
+    ap.add_argument("--passes", type=int, help="passes over the whole list, a fresh session of every model in each "
                     "(default from the manifest)")
     args = ap.parse_args(argv)
     try:

@@ -30,6 +30,7 @@ HEAD_CLASSES = (10, 100, 1000)
 # the reference networks' stems use other activations. A stem costs about as much as a small layer.
 STEM_WIDTHS = (4, 8, 12, 16, 24, 32, 40, 48, 64)
 STEM_ACTS = ("relu", "relu6", "hswish")
+STEM_INPUTS = (1, 3)  # image channels: grey (digits) and colour
 QUICK_PER_STAGE = 100  # sampled dwconv + mbconv units per stage in quick mode
 TRIMMED_PER_STAGE = 40  # narrower variants of sampled units per stage (both modes), for NetAdapt
 
@@ -46,9 +47,9 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
                                                        c["skip"], c["act"]):
             n = 2 if max(st.layer_choices()) >= 2 else 1
             layers = stage_layers(cin, st.stride, op, k, se, skip, cout, n, act, space.se_rule)
-            seen[layer_sig(layers[0], res)] = None
+            seen[layer_sig(layers[0], res, space.se_gate)] = None
             if n == 2:
-                seen[layer_sig(layers[1], math.ceil(res / st.stride))] = None
+                seen[layer_sig(layers[1], math.ceil(res / st.stride), space.se_gate)] = None
         out.append(list(seen))
         cins = list(st.filter_choices())
         res = math.ceil(res / st.stride)
@@ -56,12 +57,12 @@ def _stage_units(space: SearchSpace, resolution: int) -> list[list[Sig]]:
 
 
 def _edge_units(space: SearchSpace, resolution: int) -> list[Sig]:
-    """Stems (the space's, and :data:`STEM_WIDTHS` x :data:`STEM_ACTS`) and heads (every
-    last-stage width, a few class counts) of the space."""
+    """Stems (the space's, and :data:`STEM_INPUTS` x :data:`STEM_WIDTHS` x :data:`STEM_ACTS`) and
+    heads (every last-stage width, a few class counts) of the space."""
     probe = space.decode(space.sample(0), resolution=resolution)
     sigs = [stem_sig(probe)]
-    for width, act in product(STEM_WIDTHS, STEM_ACTS):
-        sigs.append(sigs[0]._replace(out_ch=width, exp_ch=width, act=act))
+    for in_ch, width, act in product(STEM_INPUTS, STEM_WIDTHS, STEM_ACTS):
+        sigs.append(sigs[0]._replace(in_ch=in_ch, out_ch=width, exp_ch=width, act=act))
     for body_ch, classes in product(space.stages[-1].filter_choices(), HEAD_CLASSES):
         layers = list(probe.layers)
         last = layers[-1]
@@ -74,7 +75,8 @@ def _edge_units(space: SearchSpace, resolution: int) -> list[Sig]:
 
 
 def _trim(channels: int, factor: float) -> int:
-    """``channels`` cut to ``factor``, on NetAdapt's channel steps (multiples of 8, of 4 below 32)."""
+    """``channels`` cut to ``factor``, on multiples of 8 (of 4 below 32: finer than NetAdapt's steps
+    of 8, so that the table also covers narrow widths off that grid)."""
     want = channels * factor
     step = 8 if want >= 32 else 4
     return max(step, min(channels, int(round(want / step)) * step))
@@ -86,7 +88,7 @@ def _trim_se(se_ch: int, old: int, new: int) -> int:
 
 def trimmed_units(stages: list[list[Sig]], rng: np.random.Generator, per_stage: int = TRIMMED_PER_STAGE) -> list[Sig]:
     """Narrower variants of ``per_stage`` sampled units per stage, the shapes NetAdapt produces:
-    input, output and expansion widths each cut to a random 20-95% on NetAdapt's channel steps
+    input, output and expansion widths each cut to a random 20-95% (:func:`_trim`'s steps)
     (input = output for residual units; SE squeeze channels follow the channels they squeeze).
     Trimmed widths are off the space's grid and often not multiples of 8, where onnxruntime's
     blocked convolutions run slower per MAC: without them the per-op model extrapolates."""
@@ -141,3 +143,81 @@ def network_units(specs: list[ArchSpec]) -> list[Sig]:
     from latency.signature import spec_sigs
 
     return list(dict.fromkeys(s for spec in specs for s in spec_sigs(spec)))
+
+
+# ---- units over the whole range users' networks take, and more of them where the model errs ------
+
+RANGE_SEED = 5_000_000  # the networks whose units a table measures beyond the space's grid
+
+
+def range_units(per_family: int, seed: int = RANGE_SEED) -> list[Sig]:
+    """The distinct units of ``per_family`` networks of every family (:mod:`latency.families`):
+    reference networks at widths 0.35-1.4 and resolutions 96-224, NetAdapt-trimmed networks down to
+    8 channels, both spaces, 1- and 3-channel stems. Sampling units from the networks users bring
+    covers the combinations of channels, expansion, kernel, stride, resolution, SE and activation
+    that occur, not the empty corners of the grid of all of them."""
+    from latency import families
+
+    if per_family <= 0:
+        return []
+    return network_units([s for f in families.FAMILIES for s in families.draw(f, per_family, seed)])
+
+
+def _step(c: float) -> int:
+    """The nearest multiple of 8 (of 4 below 32; see :func:`_trim`), at least 4."""
+    step = 8 if c >= 32 else 4
+    return max(4, int(round(c / step)) * step)
+
+
+def _consistent(s: Sig) -> Sig:
+    """A valid unit after a perturbation: a dwconv expands to its input, a conv to its output, a
+    residual needs stride 1 and equal widths, SE squeezes a quarter of the channels it acts on."""
+    exp = s.in_ch if s.op == "dwconv" else (s.out_ch if s.op in ("conv", "stem") else s.exp_ch)
+    se = _step(exp / 4) if s.se_ch else 0
+    residual = bool(s.residual and s.stride == 1 and s.in_ch == s.out_ch)
+    return s._replace(exp_ch=exp, se_ch=min(se, exp) if se else 0, residual=residual)
+
+
+def neighbours(s: Sig, rng: np.random.Generator, n: int) -> list[Sig]:
+    """``n`` units near ``s``: one of its widths, its expansion, its resolution or its kernel moved."""
+    out = []
+    for _ in range(n):
+        what = rng.choice(["in", "out", "exp", "res", "kernel"] if s.op in ("conv", "dwconv", "mbconv")
+                          else ["out", "res"] if s.op == "stem" else ["in", "exp", "res"])
+        f = float(np.exp(rng.uniform(-0.5, 0.5)))
+        if what == "in":
+            t = s._replace(in_ch=_step(s.in_ch * f))
+        elif what == "out":
+            t = s._replace(out_ch=_step(s.out_ch * f))
+        elif what == "exp":
+            t = s._replace(exp_ch=_step(s.exp_ch * f) if s.exp_ch else 0)
+        elif what == "res":
+            t = s._replace(res=max(2, int(round(s.res * f))))
+        else:
+            t = s._replace(kernel=int(rng.choice([k for k in (3, 5, 7) if k != s.kernel])))
+        if s.op != "head":
+            t = _consistent(t)
+        if t != s:
+            out.append(t)
+    return out
+
+
+def adaptive_units(errors: dict[Sig, float], n: int, have: set[Sig], seed: int = RANGE_SEED + 1) -> list[Sig]:
+    """``n`` new units near the measured units whose cross-validated error (``errors``: |log(predicted /
+    measured)| per unit) is highest, as nn-Meter's adaptive data sampler adds configurations where its
+    kernel predictors err (Zhang et al. 2021): the worst tenth first, each unit's share of the new
+    samples proportional to its error."""
+    if n <= 0 or not errors:
+        return []
+    rng = np.random.default_rng(seed)
+    worst = sorted(errors, key=errors.__getitem__, reverse=True)[:max(1, len(errors) // 10)]
+    weight = np.array([errors[s] for s in worst]) + 1e-9
+    out: dict[Sig, None] = {}
+    for _ in range(20 * n):
+        if len(out) >= n:
+            break
+        s = worst[int(rng.choice(len(worst), p=weight / weight.sum()))]
+        for t in neighbours(s, rng, 1):
+            if t not in have:
+                out.setdefault(t, None)
+    return list(out)

@@ -2,7 +2,8 @@
 and the numeric features the per-op model learns from. No torch here: prediction needs none.
 
 A signature is a plain tuple ``(op, kernel, stride, in_ch, out_ch, exp_ch, se_ch, act, residual,
-res, fc_ch)``; ``res`` is the unit's input height/width. The stem is ``op="stem"`` with
+res, fc_ch, pw_act, gate)``; ``res`` is the unit's input height/width, ``pw_act`` the MobileNetV1
+activation after a dwconv's projection, ``gate`` the SE gate (``hsigmoid`` for units without SE). The stem is ``op="stem"`` with
 ``in_ch`` = image channels and ``exp_ch == out_ch``; the head is ``op="head"`` with ``in_ch`` =
 body channels, ``exp_ch`` = its 1x1 conv channels (0 = none), ``fc_ch`` its FC channels and
 ``out_ch`` the number of classes.
@@ -19,7 +20,8 @@ import numpy as np
 from space.archspec import ArchSpec, Head, Layer, Stem
 from space.cost import classifier_cost, conv_stem_cost, layer_cost
 
-KEY_COLUMNS = ("op", "kernel", "stride", "in_ch", "out_ch", "exp_ch", "se_ch", "act", "residual", "res", "fc_ch")
+KEY_COLUMNS = ("op", "kernel", "stride", "in_ch", "out_ch", "exp_ch", "se_ch", "act", "residual", "res", "fc_ch",
+               "pw_act", "gate")
 UNIT_OPS = ("stem", "conv", "dwconv", "mbconv", "head")
 
 
@@ -35,11 +37,14 @@ class Sig(NamedTuple):
     residual: bool
     res: int
     fc_ch: int = 0
+    pw_act: bool = False
+    gate: str = "hsigmoid"
 
 
-def layer_sig(layer: Layer, res: int) -> Sig:
+def layer_sig(layer: Layer, res: int, gate: str = "hsigmoid") -> Sig:
+    """The unit of a body layer at input size ``res`` in a network whose SE gate is ``gate``."""
     return Sig(layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch, layer.se_ch,
-               layer.act, layer.residual, res, 0)
+               layer.act, layer.residual, res, 0, layer.pw_act, gate if layer.se_ch else "hsigmoid")
 
 
 def stem_sig(spec: ArchSpec) -> Sig:
@@ -62,20 +67,24 @@ def spec_sigs(spec: ArchSpec) -> list[Sig]:
     st = spec.stem
     res = -(-spec.resolution // st.stride)
     sigs = [_new_sig(Sig, ("stem", st.kernel, st.stride, spec.in_channels, st.out_ch, st.out_ch, 0, st.act, False,
-                           spec.resolution, 0))]
+                           spec.resolution, 0, False, "hsigmoid"))]
     append = sigs.append
+    gate = spec.se_gate
     for layer in spec.layers:
         append(_new_sig(Sig, (layer.op, layer.kernel, layer.stride, layer.in_ch, layer.out_ch, layer.exp_ch,
-                              layer.se_ch, layer.act, layer.residual, res, 0)))
+                              layer.se_ch, layer.act, layer.residual, res, 0, layer.pw_act,
+                              gate if layer.se_ch else "hsigmoid")))
         if layer.stride != 1:
             res = -(-res // layer.stride)
     hd = spec.head
-    append(_new_sig(Sig, ("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False, res, hd.fc_ch)))
+    append(_new_sig(Sig, ("head", 1, 1, spec.body_ch, spec.num_classes, hd.conv_ch, 0, hd.act, False, res, hd.fc_ch,
+                          False, "hsigmoid")))
     return sigs
 
 
 def sig_layer(sig: Sig) -> Layer:
-    return Layer(sig.op, sig.kernel, sig.stride, sig.in_ch, sig.out_ch, sig.exp_ch, sig.se_ch, sig.act, bool(sig.residual))
+    return Layer(sig.op, sig.kernel, sig.stride, sig.in_ch, sig.out_ch, sig.exp_ch, sig.se_ch, sig.act, bool(sig.residual),
+                 bool(sig.pw_act))
 
 
 def sig_stem(sig: Sig) -> Stem:
@@ -166,8 +175,8 @@ def sig_features(sig: Sig) -> list[float]:
         dw = k2 * cin * opx
         pw = cin * cout * opx
         mid = cin * opx
-        hsw = cin * opx if hs else 0.0
-        nodes = 2.0 + (1.0 if hs else 0.0)
+        hsw = (cin + (cout if sig.pw_act else 0)) * opx if hs else 0.0
+        nodes = 2.0 + (1.0 if hs else 0.0) + (1.0 if sig.pw_act and hs else 0.0)
     elif op in ("conv", "stem"):
         full = k2 * cin * cout * opx
         hsw = cout * opx if hs else 0.0

@@ -18,14 +18,15 @@ from common.atomic import atomic_write_text
 from common.errors import UserError
 from latency.signature import KEY_COLUMNS, Sig
 
-STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "spread", "runs")
+STAT_COLUMNS = ("latency_ms", "median_ms", "p10_ms", "p90_ms", "spread", "session_spread", "runs")
 COLUMNS = KEY_COLUMNS + STAT_COLUMNS
 DTYPES = {
     "op": str, "kernel": int, "stride": int, "in_ch": int, "out_ch": int, "exp_ch": int, "se_ch": int,
-    "act": str, "residual": bool, "res": int, "fc_ch": int,
-    "median_ms": float, "p10_ms": float, "p90_ms": float, "spread": float, "runs": int,
+    "act": str, "residual": bool, "res": int, "fc_ch": int, "pw_act": bool, "gate": str,
+    "latency_ms": float, "median_ms": float, "p10_ms": float, "p90_ms": float, "spread": float,
+    "session_spread": float, "runs": int,
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: latency_ms (several sessions, the fastest fifth of the blocks), session_spread
 def empty_frame():
     import pandas as pd
 
@@ -43,10 +44,10 @@ class LatencyTable:
         return len(self.frame)
 
     def lookup(self) -> dict[Sig, float]:
-        """Signature -> median ms (the last measurement wins on duplicates)."""
+        """Signature -> latency ms (the last measurement wins on duplicates)."""
         f = self.frame
         keys = zip(*(f[c].tolist() for c in KEY_COLUMNS))
-        return {Sig(*k): float(v) for k, v in zip(keys, f["median_ms"].tolist())}
+        return {Sig(*k): float(v) for k, v in zip(keys, f["latency_ms"].tolist())}
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         import pandas as pd
@@ -83,6 +84,9 @@ class LatencyTable:
             raise UserError(f"{mp}: metadata is not valid JSON; delete {p.parent} and rebuild the table") from None
         if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(text.encode()).hexdigest():
             raise UserError(f"{p}: table is corrupted or truncated (checksum mismatch); delete {p.parent} and rebuild it")
+        if meta.get("format", 1) < FORMAT_VERSION:
+            raise UserError(f"{p}: measured with the previous method (one session per pass, no latency_ms column); "
+                            f"delete {p.parent} and rebuild it with `python cli.py latency build`")
         try:
             frame = pd.read_csv(io.StringIO(text))
             missing = [c for c in COLUMNS if c not in frame.columns]

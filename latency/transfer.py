@@ -23,17 +23,19 @@ from latency.files import (
     units_path,
 )
 from latency.signature import KEY_COLUMNS, Sig
-from latency.units import MEASURE_PASSES, NET_ROUNDS, NET_RUNS, NET_WARMUP, UNIT_ROUNDS, UNIT_RUNS, UNIT_WARMUP
+from latency.table import STAT_COLUMNS
+from latency.units import MEASURE_PASSES, NET_BLOCKS, NET_RUNS, NET_WARMUP, UNIT_BLOCKS, UNIT_RUNS, UNIT_WARMUP
 from space.archspec import ArchSpec
 
 
-def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, int, ArchSpec]],
+def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, str, ArchSpec]],
                   progress: bool = True, unit_warmup: int = UNIT_WARMUP, unit_runs: int = UNIT_RUNS,
                   net_warmup: int = NET_WARMUP, net_runs: int = NET_RUNS, builds: list[dict] | None = None,
-                  passes: int = MEASURE_PASSES) -> Path:
-    """Write ONNX files for ``units`` and whole ``networks`` (space, resolution, spec), the
-    manifest (``passes``: how often the runner goes over the list) and a copy of the standalone
-    runner into ``out``."""
+                  passes: int = MEASURE_PASSES, check_seed: int | None = None) -> Path:
+    """Write ONNX files for ``units`` and whole ``networks`` (family, role, spec; the role is
+    ``calibration`` or ``check``: a self-check network, scored but never fitted on), the manifest
+    (``passes``: how often the runner goes over the list) and a copy of the standalone runner into
+    ``out``."""
     import shutil
 
     from latency.onnx_units import network_onnx_bytes, unit_onnx_bytes
@@ -55,15 +57,15 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, i
             atomic_write_bytes(out / name, unit_onnx_bytes(obj, seed=i))
             items.append({"kind": "unit", "file": name, "sig": list(obj)})
         else:
-            space, res, spec = obj
+            family, role, spec = obj
             name = f"networks/n{i:05d}.onnx"
             atomic_write_bytes(out / name, network_onnx_bytes(spec, seed=i))
-            items.append({"kind": "network", "file": name, "space": space, "resolution": res,
-                          "spec": spec.to_dict()})
+            items.append({"kind": "network", "file": name, "family": family, "role": role, "spec": spec.to_dict()})
     manifest = {"format": 1, "id": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16],
                 "key_columns": list(KEY_COLUMNS), "unit_warmup": unit_warmup, "unit_runs": unit_runs,
                 "network_warmup": net_warmup, "network_runs": net_runs,
-                "unit_rounds": UNIT_ROUNDS, "network_rounds": NET_ROUNDS, "passes": passes, "builds": builds or [],
+                "unit_blocks": UNIT_BLOCKS, "network_blocks": NET_BLOCKS, "passes": passes, "builds": builds or [],
+                "check_seed": check_seed,
                 "items": items}
     atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
     shutil.copyfile(Path(__file__).with_name("runner.py"), out / "runner.py")
@@ -84,6 +86,9 @@ def _interleave(units: list, networks: list) -> list:
     return out + networks[j:]
 
 
+TIME_COLUMNS = ("latency_ms", "median_ms", "p10_ms", "p90_ms")
+
+
 def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The runner's CSV: (environment header, rows)."""
     import csv
@@ -97,11 +102,14 @@ def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[s
         raise UserError(f"{p}: cannot read the measurements file ({type(e).__name__}); pass the CSV runner.py wrote") from None
     if not lines or not lines[0].startswith("# hwnas-latency-runner "):
         raise UserError(f"{p}: not a measurements CSV written by latency/runner.py (missing its header line)")
+    if len(lines) > 1 and "latency_ms" not in lines[1].split(","):
+        raise UserError(f"{p}: written by an older runner.py (no latency_ms column); export the folder again with "
+                        "`cli.py latency export` and measure with its runner.py")
     try:
         env = json.loads(lines[0][len("# hwnas-latency-runner "):])
         rows = list(csv.DictReader(lines[1:]))
         for r in rows:
-            for c in ("median_ms", "p10_ms", "p90_ms", "spread"):
+            for c in TIME_COLUMNS + ("spread", "session_spread"):
                 r[c] = float(r[c])
             r["runs"] = int(r["runs"])
     except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
@@ -110,16 +118,18 @@ def read_measurements(csv_path: str | Path) -> tuple[dict[str, Any], list[dict[s
         raise UserError(f"{p}: measurements CSV is malformed (its header is not a JSON object); measure again")
     for r in rows:
         # NaN, inf, zero or negative times would poison the table and every fit made from it.
-        bad = [c for c in ("median_ms", "p10_ms", "p90_ms") if not (math.isfinite(r[c]) and r[c] > 0)]
-        if bad or not math.isfinite(r["spread"]) or r["runs"] < 1:
+        bad = [c for c in TIME_COLUMNS if not (math.isfinite(r[c]) and r[c] > 0)]
+        if bad or not (math.isfinite(r["spread"]) and math.isfinite(r["session_spread"])) or r["runs"] < 1:
             what = f"{bad[0]}={r[bad[0]]}" if bad else f"spread={r['spread']}, runs={r['runs']}"
             raise UserError(f"{p}: row for {r.get('file')!r} has an impossible measurement ({what}); measure again")
     return env, rows
 
 
 def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | Path | None = None,
-                        builds: list[dict[str, Any]] | None = None) -> dict[str, int]:
-    """Merge a runner CSV (and the manifest beside it) into ``device``'s table and networks."""
+                        builds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Merge a runner CSV (and the manifest beside it) into ``device``'s table and calibration networks.
+    Returns the counts and, under ``checks``, the measured self-check networks (never filed with the
+    calibration networks)."""
     import pandas as pd
 
     from latency.runner import RunnerError, read_manifest
@@ -140,22 +150,22 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
                         f"{manifest.get('id')}); pass --manifest with the folder it was measured from")
     by_file = {it["file"]: it for it in manifest["items"]}
     meta = {"device": device, **{k: env.get(k) for k in ("cpu", "machine", "system", "cores", "ort_version", "threads",
-                                                        "provider", "clock", "opt_level", "date")}}
+                                                        "provider", "clock", "opt_level", "method", "date")}}
     table = _load_or_new_table(device, meta)
     nets, nmeta = load_networks(device)
-    unit_rows, net_rows = [], []
+    unit_rows, net_rows, checks = [], [], []
     for r in rows:
         item = by_file.get(r["file"])
         if item is None:
             raise UserError(f"{p}: row for {r['file']!r} is not in the manifest of {mdir}")
-        stats = {c: r[c] for c in ("median_ms", "p10_ms", "p90_ms", "spread", "runs")}
+        stats = {c: r[c] for c in STAT_COLUMNS}
         if item["kind"] == "unit":
             sig = item["sig"]
             unit_rows.append({**dict(zip(KEY_COLUMNS, sig)), **stats})
         else:
             spec = ArchSpec.from_dict(item["spec"])
-            net_rows.append({"space": item["space"], "resolution": item["resolution"],
-                             "spec": spec.to_json(indent=None), **stats})
+            row = {"family": item["family"], "resolution": spec.resolution, "spec": spec.to_json(indent=None), **stats}
+            (checks if item.get("role") == "check" else net_rows).append(row)
     if unit_rows:
         try:
             table.add(unit_rows)
@@ -167,11 +177,12 @@ def import_measurements(csv_path: str | Path, device: str, manifest_dir: str | P
     table.save(units_path(device))
     if net_rows:
         nets = pd.concat([nets, pd.DataFrame(net_rows)], ignore_index=True) if len(nets) else pd.DataFrame(net_rows)
-        # A network measured more than once (several passes) keeps its quietest measurement.
-        nets = nets.sort_values("median_ms", kind="stable").drop_duplicates("spec", keep="first")
+        # A network measured again (in another export) keeps its fastest measurement.
+        nets = nets.sort_values("latency_ms", kind="stable").drop_duplicates("spec", keep="first")
         nets = nets.sort_index().reset_index(drop=True)
         save_networks(device, nets, {**nmeta, **meta})
-    return {"units": len(unit_rows), "networks": len(net_rows), "table_rows": len(table)}
+    return {"units": len(unit_rows), "networks": len(net_rows), "table_rows": len(table), "checks": checks,
+            "check_seed": manifest.get("check_seed")}
 
 
 def _check_items(items: list[Any], where: Path) -> None:
@@ -181,7 +192,7 @@ def _check_items(items: list[Any], where: Path) -> None:
         if ok and it.get("kind") == "unit":
             ok = isinstance(it.get("sig"), list) and len(it["sig"]) == len(KEY_COLUMNS)
         elif ok:
-            ok = it.get("kind") == "network" and isinstance(it.get("spec"), dict) and "space" in it and "resolution" in it
+            ok = it.get("kind") == "network" and isinstance(it.get("spec"), dict) and isinstance(it.get("family"), str)
         if not ok:
             raise UserError(f"{where}: item {i} is malformed ({json.dumps(it)[:80]}); export the folder again "
                             "with `cli.py latency export`")

@@ -82,8 +82,9 @@ def predicted_constraint(predicted_ms: float, ms_per_pred_ms: float, cut_ms: flo
 
 
 def figure_ms(stats) -> float:
-    """The one figure NetAdapt reads from a ``latency.measure`` result."""
-    return float(stats.median_ms)
+    """The one figure NetAdapt reads from a ``latency.measure`` result: its ``latency_ms``, the
+    figure tables and the predictor are made of (docs/latency.md, Measuring)."""
+    return float(stats.latency_ms)
 
 
 class Device:

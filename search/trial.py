@@ -195,7 +195,7 @@ def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, A
     if s.measure:
         from latency.measure import measure
 
-        measured_ms = float(measure(spec, threads=s.threads).median_ms)
+        measured_ms = float(measure(spec, threads=s.threads).latency_ms)
         latency_ms = measured_ms
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs; a CPU-only trial sees none.
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -45,8 +45,9 @@ def _write_table(results: Path, folder: str, **meta) -> None:
     from latency.signature import spec_sigs
     from latency.table import LatencyTable
 
-    rows = [{**s._asdict(), "median_ms": 0.05 * (i + 1), "p10_ms": 0.04 * (i + 1), "p90_ms": 0.06 * (i + 1),
-             "spread": 0.1, "runs": 5} for i, s in enumerate(spec_sigs(_seed_spec()))]
+    rows = [{**s._asdict(), "latency_ms": 0.045 * (i + 1), "median_ms": 0.05 * (i + 1), "p10_ms": 0.04 * (i + 1),
+             "p90_ms": 0.06 * (i + 1), "spread": 0.1, "session_spread": 0.02, "runs": 5}
+            for i, s in enumerate(spec_sigs(_seed_spec()))]
     t = LatencyTable(meta={"device": folder, **_environment(), "builds": [
         {"space": "mnasnet", "resolution": GOOD_SPEC_RES, "mode": "quick"}], **meta})
     t.add(rows)
@@ -64,7 +65,7 @@ def _spec_variant(path: Path, **changes) -> None:
 def _measurements(path: Path, env: dict, rows: list[str]) -> None:
     """A measurements CSV in the format latency/runner.py writes: a JSON header line, then rows."""
     path.write_text("\n".join([f"# hwnas-latency-runner {json.dumps(env)}",
-                               "file,median_ms,p10_ms,p90_ms,spread,runs", *rows]) + "\n")
+                               "file,latency_ms,median_ms,p10_ms,p90_ms,spread,session_spread,runs", *rows]) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +111,21 @@ def world(tmp_path_factory) -> Path:
     (exp / "manifest.json").write_text(json.dumps({"format": 1, "id": "0123456789abcdef", "items": items}))
     env = {**_environment(), "manifest_id": "0123456789abcdef"}
     files = [it["file"] for it in items]
-    _measurements(exp / "ok.csv", env, [f"{f},0.1,0.09,0.12,0.1,5" for f in files])
-    _measurements(exp / "nan.csv", env, [f"{f},nan,0.09,0.12,0.1,5" for f in files])
-    _measurements(exp / "negative.csv", env, [f"{f},-0.1,0.09,0.12,0.1,5" for f in files])
-    _measurements(exp / "inf.csv", env, [f"{f},0.1,0.09,inf,0.1,5" for f in files])
-    _measurements(exp / "zero_runs.csv", env, [f"{f},0.1,0.09,0.12,0.1,0" for f in files])
-    _measurements(exp / "string.csv", env, [f"{f},fast,0.09,0.12,0.1,5" for f in files])
-    _measurements(exp / "other_export.csv", {**env, "manifest_id": "ffffffffffffffff"}, [f"{files[0]},0.1,0.09,0.12,0.1,5"])
-    _measurements(exp / "other_ort.csv", {**env, "ort_version": "1.0.0"}, [f"{f},0.1,0.09,0.12,0.1,5" for f in files])
-    (exp / "bad_header.csv").write_text("# hwnas-latency-runner {oops\nfile,median_ms\n")
-    (exp / "list_header.csv").write_text('# hwnas-latency-runner [1, 2]\nfile,median_ms,p10_ms,p90_ms,spread,runs\n')
+    _measurements(exp / "ok.csv", env, [f"{f},0.09,0.1,0.09,0.12,0.1,0.02,5" for f in files])
+    _measurements(exp / "nan.csv", env, [f"{f},nan,0.1,0.09,0.12,0.1,0.02,5" for f in files])
+    _measurements(exp / "negative.csv", env, [f"{f},-0.1,0.1,0.09,0.12,0.1,0.02,5" for f in files])
+    _measurements(exp / "inf.csv", env, [f"{f},0.09,0.1,0.09,inf,0.1,0.02,5" for f in files])
+    _measurements(exp / "zero_runs.csv", env, [f"{f},0.09,0.1,0.09,0.12,0.1,0.02,0" for f in files])
+    _measurements(exp / "string.csv", env, [f"{f},fast,0.1,0.09,0.12,0.1,0.02,5" for f in files])
+    _measurements(exp / "other_export.csv", {**env, "manifest_id": "ffffffffffffffff"},
+                  [f"{files[0]},0.09,0.1,0.09,0.12,0.1,0.02,5"])
+    _measurements(exp / "other_ort.csv", {**env, "ort_version": "1.0.0"},
+                  [f"{f},0.09,0.1,0.09,0.12,0.1,0.02,5" for f in files])
+    (exp / "old_runner.csv").write_text(f"# hwnas-latency-runner {json.dumps(env)}\nfile,median_ms,p10_ms,p90_ms,spread,runs\n"
+                                        + "".join(f"{f},0.1,0.09,0.12,0.1,5\n" for f in files))
+    (exp / "bad_header.csv").write_text("# hwnas-latency-runner {oops\nfile,latency_ms\n")
+    (exp / "list_header.csv").write_text('# hwnas-latency-runner [1, 2]\nfile,latency_ms,median_ms,p10_ms,p90_ms,spread,'
+                                         'session_spread,runs\n')
     for name, manifest in (("man_bad", "{not json"), ("man_ints", json.dumps({"id": "0123456789abcdef", "items": [1, 2]})),
                            ("man_nokind", json.dumps({"id": "0123456789abcdef", "items": [{"file": files[0]}]})),
                            ("man_shortsig", json.dumps({"id": "0123456789abcdef",
@@ -253,7 +259,7 @@ CASES = [
     case("predict-resolution-zero", "latency predict {in}/seed.json --device good --resolution 0", "--resolution"),
     case("predict-wrong-type-spec", "latency predict {in}/layers_obj.json --device good", "is not a list"),
     # -- latency build (must refuse before measuring anything)
-    case("build-networks-two", "latency build --device good --networks 2", "--networks 2", "at least 3"),
+    case("build-networks-zero", "latency build --device good --networks 0", "--networks 0", "every family"),
     case("build-networks-string", "latency build --networks lots", "--networks", "lots"),
     case("build-threads-zero", "latency build --threads 0", "--threads", "must be >= 1"),
     case("build-resolution-negative", "latency build --resolution -224", "--resolution"),
@@ -282,9 +288,11 @@ CASES = [
     case("import-header-a-list", "latency import {in}/export/list_header.csv --device phone", "not a JSON object"),
     case("import-string-time", "latency import {in}/export/string.csv --device phone", "malformed", "fast"),
     case("import-nan-time", "latency import {in}/export/nan.csv --device phone", "impossible measurement",
-         "median_ms=nan"),
-    case("import-negative-time", "latency import {in}/export/negative.csv --device phone", "median_ms=-0.1"),
+         "latency_ms=nan"),
+    case("import-negative-time", "latency import {in}/export/negative.csv --device phone", "latency_ms=-0.1"),
     case("import-inf-time", "latency import {in}/export/inf.csv --device phone", "p90_ms=inf"),
+    case("import-csv-of-an-older-runner", "latency import {in}/export/old_runner.csv --device phone", "older runner.py",
+         "export the folder again"),
     case("import-zero-runs", "latency import {in}/export/zero_runs.csv --device phone", "runs=0"),
     case("import-manifest-not-json", "latency import {in}/export/ok.csv --device phone --manifest {in}/man_bad",
          "manifest.json", "not valid JSON"),
@@ -309,6 +317,12 @@ CASES = [
     case("validate-passes-zero", "latency validate --passes 0", "--passes"),
     case("validate-unknown-space", "latency validate --device good --space nas", "unknown search space"),
     case("validate-plot-is-a-folder", "latency validate --device good --plot {in}/folder.json", "--plot", "is a folder"),
+    case("validate-unknown-family", "latency validate --device good --suite mnasnet,resnets", "unknown network family",
+         "'resnets'", "trimmed"),
+    case("validate-suite-with-space", "latency validate --device good --suite --space mnasnet", "--space",
+         "name the families"),
+    case("validate-family-as-a-space", "latency validate --device good --space references", "unknown search space",
+         "references"),
     case("validate-plot-under-a-file", "latency validate --device good --plot {in}/a_file/p.png", "is a file"),
     case("validate-table-of-another-onnxruntime", "latency validate --device oldort", "onnxruntime 1.0.0", "rebuild"),
     case("validate-with-other-threads", "latency validate --device good --threads 2", "threads=1", "--threads"),

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,18 +54,46 @@ def tiny_results(tiny_predictor, tmp_path, monkeypatch):
 # ---- measurement ---------------------------------------------------------------------------
 
 def test_measure_spec_stats_are_ordered_and_recorded():
-    st = measure(_spec(1, 32), warmup=2, runs=15)
-    assert 0 < st.p10_ms <= st.median_ms <= st.p90_ms
-    assert st.min_ms <= st.p10_ms and st.runs >= 15 and st.rounds >= 5 and st.threads == 1
+    st = measure(_spec(1, 32), warmup=2, runs=5, blocks=4, sessions=2, gap_s=0.0)
+    assert 0 < st.min_ms <= st.latency_ms <= st.p90_ms and st.p10_ms <= st.median_ms <= st.p90_ms
+    assert st.runs == 2 * 4 * 5 and st.sessions == 2 and st.blocks == 8 and st.threads == 1
+    assert st.session_spread >= 0
     assert st.provider == "CPUExecutionProvider" and st.clock == "cpu" and st.opt_level == "all"
     assert st.ort_version
+
+
+def test_latency_figure_is_the_fastest_fifth_of_the_blocks_not_their_median():
+    from latency.runner import fast_mean, summarize
+
+    fast, slow = [np.full(5, 1.0)] * 3, [np.full(5, 2.0)] * 7  # 3 of 10 blocks undisturbed
+    st = summarize([fast[:2] + slow[:3], fast[2:] + slow[3:]])
+    assert st["latency_ms"] == 1.0 and st["median_ms"] == 2.0 and st["spread"] == pytest.approx(0.5)
+    assert (st["sessions"], st["blocks"], st["runs"]) == (2, 10, 50)
+    assert st["session_spread"] == 0  # both sessions reached the undisturbed level
+    apart = summarize([[np.full(5, 1.0)], [np.full(5, 1.5)]])
+    assert apart["latency_ms"] == 1.0 and apart["session_spread"] == pytest.approx(0.5)
+    assert fast_mean([3.0, 1.0, 2.0, 5.0, 4.0, 9.0, 8.0, 7.0, 6.0, 10.0]) == 1.5
+
+
+def test_blocks_take_turns_over_fresh_sessions_and_input_placements():
+    from latency.onnx_units import unit_onnx_bytes
+    from latency.runner import input_feeds, make_session, time_models
+
+    unit = unit_onnx_bytes(Sig("mbconv", 3, 1, 8, 8, 24, 0, "relu", True, 8, 0))
+    feeds = input_feeds(make_session(unit), 3)
+    arrays = [next(iter(f.values())) for f in feeds]
+    assert len({a.ctypes.data for a in arrays}) == 3 and all(np.array_equal(arrays[0], a) for a in arrays)
+    made = []
+    stats = time_models([unit, unit], [(1, 3, 2), (0, 2, 4)], sessions=2, on_session=lambda: made.append(1))
+    assert len(made) == 4  # a fresh session of each model in each pass
+    assert [(st["sessions"], st["blocks"], st["runs"]) for st in stats] == [(2, 6, 12), (2, 4, 16)]
 
 
 def test_measure_onnx_file_and_wall_clock(tmp_path):
     path = tmp_path / "net.onnx"
     export_spec(_spec(2, 32), path)
-    st = measure(path, warmup=1, runs=5, clock="wall")
-    assert st.clock == "wall" and st.median_ms > 0
+    st = measure(path, warmup=1, runs=3, blocks=2, sessions=1, clock="wall", gap_s=0.0)
+    assert st.clock == "wall" and st.latency_ms > 0
 
 
 def test_measure_rejects_unavailable_provider_listing_the_available_ones():
@@ -106,7 +135,8 @@ def test_unit_parameters_add_up_to_the_network(name):
 # ---- table -------------------------------------------------------------------------------------
 
 def _row(sig: Sig, ms: float) -> dict:
-    return {**sig._asdict(), "median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.1, "spread": 0.2, "runs": 10}
+    return {**sig._asdict(), "latency_ms": ms, "median_ms": ms, "p10_ms": ms * 0.9, "p90_ms": ms * 1.1, "spread": 0.2,
+            "session_spread": 0.01, "runs": 10}
 
 
 def test_table_roundtrip_and_corruption_is_refused(tmp_path):
@@ -196,6 +226,20 @@ def test_calibration_keeps_the_candidate_that_cross_validates_best():
     assert full.weights[1] > full.weights[0]
 
 
+def test_calibration_keeps_the_candidate_that_transfers_to_families_it_was_not_fitted_on():
+    rng = np.random.default_rng(2)
+    F = _calib_features(rng, 90)
+    F[:30, 6] *= 3  # one family streams far more weights in than the others
+    groups = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
+    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.3]) * np.exp(0.02 * rng.standard_normal(90))
+    cal = Calibration.fit(F, y, groups)
+    assert set(cal.transfer_mape) == set(cal.cv_mape) and all(set(v) == {"a", "b", "c"} for v in cal.transfer_mape.values())
+    mean = {c: np.mean(list(v.values())) for c, v in cal.transfer_mape.items()}
+    assert cal.kind == min(mean, key=mean.get) == "scale+weights"
+    assert cal.transfer_mape["scale"]["a"] > 3 * cal.transfer_mape["scale+weights"]["a"]  # the term carries over to a
+    assert Calibration.fit(F, y).transfer_mape == {}  # one family: the 10-fold choice
+
+
 def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
     # Input elements that "explain" most of the time on a narrow set would reorder networks outside
     # it (a trimmed network predicted slower than its seed): candidates with that term are dropped.
@@ -217,19 +261,22 @@ def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
     from latency.transfer import export_folder, import_measurements
 
     units = units_to_measure(get_space("mnasnet"), 16, "quick", per_stage=1)[:5]
-    nets = [("mnasnet", 16, _spec(s, 16)) for s in range(3)]
-    folder = export_folder(tmp_path / "export", units, nets, progress=False, unit_runs=3, net_runs=3)
+    nets = [("mnasnet", "calibration", _spec(s, 16)) for s in range(3)] + [("mnasnet", "check", _spec(3, 16))]
+    folder = export_folder(tmp_path / "export", units, nets, progress=False, unit_runs=3, net_runs=3, check_seed=42)
     # On the device: only onnxruntime and numpy; no project on the path.
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
     r = subprocess.run([sys.executable, "-I", "runner.py", ".", "--out", str(tmp_path / "m.csv")], cwd=folder,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    # Every model measured in each of the manifest's passes (one row per model, its quietest pass).
+    # Every model measured in a fresh session in each of the manifest's passes (one row per model).
     rows = list(csv.DictReader((tmp_path / "m.csv").read_text().splitlines()[1:]))
-    assert len(rows) == 8 and {row["passes"] for row in rows} == {str(MEASURE_PASSES)}
-    assert "(pass 2/2)" in r.stderr
+    assert len(rows) == 9 and {row["sessions"] for row in rows} == {str(MEASURE_PASSES)}
+    assert f"(pass {MEASURE_PASSES}/{MEASURE_PASSES})" in r.stderr
     counts = import_measurements(tmp_path / "m.csv", "phone", folder)
-    assert counts == {"units": 5, "networks": 3, "table_rows": 5}
+    checks = counts.pop("checks")
+    assert counts == {"units": 5, "networks": 3, "table_rows": 5, "check_seed": 42}
+    # The self-check network comes back for scoring, never among the calibration networks.
+    assert [c["spec"] for c in checks] == [_spec(3, 16).to_json(indent=None)] and checks[0]["family"] == "mnasnet"
     t = LatencyTable.load(units_path("phone"))
     assert set(t.lookup()) == set(units) and t.meta["device"] == "phone" and t.meta["clock"] == "cpu"
     assert len(load_networks("phone")[0]) == 3
@@ -290,9 +337,10 @@ def test_cli_predict_and_measure_json(tiny_results, tmp_path, capsys):
     assert cli.main(["latency", "predict", str(spec_path), "--device", TINY_DEVICE, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["latency_ms"] > 0 and out["device"] == TINY_DEVICE
-    assert cli.main(["latency", "measure", str(spec_path), "--runs", "5", "--warmup", "1", "--json"]) == 0
+    assert cli.main(["latency", "measure", str(spec_path), "--runs", "3", "--blocks", "2", "--sessions", "2",
+                     "--warmup", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert 0 < out["p10_ms"] <= out["latency_ms"] <= out["p90_ms"]
+    assert out["min_ms"] <= out["latency_ms"] <= out["p90_ms"] and out["sessions"] == 2 and out["runs"] == 12
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -303,18 +351,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "available" in capsys.readouterr().err
 
 
-def test_validate_reports_all_figures_and_writes_plot(tiny_results):
-    from latency.validate import validate
+def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results):
+    import pandas as pd
 
-    rep = validate(TINY_DEVICE, "mnasnet", TINY_RESOLUTION, n=4, progress=False, runs=5)
-    for d in (rep, rep["baselines"]["flops"], rep["baselines"]["lut_sum"]):
+    from latency.files import load_networks
+    from latency.suite import run_suite
+
+    rep = run_suite(TINY_DEVICE, ["mnasnet"], 4, progress=False, passes=2, resolution=TINY_RESOLUTION)
+    fam = rep["families"]["mnasnet"]
+    for d in (fam, fam["baselines"]["flops"], fam["baselines"]["lut_sum"]):
         assert {"within_10pct", "within_5pct", "mape", "spearman", "kendall"} <= set(d)
         assert 0 <= d["within_10pct"] <= 1
-    assert rep["n"] == 4 and Path(rep["plot"]).stat().st_size > 1000
+    assert {"sessions_within_5pct", "sessions_within_10pct", "session_spread_median"} <= set(fam["repeatability"])
+    assert fam["n"] == 4 and Path(rep["plot"]).stat().st_size > 1000 and len(rep["loadavg_1m"]) == 2
     assert rep["calibration"] == "scale"  # the tiny table's 6 networks: below 20, one scale only
-    calib = set(__import__("latency.files", fromlist=["x"]).load_networks(TINY_DEVICE)[0]["spec"])
-    scored = set(__import__("pandas").read_csv(rep["csv"])["spec"])
-    assert not calib & scored
+    calib = set(load_networks(TINY_DEVICE)[0]["spec"])
+    scored = pd.read_csv(rep["csv"])
+    assert not calib & set(scored["spec"]) and set(scored["family"]) == {"mnasnet"}
+    assert str(rep["seed"]) in rep["csv"]  # every run its own seed, and its own files
+
+
+def test_suite_draws_fresh_networks_every_run_and_the_same_ones_for_a_seed():
+    from latency.families import fingerprint, key
+    from latency.suite import draw_suite
+
+    a = draw_suite(["mnasnet", "trimmed"], 5, 1, set())
+    assert {f: [key(s) for s in v] for f, v in a.items()} == \
+        {f: [key(s) for s in v] for f, v in draw_suite(["mnasnet", "trimmed"], 5, 1, set()).items()}
+    b = draw_suite(["mnasnet", "trimmed"], 5, 2, {fingerprint(s) for s in a["mnasnet"]})
+    assert not {key(s) for s in a["mnasnet"]} & {key(s) for s in b["mnasnet"]}
+    assert len(b["mnasnet"]) == len(b["trimmed"]) == 5
 
 
 def test_load_predictor_without_table_says_how_to_build():
@@ -359,12 +425,15 @@ def test_direct_onnx_graphs_match_the_torch_export_after_optimisation(tmp_path):
 
     sigs = [Sig("mbconv", 5, 1, 16, 16, 48, 8, "hswish", True, 8, 0), Sig("dwconv", 3, 2, 8, 16, 8, 8, "relu6", False, 8, 0),
             Sig("conv", 7, 1, 8, 12, 12, 0, "relu", False, 8, 0), Sig("stem", 3, 2, 3, 8, 8, 0, "hswish", False, 16, 0),
-            Sig("head", 1, 1, 16, 10, 32, 0, "relu", False, 4, 24)]
+            Sig("head", 1, 1, 16, 10, 32, 0, "relu", False, 4, 24),
+            Sig("dwconv", 3, 1, 16, 24, 16, 0, "relu", False, 8, 0, pw_act=True),  # MobileNetV1's separable layer
+            Sig("mbconv", 3, 1, 16, 16, 48, 4, "relu", True, 8, 0, gate="sigmoid")]  # MnasNet's SE gate
     for s in sigs:
         assert optimised_ops(unit_onnx_bytes(s)) == optimised_ops(export_unit(s)), s
     from latency.onnx_units import network_onnx_bytes
 
-    for spec in (_spec(21, 32), _pruned(_spec(22, 32)), replace(reference("mobilenet_v3_small"), resolution=32)):
+    for spec in (_spec(21, 32), _pruned(_spec(22, 32)), reference("mobilenet_v3_small", resolution=32),
+                 reference("mobilenet_v1", 0.5, 32), reference("mnasnet_a1", resolution=32)):
         assert optimised_ops(network_onnx_bytes(spec)) == optimised_ops(export_spec(spec)), spec.name
 
 
@@ -391,9 +460,106 @@ def test_blocked_features_charge_narrow_widths_their_padding():
     assert narrow["im2col"] == 49 * 8 * 112 * 112  # the unfolded input, whatever the output width
 
 
-def test_tables_hold_stems_of_trimmed_and_reference_widths():
-    from latency.sampling import STEM_ACTS, STEM_WIDTHS, units_to_measure
+def test_tables_hold_stems_of_trimmed_and_reference_widths_and_of_grey_images():
+    from latency.sampling import STEM_ACTS, STEM_INPUTS, STEM_WIDTHS, units_to_measure
 
     for mode in ("quick", "full"):
-        stems = {(s.out_ch, s.act) for s in units_to_measure(get_space("mnasnet"), 224, mode) if s.op == "stem"}
-        assert {(w, a) for w in STEM_WIDTHS for a in STEM_ACTS} <= stems
+        stems = {(s.in_ch, s.out_ch, s.act) for s in units_to_measure(get_space("mnasnet"), 224, mode) if s.op == "stem"}
+        assert {(c, w, a) for c in STEM_INPUTS for w in STEM_WIDTHS for a in STEM_ACTS} <= stems
+        assert {c for c, _, _ in stems} == {1, 3}
+
+
+# ---- families, range units, adaptive sampling, self-check ----------------------------------------
+
+def test_families_cover_what_users_bring():
+    from latency.families import FAMILIES, draw, key
+
+    got = {f: draw(f, 12, 3) for f in FAMILIES}
+    assert all(len(v) == 12 and len({key(s) for s in v}) == 12 for v in got.values())
+    assert {s.resolution for s in got["references"]} <= set(range(96, 225, 16))
+    assert any(s.name.startswith("mobilenet_v1") for f in range(4) for s in draw("references", 12, f))
+    assert all(s.num_classes == 10 and s.in_channels in (1, 3) for s in got["data_stem"])
+    assert {s.in_channels for s in got["data_stem"]} == {1, 3}
+    trimmed = got["trimmed"]
+    widths = [c for s in trimmed for c in [s.stem.out_ch] + [lay.out_ch for lay in s.layers] + [lay.exp_ch for lay in s.layers]]
+    assert min(widths) == 8  # down to 8 channels (NetAdapt's smallest step)
+    assert [key(s) for s in draw("trimmed", 12, 3)] == [key(s) for s in trimmed]  # a seed names its networks
+    with pytest.raises(UserError, match="unknown network family 'resnets'"):
+        draw("resnets", 1, 0)
+
+
+def test_boosted_trees_predict_with_numpy_as_scikit_learn_does():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from latency.opmodel import DEPTH, MIN_LEAF, RATE, SUBSAMPLE, TREES, Trees
+
+    rng = np.random.default_rng(0)
+    D = rng.uniform(-1, 1, (300, 5))
+    y = np.sin(3 * D[:, 0]) + D[:, 1] * D[:, 2] + 0.1 * rng.standard_normal(300)
+    trees = Trees.fit(D, y)
+    gb = GradientBoostingRegressor(n_estimators=TREES, max_depth=DEPTH, learning_rate=RATE, subsample=SUBSAMPLE,
+                                   min_samples_leaf=MIN_LEAF, random_state=0).fit(D, y)
+    Q = rng.uniform(-1, 1, (50, 5))
+    assert trees.predict(Q) == pytest.approx(gb.predict(Q), abs=1e-9)
+    back = Trees.from_dict(json.loads(json.dumps(trees.to_dict())))
+    assert back.predict(Q) == pytest.approx(trees.predict(Q), abs=1e-12)
+    assert Trees().predict(Q).tolist() == [0.0] * 50  # no trees: the linear part alone
+
+
+def test_range_units_and_adaptive_samples_are_valid_units_near_the_worst():
+    from latency.onnx_units import unit_onnx_bytes
+    from latency.sampling import adaptive_units, range_units
+
+    units = range_units(2)
+    assert {s.op for s in units} == {"stem", "conv", "dwconv", "mbconv", "head"}
+    errors = {s: (1.0 if s.op == "dwconv" else 0.01) for s in units if s.op != "head"}
+    new = adaptive_units(errors, 20, set(units))
+    assert len(new) == 20 and not set(new) & set(units)
+    assert sum(s.op == "dwconv" for s in new) >= 18  # near the units the model errs on
+    for s in new:
+        assert s.op != "dwconv" or s.exp_ch == s.in_ch
+        assert not s.residual or (s.stride == 1 and s.in_ch == s.out_ch)
+    unit_onnx_bytes(new[0])  # a valid graph
+
+
+def test_self_check_says_what_is_wrong_and_what_to_do():
+    from latency.selfcheck import advice, busy, summary
+
+    ok = {"n": 10, "passed": True, "busy": [], "within_10pct": 1.0, "mape": 3.0, "seed": 7,
+          "worst": {"family": "trimmed", "error": 0.08}}
+    assert advice(ok, "local-cpu") is None and "seed 7" in summary(ok) and "+8% (trimmed)" in summary(ok)
+    failed = {**ok, "passed": False, "within_10pct": 0.7, "busy": ["load average up to 5.0 on 2 cores"]}
+    msg = advice(failed, "local-cpu")
+    assert "failed its self-check while the machine was busy" in msg and "latency build --device local-cpu" in msg
+    assert "\n" not in msg
+    assert "busy machine" in advice({**ok, "busy": ["x"]}, "phone")
+    assert busy(np.array([0.2, 0.3]), [0.5], cores=2) and not busy(np.array([0.01]), [1.0], cores=2)
+
+
+def test_a_table_whose_self_check_failed_warns_in_one_line_and_still_predicts(tiny_results, tmp_path, capsys):
+    from latency.build import _update_meta
+
+    _update_meta(TINY_DEVICE, {"self_check": {"n": 5, "passed": False, "busy": [], "within_10pct": 0.4, "mape": 14.0,
+                                              "seed": 3, "worst": {"family": "mnasnet", "error": -0.3}}})
+    spec_path = tmp_path / "net.json"
+    _spec(4).save(spec_path)
+    assert cli.main(["latency", "predict", str(spec_path), "--device", TINY_DEVICE]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the tiny-cpu latency table failed its self-check")
+
+
+def test_build_checks_itself_on_fresh_networks(tmp_path, monkeypatch):
+    from latency.build import Plan, build
+    from latency.table import LatencyTable
+
+    monkeypatch.setenv("HWNAS_RESULTS", str(tmp_path / "r"))
+    with warnings.catch_warnings():  # a table this small may well miss its self-check
+        warnings.simplefilter("ignore")
+        pred = build("micro", "mnasnet", 16, "quick", progress=False, sample={"per_stage": 4, "conv_per_stage": 1,
+                                                                            "trimmed_per_stage": 0},
+                     plan=Plan(0, 4, 3, 1, families=("mnasnet",), family_resolution=16))
+    rec = LatencyTable.load(units_path("micro")).meta["self_check"]
+    assert rec == pred.meta["self_check"] and rec["n"] == 1 and rec["errors"][0]["family"] == "mnasnet"
+    assert isinstance(rec["seed"], int) and len(rec["loadavg_1m"]) == 3 and rec["seconds"] > 0
+    meta = LatencyTable.load(units_path("micro")).meta
+    assert meta["adaptive"]["units"] <= 4 and len(meta["used_networks"]) == 1  # the self-check network, never a suite's

@@ -64,7 +64,7 @@ class AffineDevice:
 
     def __call__(self, spec: ArchSpec, **_timing) -> SimpleNamespace:
         ms = self.ms(spec)
-        return SimpleNamespace(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=1, threads=1, provider="affine",
+        return SimpleNamespace(latency_ms=ms, median_ms=ms, p10_ms=ms, p90_ms=ms, runs=1, threads=1, provider="affine",
                                ort_version="none")
 
 
