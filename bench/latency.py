@@ -19,7 +19,9 @@ results folder, so the build time is what a user pays; ``--results`` reuses a fo
   ``cli.py latency predict`` call.
 
 It prints the machine and the load average before and after, and writes everything to
-``--records`` (default ``bench/records/latency/<UTC time>/``) so that later sittings can compare.
+``--records`` (default ``bench/records/latency/<UTC time>/``) so that later runs can compare
+(``suite.csv``: the suite's figures per network, without the ArchSpec JSON that the results
+folder's copy keeps).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,7 +191,9 @@ def main() -> int:
     records = Path(args.records) if args.records else \
         ROOT / "bench" / "records" / "latency" / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
     records.mkdir(parents=True, exist_ok=True)
-    shutil.copy(suite["csv"], records / "suite.csv")
+    import pandas as pd
+
+    pd.read_csv(suite["csv"]).drop(columns=["spec"]).to_csv(records / "suite.csv", index=False)
     out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
            "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
            "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,
