@@ -79,8 +79,10 @@ def summarize(rows: list[dict]) -> dict:
         by_key.setdefault((r["data"], r["arch"], r["seed"], r["group"], r["fraction"]), {})[r["rule"]] = r
     pairs = [v for v in by_key.values() if set(v) == set(RULES)]
     out = {}
-    for subset_name, subset in [("all", pairs)] + [(a, [p for p in pairs if p["l2"]["arch"] == a])
-                                                   for a in sorted({p["l2"]["arch"] for p in pairs})]:
+    subsets = [("all", pairs)]
+    for field in ("arch", "seed"):  # per network, per seed
+        subsets += [(f"{field} {v}", [p for p in pairs if p["l2"][field] == v]) for v in sorted({p["l2"][field] for p in pairs})]
+    for subset_name, subset in subsets:
         for when in ("acc_trim", "acc_tuned"):
             d = np.array([p["bn"][when] - p["l2"][when] for p in subset])
             if not len(d):
