@@ -11,6 +11,8 @@ from pathlib import Path
 
 from common.cli_io import fraction, non_negative_float, non_negative_int, positive_float, positive_int, print_json
 from common.errors import UserError
+from common.interrupt import Interrupted, Interruption
+from common.runstatus import mark, refuse_if_running
 from netadapt.config import IMPORTANCE, NetAdaptConfig
 from space.resolve import add_width_arg
 from train.cli_args import add_data_args
@@ -35,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "best and measures it with onnxruntime, until the measured latency meets the target; then "
                     "fine-tunes longer. Writes results/netadapt/NAME/.")
     p.add_argument("--seed", default=None, metavar="PATH_OR_NAME",
-                   help=f"seed network: ArchSpec JSON written by the search (default results/{DEFAULT_SEED}; its weights "
-                        "are read from the .pt beside it) or a reference name such as mobilenet_v3_small")
+                   help=f"seed network: a search run folder (its seed.json), a NetAdapt run folder (its netadapt.json), "
+                        f"an ArchSpec JSON (default results/{DEFAULT_SEED}; weights are read from the .pt beside the "
+                        "JSON) or a reference name such as mobilenet_v3_small")
     add_width_arg(p)
     p.add_argument("--weights", default=None, help="seed weights (state_dict .pt); default: the .pt beside the seed JSON")
     t = p.add_mutually_exclusive_group()
@@ -97,10 +100,24 @@ def _runs_root() -> Path:
     return results_dir() / "netadapt"
 
 
+def seed_file(seed: str) -> str:
+    """``--seed`` as a name or an ArchSpec file: a run folder stands for the network it produced."""
+    from export.sources import RUN_ARTIFACTS
+
+    p = Path(seed)
+    if not p.is_dir():
+        return seed
+    for spec_name, _ in RUN_ARTIFACTS:
+        if (p / spec_name).is_file():
+            return str(p / spec_name)
+    raise UserError(f"--seed {seed}: is a folder with none of {', '.join(s for s, _ in RUN_ARTIFACTS)}; pass a search "
+                    "run that trained a network, a finished NetAdapt run, an ArchSpec JSON or a reference name")
+
+
 def _base_name(seed: str) -> str:
     from space.references import REFERENCES
 
-    base = seed if seed in REFERENCES else Path(seed).stem
+    base = seed if seed in REFERENCES else Path(seed).name if Path(seed).is_dir() else Path(seed).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "run"
 
 
@@ -253,7 +270,10 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     args.seed_is_default = args.seed is None
     if args.seed is None:
         args.seed = str(results_dir() / DEFAULT_SEED)
-    run_dir = _pick_run_dir(args)
+    run_dir = _pick_run_dir(args)  # a run folder as --seed names the run after itself
+    args.seed = seed_file(args.seed)
+    if args.resume:
+        refuse_if_running(run_dir)
     if args.resume:
         saved, saved_config = check_netadapt_run(run_dir)
         for k in RUN_OPTIONS:
@@ -291,13 +311,15 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     space = args.space or _infer_space(spec0, str(args.seed))
     predictor = load_predictor(args.device, space=space, resolution=spec0.resolution,
                                build_if_missing=(args.device == "local-cpu"))
-    run = NetAdaptRun(run_dir, config, data, predictor)
+    interruption = Interruption("NetAdapt")
+    run = NetAdaptRun(run_dir, config, data, predictor, stop=interruption.requested)
     if not args.resume:
         from netadapt.outputs import write_json
 
         run.resolve_target(seed_spec)  # before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json({**{k: getattr(args, k) for k in RUN_OPTIONS}, "space": space}, run_dir / "invocation.json")
+        write_json({**{k: getattr(args, k) for k in RUN_OPTIONS}, "space": space, "argv": getattr(args, "argv", [])},
+                   run_dir / "invocation.json")
     d = data.describe()
     log(f"data {d['name']}: {d['num_classes']} classes, {d['in_channels']}x{d['native_resolution']}px (training at "
         f"{d['resolution']}px), train/val/test {d['train']}/{d['val']}/{d['test']}")
@@ -306,8 +328,16 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     log(f"latency predictor: device {args.device}, space {space}, resolution {spec0.resolution}")
     log(f"run folder {run_dir}")
     # Ray prints some events (a proposal's worker dying) to sys.stdout; --json keeps stdout to one object.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        summary = run.run(seed_spec, seed_state, resume=args.resume)
+    mark(run_dir, "running")
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), interruption:
+            summary = run.run(seed_spec, seed_state, resume=args.resume)
+    except (Interrupted, KeyboardInterrupt):  # the first Ctrl-C (stopped cleanly) or the second (at once)
+        return _interrupted(run_dir, args.json)
+    except BaseException as e:
+        mark(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:300])
+        raise
+    mark(run_dir, "finished")
     if args.json:
         print_json(summary)
     else:
@@ -320,3 +350,28 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         print(f"  wrote {summary['run_dir']}/ (netadapt.json, netadapt.pt, netadapt.onnx, history.csv, progress.png)")
     sys.stdout.flush()
     return 0
+
+
+def _interrupted(run_dir: Path, as_json: bool) -> int:
+    """What an interrupted run leaves and says: how to continue it, exit code 130."""
+    import shutil
+
+    from common.interrupt import EXIT_INTERRUPTED
+
+    if not (run_dir / "state.json").exists():
+        # Stopped while the seed was still being trained: there is nothing to continue from.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        doc = {"status": "interrupted", "run_dir": None, "iterations": 0, "resume_command": ""}
+        line = "NetAdapt interrupted before the seed was ready; nothing was kept, run the same command again"
+    else:
+        mark(run_dir, "interrupted")
+        state = json.loads((run_dir / "state.json").read_text())
+        cmd = f"python cli.py netadapt --resume --name {run_dir.name}"
+        doc = {"status": "interrupted", "run_dir": str(run_dir), "iterations": state["iteration"],
+               "phase": state["phase"], "resume_command": cmd}
+        line = (f"NetAdapt interrupted after iteration {state['iteration']} ({state['phase']}); results so far in "
+                f"{run_dir}; continue with: {cmd}")
+    print(line, file=sys.stderr, flush=True)
+    if as_json:
+        print_json(doc)
+    return EXIT_INTERRUPTED

@@ -13,12 +13,19 @@ dAcc / |dLatency| (MobileNetV3); it is measured with onnxruntime, and the loop s
 measurement meets the target. Then the result is fine-tuned for longer.
 
 Every finished iteration is a checkpoint (ArchSpec JSON + weights + ``state.json``), so a run
-that stops can be resumed from its last finished iteration.
+that stops can be resumed from its last finished iteration. A stop asked for (the first Ctrl-C sets
+``stop``) ends the run at once where nothing finished is lost: an iteration's proposals are dropped
+and run again on ``--resume``, a seed training or the final fine-tune starts again from its beginning;
+:class:`common.interrupt.Interrupted` is raised after the tables are written.
+
+This module is long because the loop, its resume and its clean stop are one sequence of steps, each
+of which must leave a state that ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,7 +36,8 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from netadapt import steer
+from common.interrupt import Interrupted, until_stopped
+from netadapt import outputs, steer
 from netadapt.compare import Scored, gap, score
 from netadapt.config import NetAdaptConfig
 from netadapt.outputs import HISTORY_COLUMNS, PROPOSAL_COLUMNS, frame, plot_progress, read_rows, write_csv, write_json
@@ -73,8 +81,11 @@ class NetAdaptRun:
     """A NetAdapt run in ``run_dir``; :meth:`run` goes from the seed (or the last checkpoint) to the end."""
 
     def __init__(self, run_dir: Path, config: NetAdaptConfig, data, predictor, progress: Callable[[str], None] = log,
-                 measure_fn: Callable[..., Any] | None = None) -> None:
+                 measure_fn: Callable[..., Any] | None = None, stop: threading.Event | None = None) -> None:
         self.dir = Path(run_dir)
+        # Set by the first Ctrl-C (common.interrupt): the run stops where it can without losing a finished
+        # iteration, and raises Interrupted.
+        self.stop = stop or threading.Event()
         self.config = config
         self.data = data
         self.predictor = predictor
@@ -130,8 +141,10 @@ class NetAdaptRun:
             self.log(f"seed has no weights: training it for {cfg.seed_epochs:g} epochs first")
             r = train_model(model, self.data, epochs=cfg.seed_epochs, lr=cfg.seed_lr, optimizer=cfg.optimizer,
                             batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment, eval_limit=cfg.eval_limit,
-                            progress=lambda p: self.log(f"  seed training step {p.step}/{p.steps} loss {p.loss:.3f}"),
-                            log_every=max(1, int(cfg.seed_epochs * len(self.data.train) / cfg.batch_size) // 5))
+                            progress=until_stopped(self.stop,
+                                lambda p: self.log(f"  seed training step {p.step}/{p.steps} loss {p.loss:.3f}"),
+                                every=max(1, int(cfg.seed_epochs * len(self.data.train) / cfg.batch_size) // 5)),
+                            log_every=1)
             self.log(f"seed trained: val accuracy {r.accuracy:.4f} ({r.seconds:.1f} s)")
         else:
             check_fits(model, seed_state, "seed weights")
@@ -187,6 +200,8 @@ class NetAdaptRun:
         base_ms = st.seed_measured_ms or st.seed_predicted_ms
         with ProposalRunner(cfg.workers, self.data, cfg.address) as runner:
             while st.phase == "adapt":
+                if self.stop.is_set():
+                    raise Interrupted
                 if st.latency_ms <= st.target_ms:
                     how = "measured" if st.measured_ms is not None else "predicted"
                     st.phase, st.stop_reason = "final", f"target met ({how})"
@@ -236,7 +251,13 @@ class NetAdaptRun:
                         self.log(f"  {p.group:>10} failed, skipped: {res['error']}")
 
                 # Every proposal fine-tunes on the same batches: their accuracies differ by the trim, not the draw.
-                runner.run(spec, state, proposals, ft, [cfg.seed + 1000 * i] * len(proposals), on_result)
+                runner.run(spec, state, proposals, ft, [cfg.seed + 1000 * i] * len(proposals), on_result, stop=self.stop)
+                if self.stop.is_set():
+                    # The iteration is not finished: its proposals run again on --resume. Those that had finished
+                    # are listed now, the others as interrupted; state.json still names the last finished iteration.
+                    self.proposal_rows += outputs.interrupted_rows(i, proposals, self.proposal_rows)
+                    self._write_tables()
+                    raise Interrupted
                 if not results:
                     st.phase, st.stop_reason = "final", f"all {len(proposals)} proposals of iteration {i} failed"
                     self._write_tables()
@@ -296,10 +317,12 @@ class NetAdaptRun:
         write_csv(frame(self.history, HISTORY_COLUMNS), self.dir / "history.csv")
         write_csv(frame(self.proposal_rows, PROPOSAL_COLUMNS), self.dir / "proposals.csv")
 
-    def _plot(self, st: RunState, seed_measured_ms: float | None = None) -> None:
+    def _plot(self, st: RunState, seed_measured_ms: float | None = None, final: dict[str, Any] | None = None) -> None:
         seed_point = {"predicted_ms": st.seed_predicted_ms, "accuracy": st.seed_accuracy,
                       "measured_ms": seed_measured_ms or st.seed_measured_ms}
-        plot_progress(self.history, seed_point, st.target_ms, self.dir / "progress.png")
+        plot_progress(self.history, seed_point, st.target_ms, self.dir / "progress.png", final=final,
+                      final_epochs=self.config.final_epochs,
+                      target_basis="measured" if st.seed_measured_ms is not None else "predicted")
 
     # -- the end
     def finish(self, st: RunState) -> dict[str, Any]:
@@ -317,7 +340,7 @@ class NetAdaptRun:
             self.log(f"long-term fine-tune: {cfg.final_epochs:g} epochs")
             r = train_model(model, self.data, epochs=cfg.final_epochs, lr=cfg.lr, optimizer=cfg.optimizer,
                             batch_size=cfg.batch_size, seed=cfg.seed + 7, augment=cfg.augment,
-                            eval_limit=cfg.eval_limit, warmup=0.0)
+                            eval_limit=cfg.eval_limit, warmup=0.0, progress=until_stopped(self.stop), log_every=1)
             final_steps = r.steps
             self.log(f"  val accuracy {r.accuracy:.4f} ({r.seconds:.1f} s)")
         final_seconds = time.perf_counter() - t0
@@ -370,7 +393,8 @@ class NetAdaptRun:
                 "threads": final_meas.threads, "provider": final_meas.provider, "ort_version": final_meas.ort_version,
                 "runs": final_meas.runs},
         }
-        self._plot(st, seed_ms)
+        # The fine-tuned final network's point joins the plot beside the seed's.
+        self._plot(st, seed_ms, final={"predicted_ms": final_pred, "measured_ms": final_ms, "accuracy": final_val})
         write_json(summary, self.dir / "result.json")
         st.phase = "done"
         self._save_state(st)

@@ -4,6 +4,7 @@ the result, as a Ray task (a local Ray or a cluster) or one by one in this proce
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,10 +107,15 @@ class ProposalRunner:
             ray.shutdown()
 
     def run(self, spec: ArchSpec, state: dict[str, torch.Tensor], proposals: list[Proposal], kwargs: dict[str, Any],
-            seeds: list[int], on_result: Callable[[Proposal, dict[str, Any]], None]) -> None:
-        """Call ``on_result(proposal, result)`` as each finishes; a failure gives ``{"error": ...}``."""
+            seeds: list[int], on_result: Callable[[Proposal, dict[str, Any]], None],
+            stop: threading.Event | None = None) -> None:
+        """Call ``on_result(proposal, result)`` as each finishes; a failure gives ``{"error": ...}``. Once
+        ``stop`` is set, no proposal starts and the running ones are cancelled (without ``on_result``)."""
+        stop = stop or threading.Event()
         if self._remote is None:
             for p, s in zip(proposals, seeds):
+                if stop.is_set():
+                    return
                 try:
                     res = evaluate_proposal(spec, state, p.group, p.channels_after, self.data, seed=s, **kwargs)
                 except Exception as e:  # a failing proposal is skipped, not fatal
@@ -124,7 +130,11 @@ class ProposalRunner:
             for p, s in zip(proposals, seeds)
         }
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if stop.is_set():
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                return
             for ref in done:
                 p = pending.pop(ref)
                 try:

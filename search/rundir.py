@@ -1,4 +1,5 @@
-"""The folder of a search run: a new one, or the one ``--resume`` continues (checked to be a search run)."""
+"""The folder of a search run: a new one, or the one ``--resume`` continues (checked to be a search run, not
+running, and given no option that would change what the run is)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.paths import results_dir
-from search.options import SearchOptions
+from common.runstatus import refuse_if_running
+from search.options import DEMO_MIN_TRIALS, SearchOptions
 
 COMMAND = "search"  # the marker options.json carries, so that no other command's folder is taken for a search run
 
@@ -49,15 +51,17 @@ def check_search_run(d: Path) -> None:
     if not isinstance(saved, dict) or saved.get("command", COMMAND) != COMMAND:
         what = saved.get("command") if isinstance(saved, dict) else None
         raise UserError(f"--resume: {d} holds a {what or 'different'} run, not a search run; check --name")
-    tune_dir = d / "tune"
-    if not (tune_dir / "tuner.pkl").exists() or not any(tune_dir.glob("experiment_state-*.json")):
-        raise UserError(f"--resume: {d} has no Tune checkpoint (the run stopped before its first one); "
-                        "start it again under another --name")
     _check_searcher_state(d)
-    if any(tune_dir.glob("searcher-state-*.pkl")) and not (d / "searcher.json").exists() \
-            and not any(tune_dir.glob("searcher-state-*.json")):
+    if any((d / "tune").glob("searcher-state-*.pkl")) and not (d / "searcher.json").exists():
         raise UserError(f"--resume: {d} was written by an older hwnas whose searcher checkpoint is a pickle, "
                         "which is no longer loaded (it could run code); start a new run")
+    if (d / "searcher.json").exists():
+        from search.searcher import read_state
+
+        if read_state(d / "searcher.json") is None:
+            raise UserError(f"--resume: {d / 'searcher.json'} is unreadable or was written by an older hwnas; this run "
+                            "cannot be resumed, start a new one")
+    refuse_if_running(d)
 
 
 def _check_searcher_state(d: Path) -> None:
@@ -67,15 +71,64 @@ def _check_searcher_state(d: Path) -> None:
     try:
         own = json.loads((d / "searcher.json").read_text()) if (d / "searcher.json").is_file() else {}
     except (OSError, ValueError):
-        return  # unreadable: restore falls back on Tune's copy, or says the run cannot be resumed
+        return  # unreadable: said below
     if isinstance(own, dict) and own.get("format", STATE_FORMAT) != STATE_FORMAT:
         raise UserError(f"--resume: {d} was written by an older hwnas (searcher state {own.get('format')}, this one "
                         f"reads {STATE_FORMAT}); start a new run")
 
 
-def restore_options(opts: SearchOptions, run_dir: Path) -> SearchOptions:
+# Options that say how this sitting runs, not what the run is: taken from the command line on --resume.
+SITTING_OPTIONS = ("address", "dashboard_host", "progress", "time_budget_s", "mlflow")
+# The command-line spelling of the options whose field names differ.
+OPTION_NAMES = {"controller_method": "--controller", "time_budget_s": "--time-budget", "w": "--w"}
+
+
+def _flag(field: str) -> str:
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def restore_options(opts: SearchOptions, run_dir: Path, given: tuple[str, ...] = ()) -> SearchOptions:
+    """The run's own options (``options.json``) for a resumed sitting.
+
+    ``given`` names the options the command line gave (field names). Those that say how this sitting runs
+    (:data:`SITTING_OPTIONS`) are taken; a larger ``trials`` raises the budget; any other one that differs
+    from the run's value is refused with one line naming it and both values.
+    """
     saved = json.loads((run_dir / "options.json").read_text())
-    keep = {"resume": True, "name": run_dir.name, "address": opts.address, "dashboard_host": opts.dashboard_host,
-            "progress": opts.progress}
     allowed = {f.name for f in fields(SearchOptions)}
-    return SearchOptions(**{**{k: v for k, v in saved.items() if k in allowed}, **keep})
+    run = {k: v for k, v in saved.items() if k in allowed}
+    for name in given:
+        if name in SITTING_OPTIONS or name in ("resume", "name") or name not in allowed:
+            continue
+        mine, theirs = getattr(opts, name), run.get(name)
+        if name == "trials" and mine > theirs:
+            run["trials"] = mine  # a larger budget: the run goes on to it
+            continue
+        if mine != theirs:
+            why = ("only a larger --trials is taken" if name == "trials" else
+                   "a run keeps the options it started with; start a new run (another --name) to change it")
+            raise UserError(f"--resume: {_flag(name)} {_show(mine)} differs from this run's {_show(theirs)}; {why}")
+    keep = {"resume": True, "name": run_dir.name, **{k: getattr(opts, k) for k in SITTING_OPTIONS}}
+    return SearchOptions(**{**run, **keep})
+
+
+def _show(v: object) -> str:
+    return "(not set)" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def describe(run_dir: Path) -> dict:
+    """What ``cli.py runs`` shows of a search run, from its JSON files alone (plain JSON reads, quick)."""
+    from common.runstatus import current, read_json
+
+    opts = read_json(run_dir / "options.json")
+    state = read_json(run_dir / "searcher.json")
+    records = state.get("records", [])
+    ok = [r for r in records if r.get("status") == "ok" and isinstance(r.get("reward"), (int, float))]
+    best = max(ok, key=lambda r: r["reward"]) if ok else None
+    argv = opts.get("argv") or ["search", "--target-ms", str(opts.get("target_ms", "?"))]
+    seed = run_dir / "seed.json"
+    return {"run": run_dir.name, "kind": "search", "path": str(run_dir), "status": current(run_dir),
+            "done": len(records), "budget": opts.get("trials"),
+            "demonstration": isinstance(opts.get("trials"), int) and opts["trials"] < DEMO_MIN_TRIALS, "best_reward": best["reward"] if best else None,
+            "best_trial": best["sample"] if best else None, "seed": str(seed) if seed.exists() else None,
+            "command": "python cli.py " + " ".join(argv)}

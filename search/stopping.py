@@ -20,7 +20,8 @@ at ``e`` has finished; when no trial is left running and none can give the estim
 uncorrected. Full trials, failed ones and anything without a rung pass through unchanged.
 
 The wrapper's state (points seen, feedback held, what each trial was fed) is JSON in the run's
-``stopping.json``, rewritten after every change, so ``--resume`` continues it.
+``stopping.json``, rewritten after every change, so ``--resume`` continues it (:meth:`StopCorrection.resume`)
+alongside the wrapped searcher's ``searcher.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ray.tune.search import Searcher
 
 from search import jsonstate
 from search.reward import Reward
+from search.searcher import RECORD_KEYS
 
 STATE_FORMAT = "hwnas-stop-correction/1"
 STOPPING_STATE = "stopping.json"  # the wrapper's state in the run folder
@@ -67,9 +69,6 @@ class StopCorrection(Searcher):
     """Wraps a ``Searcher``; feeds it, for each trial ASHA stopped, the reward projected to the full
     budget (see the module docstring). Everything else is passed through."""
 
-    # Tune names the copy it keeps with each experiment checkpoint after this: the wrapped searcher's state.
-    CKPT_FILE_TMPL = "searcher-state-{}.json"
-
     def __init__(self, searcher: Searcher, full_epochs: float, reward: Reward,
                  state_path: str | os.PathLike | None = None) -> None:
         super().__init__(metric=searcher.metric, mode=searcher.mode)
@@ -96,7 +95,15 @@ class StopCorrection(Searcher):
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         return self.searcher.set_max_concurrency(max_concurrent)
 
+    @property
+    def finished(self) -> int:
+        """Trials with an outcome, those whose feedback is held included."""
+        return self.searcher.finished + len(self.held)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.held and not self.live:
+            self._release()  # nothing running can give the estimate any more (a resumed run): feed it as it is
+            self._changed()
         cfg = self.searcher.suggest(trial_id)
         if cfg not in (None, Searcher.FINISHED) and trial_id not in self.live:
             self.live.append(trial_id)
@@ -116,8 +123,8 @@ class StopCorrection(Searcher):
                    and float(result["epochs"]) < self.full_epochs - EPS and _finite(result.get("accuracy")))
         if stopped:
             self.points.setdefault(trial_id, {})[_key(result["epochs"])] = float(result["accuracy"])
-            self.held[trial_id] = {k: result[k] for k in ("epochs", "accuracy", "latency_ms", "reward", "status")
-                                   if k in result}
+            self.held[trial_id] = {k: result[k] for k in (*RECORD_KEYS, "reward", "status")
+                                   if k in result and k != "reward_at_stop"}
         else:
             if not error and result and result.get("status", "ok") == "ok" and _finite(result.get("accuracy")):
                 self.final[trial_id] = float(result["accuracy"])
@@ -167,13 +174,22 @@ class StopCorrection(Searcher):
             jsonstate.write(self.state_path, self.get_state())
 
     def save(self, checkpoint_path: str) -> None:
-        self.searcher.save(checkpoint_path)
+        """Tune's experiment checkpoints get no copy: ``stopping.json`` and ``searcher.json`` are the state."""
 
-    def restore(self, checkpoint_path: str) -> None:
-        self.searcher.restore(checkpoint_path)
+    def resume(self) -> None:
+        """Continue the wrapped searcher (:meth:`search.searcher.NetworkSearcher.resume`) and this wrapper from
+        ``stopping.json``. No trial of an earlier sitting is running any more; a trial whose feedback was held
+        stays held (its result is known) instead of being handed out again."""
+        self.searcher.resume()
         own = read_state(self.state_path) if self.state_path and Path(self.state_path).exists() else None
-        if own is not None:
-            self.set_state(own)
+        if own is None:
+            return
+        self.set_state(own)
+        self.live = []
+        if self.held:
+            self.searcher.replay = [t for t in self.searcher.replay if t not in self.held]
+            self.searcher._changed()
+        self._changed()
 
 
 def _finite(x: Any) -> bool:

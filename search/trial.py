@@ -158,9 +158,9 @@ def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, A
     A trained network's ``state_dict`` comes back serialised under :data:`WEIGHTS_BLOB`; nothing is
     written to disk here (on a cluster this process may run on another machine). The driver keeps
     each finished result in ``<trials_dir>/net_<tokens>.json`` (:func:`stored_result_path`); a trial
-    run again for a network the run already trained (a resumed run whose checkpoint predates the
-    trial's end) returns that result instead of training again where that folder is visible (one machine, or
-    shared storage), and trains again otherwise.
+    handed out again for a network the run already trained (a kill after the driver stored the result
+    but before the searcher recorded it) returns that result instead of training again where that
+    folder is visible (one machine, or shared storage), and trains again otherwise.
 
     ``settings.faults`` (from ``HWNAS_FAULT_INJECT``, see :func:`parse_faults`) makes this sample
     fail on purpose, for testing the failure paths with real processes: ``raise`` raises, ``nan``
@@ -200,7 +200,12 @@ def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, A
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs; a CPU-only trial sees none.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    model = build_model(train_spec)
+    seed = trial_seed(s.seed, sample)
+    # The initial weights from the trial's own seed, not from whatever an earlier trial of a reused actor
+    # left in torch's global generator.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(train_spec)
     if fault == "nan":
         with torch.no_grad():
             next(model.parameters()).fill_(math.nan)
@@ -210,7 +215,7 @@ def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, A
              "proxy_strides": ",".join(plan.reduced)}
     try:
         _inject(fault, sample, device)
-        run = Training(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
+        run = Training(model, data, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=seed, device=device,
                        augment=s.augment, bn_recalibration_batches=5)
         for at in s.report_epochs:
             run.advance(run.steps_for(at))
@@ -253,6 +258,17 @@ def score_on_test(space_name: str, tokens: str, weights: str, data: Any,
     return evaluate(model, data, "test")
 
 
+def trial_seed(run_seed: int, sample: int | None) -> int:
+    """The seed of one trial's initial weights, data order and augmentation: a function of the run's
+    ``--seed`` and the trial's sample index only, so that a trial trains alike whichever actor runs it,
+    after whichever other trial, in whichever sitting of the run."""
+    import numpy as np
+
+    if sample is None:
+        return int(run_seed)
+    return int(np.random.SeedSequence([int(run_seed) & 0xFFFFFFFF, int(sample)]).generate_state(1)[0])
+
+
 def _state_bytes(model: Any) -> bytes:
     """The model's ``state_dict`` on the CPU as ``torch.save`` bytes (what ``train.weights.load_weights`` reads)."""
     import io
@@ -282,7 +298,13 @@ def trial_class():
             if self.reports is None:
                 self.reports = candidate_reports(self.config, self.data)
             # node: the Ray node this trial ran on (trials.csv), to see where a cluster ran what.
-            return {**next(self.reports), "node": node_id()}
+            out = {**next(self.reports), "node": node_id()}
+            if out.get("done"):
+                # The actor's log, which the Ray dashboard shows under Actors (the driver prints the same line).
+                print(f"hwnas-trial-{self.trial_id} sample {self.config.get('sample')}: status {out['status']}, "
+                      f"accuracy {out['accuracy']:.3f}, latency {out['latency_ms']:.2f} ms, "
+                      f"reward {out['reward']:.4f}, {out.get('train_seconds', 0.0):.1f} s", flush=True)
+            return out
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
             # Lets Tune reuse this actor for the next trial: no new process, no second torch import.

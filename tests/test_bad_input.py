@@ -483,7 +483,13 @@ def test_batch_size_help_shows_the_real_default(command, required):
 
     import cli
 
-    default = cli.build_parser().parse_args([*command, *required]).batch_size
+    args = cli.build_parser().parse_args([*command, *required])
+    default = args.batch_size
+    if command == ["search"]:  # search's options take their defaults from SearchOptions (None: not given)
+        from search.commands import options_from_args
+
+        assert default is None
+        default = options_from_args(args)[0].batch_size
     text = run_main(*command, "--help").stdout
     shown = re.search(r"--batch-size BATCH_SIZE\s+training batch size \(default (\d+)\)", text)
     assert shown and int(shown.group(1)) == default

@@ -53,10 +53,10 @@ def test_dashboard_host_reaches_the_options_and_defaults_to_loopback():
     from search.commands import options_from_args
 
     parser = cli.build_parser()
-    default = options_from_args(parser.parse_args(["search", "--target-ms", "15"]))
-    assert default.dashboard_host == "127.0.0.1"
-    opened = options_from_args(parser.parse_args(["search", "--target-ms", "15", "--dashboard-host", "0.0.0.0"]))
-    assert opened.dashboard_host == "0.0.0.0"
+    default, given = options_from_args(parser.parse_args(["search", "--target-ms", "15"]))
+    assert default.dashboard_host == "127.0.0.1" and given == ("target_ms",)
+    opened, given = options_from_args(parser.parse_args(["search", "--target-ms", "15", "--dashboard-host", "0.0.0.0"]))
+    assert opened.dashboard_host == "0.0.0.0" and set(given) == {"target_ms", "dashboard_host"}
     opened.check()  # an IP address is accepted
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,10 @@ def test_search_of_a_tiny_space_trains_each_network_once_and_the_controller_hear
     every = {"-".join(map(str, space.canonical(t))) for t in itertools.product(*[range(d.n) for d in space.decisions])}
     df = pd.read_csv(run / "trials.csv", dtype={"tokens": str})
     # The space was used up: 12 trials, not 16, each network once, all of them.
-    assert out["trials"] == len(df) == space.size == len(every) == 12
+    assert out["finished"] == len(df) == space.size == len(every) == 12 and out["status"] == "finished"
+    # One short line per finished trial on stderr (the budget's 16 would stay under 5 KB).
+    lines = [line for line in proc.stderr.splitlines() if re.match(r"\[\d+/16\] trial \d+: ", line)]
+    assert len(lines) == 12 and sum(len(line) + 1 for line in lines) < 5000 * 12 / 16, lines
     assert df["tokens"].is_unique and set(df["tokens"]) == every
     assert sorted(df["trial"]) == list(range(12)) and set(df["status"]) == {"ok"}
     assert len(list((run / "trials").glob("net_*.json"))) == 12

@@ -4,6 +4,7 @@ shows the run's trials, a failed trial gives reward 0, and --resume neither lose
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -19,6 +20,8 @@ from common.ray_cluster import dashboard_headers, init_ray  # noqa: E402
 from search.options import SearchOptions  # noqa: E402
 from search.run import run_search  # noqa: E402
 from space.archspec import ArchSpec  # noqa: E402
+
+_FIRST_RUN: dict = {}  # what the first test's run left for the dashboard log test after it
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,7 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
     assert _get(f"{dashboard}/api/v0/actors", {})[0] in (401, 403)  # no token: refused
 
     seen: set[str] = set()
+    actor_ids: set[str] = set()
     done = threading.Event()
 
     def watch():
@@ -61,6 +65,7 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
                     name = a.get("repr_name") or ""
                     if name.startswith("hwnas-trial-"):
                         seen.add(name.removeprefix("hwnas-trial-"))
+                        actor_ids.add(a["actor_id"])
             time.sleep(0.5)
 
     t = threading.Thread(target=watch, daemon=True)
@@ -77,6 +82,7 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
     assert summary.dashboard_url == dashboard
     assert df["node"].nunique() == 1 and df["node"].iloc[0] == ray.get_runtime_context().get_node_id()
     assert seen and seen <= set(df["trial_id"]), (seen, list(df["trial_id"]))
+    _FIRST_RUN.update(dashboard=dashboard, headers=headers, actor_ids=set(actor_ids), df=df)
     assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
     row = df.iloc[0]
     spec = ArchSpec.from_json(row["arch"])
@@ -133,12 +139,51 @@ def test_asha_stops_poor_trials_and_the_strategy_hears_each_once(dashboard, tiny
                fed[t]["learned_reward"] == pytest.approx(r) for t, r in zip(df["trial_id"].astype(str), df["reward"]))
 
 
+def test_each_trial_result_is_in_its_actor_log_on_the_dashboard():
+    """Actors -> an hwnas-trial actor -> its log: the line each trial prints (of the run above)."""
+    if not _FIRST_RUN:
+        pytest.skip("needs the run of test_search_runs_and_dashboard_shows_its_trials")
+    r = _FIRST_RUN
+    logs, answers = "", []
+    for _ in range(20):  # the log agent may need a moment after the actor ends
+        answers = [_get(f"{r['dashboard']}/api/v0/logs/file?actor_id={a}&suffix=out", r["headers"])
+                   for a in r["actor_ids"]]
+        logs = "".join(body for _, body in answers)
+        if "status ok" in logs:
+            break
+        time.sleep(0.5)
+    if all(code == 500 for code, _ in answers) and not logs:
+        # Ray's dashboard agent listens on a fixed port (52365); with another Ray already running on this
+        # machine, this Ray's agent cannot bind it and the dashboard has no logs to show.
+        pytest.skip("this Ray's dashboard agent is not serving logs (its port is taken by another Ray here)")
+    shown = re.findall(r"hwnas-trial-(\w+) sample (\d+): status ok, accuracy (\d\.\d{3})", logs)
+    assert shown, logs[-2000:]
+    by_id = r["df"].set_index("trial_id")
+    for trial_id, sample, acc in shown:
+        assert int(sample) == by_id.loc[trial_id, "trial"] and float(acc) == round(by_id.loc[trial_id, "accuracy"], 3)
+
+
 def test_failed_trials_are_recorded_and_search_goes_on(dashboard, tiny_predictor):
     # A learning rate this large makes the loss non-finite: every trial "diverges" and scores 0.
     summary = run_search(_opts(name="bad", trials=2, epochs=4.0, lr=1e30), predictor=tiny_predictor)
     df = pd.read_csv(results_dir() / "runs" / "bad" / "trials.csv")
     assert len(df) == 2 and summary.completed == 0
     assert set(df["status"]) == {"diverged"} and (df["reward"] == 0).all()
+
+
+def test_the_same_seed_gives_the_same_architectures_and_accuracies(dashboard, tiny_predictor):
+    # Two trials at a time on two reused actors: which trial ends first, and which actor trains which
+    # network after which, differ between the runs; what they find must not.
+    runs = []
+    for name in ("same-1", "same-2"):
+        run_search(_opts(name=name, trials=6, seed=3, batch_size=16), predictor=tiny_predictor)
+        runs.append(pd.read_csv(results_dir() / "runs" / name / "trials.csv"))
+    one, two = runs
+    assert set(one["status"]) == {"ok"} and len(one) == 6
+    assert list(one["tokens"]) == list(two["tokens"])
+    assert list(one["accuracy"]) == list(two["accuracy"])  # exactly, not only to the printed precision
+    assert list(one["reward"]) == list(two["reward"])
+    assert one["tokens"].nunique() > 1 and one["accuracy"].nunique() > 1  # not trivially equal
 
 
 def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_predictor):
@@ -153,8 +198,8 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
     def interrupt_after_first_result():
         deadline = time.time() + 240
         while time.time() < deadline and not stopped.is_set():
-            if any(p.stat().st_size > 0 for p in (run / "tune").glob("*/result.json")):
-                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl+C does; Tune saves its state and returns
+            if any(p.stat().st_size > 0 for p in (run / "tune").glob("sitting-1/*/result.json")):
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl+C does: the sitting stops cleanly
                 stopped.set()
                 return
             time.sleep(0.2)
@@ -164,14 +209,17 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
     # Reused actors make tiny trials quick: enough of them that the stop lands mid-run.
     first = run_search(_opts(name="stop", trials=8, concurrency=1, epochs=3.0), predictor=tiny_predictor)
     t.join(timeout=5)
-    assert stopped.is_set() and 1 <= first.completed < 8
+    assert stopped.is_set() and 1 <= first.completed < 8 and first.status == "interrupted"
+    assert first.interrupted >= 1 and first.resume_command == "python cli.py search --resume --name stop"
+    assert not (results_dir() / "seed.json").exists() and (run / "seed.json").exists()  # the run's own seed only
     done_before = pd.read_csv(run / "trials.csv")
     done_before = done_before[done_before["status"] == "ok"]
 
     again = run_search(SearchOptions(target_ms=1.0, resume=True, name="stop", progress=False),
                        predictor=tiny_predictor)
     df = pd.read_csv(run / "trials.csv")
-    assert again.trials == 8 and again.completed == 8 and df["trial_id"].is_unique
+    assert again.trials == 8 and again.completed == 8 and df["trial_id"].is_unique and again.status == "finished"
+    assert (results_dir() / "seed.json").exists()  # the budget is done: the seed goes where NetAdapt looks
     kept = df.set_index("trial_id").loc[done_before["trial_id"]]
     assert list(kept["accuracy"]) == list(done_before["accuracy"])  # finished trials were not re-run
     # The controller heard each trial exactly once.

@@ -31,6 +31,7 @@ def searcher_class(name: str) -> type:
 
 
 def make_searcher(name: str, task: Any, seed: int = 0, config: Any = None,
-                  state_path: str | os.PathLike | None = None) -> Any:
-    """A searcher of strategy ``name`` over ``task`` (see :class:`search.searcher.SearchTask`)."""
-    return searcher_class(name)(task, config=config, seed=seed, state_path=state_path)
+                  state_path: str | os.PathLike | None = None, window: int | None = None) -> Any:
+    """A searcher of strategy ``name`` over ``task`` (see :class:`search.searcher.SearchTask`); ``window``:
+    rewards heard in sample order with that many trials at once (see :mod:`search.searcher`)."""
+    return searcher_class(name)(task, config=config, seed=seed, state_path=state_path, window=window)

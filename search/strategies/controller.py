@@ -16,8 +16,8 @@ class ControllerSearcher(NetworkSearcher):
     name = "controller"
 
     def __init__(self, task: SearchTask, config: ControllerConfig | None = None, seed: int = 0,
-                 state_path: str | os.PathLike | None = None) -> None:
-        super().__init__(task, seed=seed, state_path=state_path)
+                 state_path: str | os.PathLike | None = None, window: int | None = None) -> None:
+        super().__init__(task, seed=seed, state_path=state_path, window=window)
         self.controller = Controller.for_space(self.space, config, seed=self.seed)
         self._taken_set: Taken | None = None
 

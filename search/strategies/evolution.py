@@ -39,8 +39,8 @@ class EvolutionSearcher(NetworkSearcher):
     name = "evolution"
 
     def __init__(self, task: SearchTask, config: EvolutionConfig | None = None, seed: int = 0,
-                 state_path: str | os.PathLike | None = None) -> None:
-        super().__init__(task, seed=seed, state_path=state_path)
+                 state_path: str | os.PathLike | None = None, window: int | None = None) -> None:
+        super().__init__(task, seed=seed, state_path=state_path, window=window)
         self.config = config or EvolutionConfig()
         self.draws = np.random.default_rng(self.seed)
         self.population: list[tuple[list[int], float]] = []  # oldest first

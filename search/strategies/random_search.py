@@ -16,8 +16,8 @@ class RandomSearcher(NetworkSearcher):
     name = "random"
 
     def __init__(self, task: SearchTask, config: Any = None, seed: int = 0,
-                 state_path: str | os.PathLike | None = None) -> None:
-        super().__init__(task, seed=seed, state_path=state_path)
+                 state_path: str | os.PathLike | None = None, window: int | None = None) -> None:
+        super().__init__(task, seed=seed, state_path=state_path, window=window)
         self.draws = np.random.default_rng(self.seed)
 
     def propose(self) -> tuple[Any, list[int]]:
