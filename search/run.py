@@ -115,12 +115,10 @@ def run_search(opts: SearchOptions, predictor: Any = None, given: tuple[str, ...
     try:
         # Only once Ray is there: a cluster that refuses us must not leave a run folder behind.
         run_dir.mkdir(parents=True, exist_ok=True)
-        doc = {"command": COMMAND, **asdict(opts)}
-        if opts.resume:
-            doc.pop("resume")
-            doc = {**json.loads((run_dir / "options.json").read_text()), **{k: doc[k] for k in ("trials",)}}
+        if opts.resume:  # the run's own options, with the budget this sitting may have raised
+            doc = {**json.loads((run_dir / "options.json").read_text()), "trials": opts.trials}
         else:
-            doc["argv"] = list(argv or [])
+            doc = {"command": COMMAND, **asdict(opts), "argv": list(argv or [])}
         atomic_write_text(run_dir / "options.json", json.dumps(doc, indent=2) + "\n")
         mark(run_dir, "running")
         try:

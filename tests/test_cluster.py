@@ -197,7 +197,7 @@ def test_search_runs_trials_on_both_nodes_and_results_land_on_the_driver(cluster
     # Every trial's weights reached the driver: Tune's per-trial record (written by the driver) names
     # the file the driver wrote, and the bytes themselves never went into Tune's logs.
     for tid in df["trial_id"]:
-        result = json.loads((run / "tune" / f"trial_{tid}" / "result.json").read_text().splitlines()[-1])
+        result = json.loads((run / "tune" / "sitting-1" / f"trial_{tid}" / "result.json").read_text().splitlines()[-1])
         assert result["weights"] == str(run / "weights" / f"{tid}.pt") and "weights_blob" not in result
     # The weights the run keeps (best and Pareto trials) are there exactly once and fit their networks;
     # trials.csv names exactly those files.

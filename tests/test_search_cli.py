@@ -77,3 +77,59 @@ def test_non_loopback_dashboard_host_warns_with_the_token_location(monkeypatch):
     assert "/etc/ray/token" in dashboard_warning("0.0.0.0")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert "OFF" in dashboard_warning("0.0.0.0")
+
+
+def _stored_run(name: str = "x", **opts):
+    import json
+    import os
+    from pathlib import Path
+
+    d = Path(os.environ["HWNAS_RESULTS"]) / "runs" / name
+    d.mkdir(parents=True)
+    doc = {"command": "search", "target_ms": 15.0, "trials": 8, "epochs": 2.0, "seed": 0, "concurrency": 2,
+           "batch_size": 32, "device": "local-cpu", **opts}
+    (d / "options.json").write_text(json.dumps(doc))
+    return d
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--epochs", "3"], ["--epochs 3 differs from this run's 2"]),
+    (["--target-ms", "12"], ["--target-ms 12 differs from this run's 15"]),
+    (["--seed", "1"], ["--seed 1 differs from this run's 0"]),
+    (["--batch-size", "64"], ["--batch-size 64 differs from this run's 32"]),
+    (["--data", "cifar10"], ["--data cifar10 differs from this run's (not set)"]),
+    (["--controller", "reinforce"], ["--controller reinforce differs"]),
+    (["--trials", "4"], ["--trials 4 differs from this run's 8", "only a larger --trials"]),
+])
+def test_resume_refuses_an_option_that_differs_from_the_runs_own(capsys, args, needles):
+    d = _stored_run()
+    before = (d / "options.json").read_bytes()
+    code, _, err = _cli(capsys, "--resume", "--name", "x", *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --resume: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert (d / "options.json").read_bytes() == before and sorted(p.name for p in d.iterdir()) == ["options.json"]
+
+
+def test_resume_takes_a_larger_budget_and_how_this_sitting_runs():
+    from search.options import SearchOptions
+    from search.rundir import restore_options
+
+    d = _stored_run(time_budget_s=60.0, address=None)
+    same = restore_options(SearchOptions(resume=True, name="x", target_ms=15.0, epochs=2.0), d,
+                           given=("target_ms", "epochs"))
+    assert (same.trials, same.epochs, same.target_ms, same.time_budget_s) == (8, 2.0, 15.0, None)
+    more = restore_options(SearchOptions(resume=True, name="x", trials=20, time_budget_s=600.0,
+                                         dashboard_host="0.0.0.0"), d, given=("trials", "time_budget_s", "dashboard_host"))
+    assert (more.trials, more.time_budget_s, more.dashboard_host, more.batch_size) == (20, 600.0, "0.0.0.0", 32)
+    assert more.resume and more.name == "x"
+
+
+def test_mlflow_without_mlflow_is_one_line(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here: --mlflow is taken")
+    code, _, err = _cli(capsys, "--target-ms", "15", "--mlflow", "sqlite:///mlflow.db")
+    assert code == 2 and "pip install mlflow" in err and len(err.strip().splitlines()) == 1
