@@ -1,8 +1,10 @@
 """JSON for checkpoint state that holds tensors: exact, and reading it can never run code.
 
-The searcher's checkpoint (controller weights, optimiser, RNG, pending samples, records) used to be
-a pickle; a pickle runs whatever it names when loaded, so a run folder from elsewhere could execute
-code on ``--resume``. This encoding keeps the same values, bit for bit, in plain JSON:
+The searcher's state (controller weights, optimiser, RNG, pending samples, records) used to be a
+pickle; a pickle runs whatever it names when loaded, so a run folder from elsewhere could execute
+code on ``--resume``. This encoding keeps the same values, bit for bit, in plain JSON. ``--resume``
+reads the run's ``searcher.json`` and ``trials/*.json`` through it and unpickles nothing; the new
+Tune experiment it starts reads nothing of an earlier one (:mod:`search.searcher`, docs/search.md):
 
 * a tensor is ``{"__tensor__": "float32", "shape": [...], "data": "<base64 of the little-endian bytes>"}``
   (only the dtypes in :data:`DTYPES`);
