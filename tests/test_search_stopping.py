@@ -10,6 +10,7 @@ from ray.tune.search import Searcher  # noqa: E402
 
 from search.reward import Reward  # noqa: E402
 from search.stopping import StopCorrection, asha_rungs, asha_scheduler, read_state  # noqa: E402
+from space.searchspace import get_space  # noqa: E402
 
 
 class Heard(Searcher):
@@ -84,3 +85,40 @@ def test_the_projection_keeps_the_order_asha_saw_at_the_rung():
     assert s.fed["x"]["estimated_accuracy"] == pytest.approx(0.65)
     assert s.fed["y"]["estimated_accuracy"] == pytest.approx(0.50)
     assert s.fed["y"]["learned_reward"] == pytest.approx(RW(0.50, 5.0))  # its own latency term
+
+
+class TinyTask:
+    """The tiny space (12 networks), every network 10 ms."""
+
+    space = get_space("tiny")
+
+    def candidate(self, tokens):
+        return {"latency_ms": 10.0}
+
+    def shared(self):
+        return {}
+
+
+def test_resume_keeps_a_held_trial_held_and_hands_out_only_what_was_running(tmp_path):
+    from search.strategies import make_searcher
+
+    def fresh():
+        inner = make_searcher("random", TinyTask(), seed=1, window=2, state_path=tmp_path / "searcher.json")
+        return StopCorrection(inner, 2.0, RW, state_path=tmp_path / "stopping.json")
+
+    s = fresh()
+    a, b = s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", _report(0.5, 0.40))
+    s.on_trial_complete("b", _report(0.5, 0.30))  # stopped by ASHA while a runs: held for an estimate
+    assert "b" in s.held and s.finished == 1 and s.searcher.records == []
+    # The run stops (Ctrl-C or a kill) with a still running; a new sitting builds everything from the JSON.
+    t = fresh()
+    t.resume()
+    assert t.searcher.replay == ["a"] and list(t.held) == ["b"] and t.live == [] and t.finished == 1
+    x = t.suggest("x")  # nothing runs that could give b's estimate: b goes uncorrected, then a is handed out again
+    assert (x["sample"], x["tokens"]) == (a["sample"], a["tokens"]) and not t.held
+    assert [(r["trial_id"], r["sample"]) for r in t.searcher.records] == [("b", b["sample"])]
+    assert t.fed["b"]["corrected"] is False and t.searcher.records[0]["reward_at_stop"] == pytest.approx(RW(0.30, 10.0))
+    t.on_trial_complete("x", _report(2.0, 0.80))
+    t.searcher.hear_all()
+    assert t.finished == 2 and t.searcher.samples_heard == 2 and t.searcher.live == {}
