@@ -198,7 +198,9 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
     def interrupt_after_first_result():
         deadline = time.time() + 240
         while time.time() < deadline and not stopped.is_set():
-            if any(p.stat().st_size > 0 for p in (run / "tune").glob("sitting-1/*/result.json")):
+            st = read_state(run / "searcher.json") if (run / "searcher.json").exists() else None
+            # A trial finished and the next one handed out: the stop has one of each to write.
+            if st and st["records"] and st["live"]:
                 os.kill(os.getpid(), signal.SIGINT)  # what Ctrl+C does: the sitting stops cleanly
                 stopped.set()
                 return
