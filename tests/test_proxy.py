@@ -79,3 +79,24 @@ def test_too_small_a_resolution_is_one_clear_error(resolution, min_map):
     with pytest.raises(UserError, match="too small|positive") as e:
         proxy_spec(sp.decode(sp.sample(0)), resolution, min_map)
     assert "\n" not in str(e.value)
+
+
+def test_mnasnet_cifar_is_mnasnet_trained_at_32_px():
+    """The ``mnasnet_cifar`` space decodes every token list to the network a search trains from ``mnasnet``
+    at 32x32 (the stem at stride 1), so a latency table and NetAdapt see the network as trained; its
+    body units at 32 px are ``mnasnet``'s at 64 px."""
+    from dataclasses import replace
+
+    from latency.sampling import _stage_units
+
+    base, cifar = get_space("mnasnet"), get_space("mnasnet_cifar")
+    assert [d.choices for d in base.decisions] == [d.choices for d in cifar.decisions]
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        tokens = base.sample(rng)
+        proxy, plan = proxy_spec(base.decode(tokens, 32, 10, 3), 32)
+        net = cifar.decode(tokens, 32, 10, 3)
+        assert plan.reduced == ("stem",) and replace(proxy, name="") == replace(net, name="")
+        assert proxy_spec(net, 32)[1].reduced == ()  # already the proxy: nothing more to reduce
+        assert cifar.encode(proxy) == cifar.canonical(tokens)
+    assert _stage_units(cifar, 32) == _stage_units(base, 64)
