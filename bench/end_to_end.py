@@ -1,0 +1,721 @@
+#!/usr/bin/env python3
+"""End to end on CIFAR-10 at 32x32: the searched and NetAdapt-trimmed network against the reference
+networks scaled to the same *measured* latency.
+
+The deployed network is the 32x32 network as trained: the search space is ``mnasnet_cifar`` (the
+``mnasnet`` space with the stem at stride 1, i.e. the search's proxy network at 32px), so the
+latency table, the search's reward, NetAdapt and the reported figures all see that network. Stages,
+each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made,
+machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout:
+
+``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``;
+              a fresh checkout builds it again: it only sizes cuts and scores the search's rewards)
+``target``    the target: MobileNetV3-Large 1.0 at 32x32 with the same reduced stride, measured
+``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, default
+              proxy (2 epochs) on 5,000 training images, validation on 2,000 others, target above
+``netadapt``  each search's best network (trained as NetAdapt trains a seed) adapted to the target,
+              with NetAdapt's defaults; the target must be met *measured*
+``width``     each reference network (MobileNetV3-Large/Small, MobileNetV2, MobileNetV1 at 32x32,
+              reduced strides) at the width multiplier whose measured latency is within 3% of ours;
+              the controller's searched network before NetAdapt scaled by one multiplier to the same
+              latency (NetAdapt against the width multiplier alone)
+``latency``   every final network measured again, in rounds that alternate between them (load drifts
+              alike for all); these are the reported latencies
+``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
+              CIFAR-10 training images, ``--final-epochs``, the long recipe: AdamW, cosine, crop and
+              flip), ``--seeds`` training seeds, scored on the 10,000 test images
+
+    python bench/end_to_end.py run --data /work/cifar10             # every stage, resuming
+    python bench/end_to_end.py run --stages table,target,search     # some stages
+    python bench/end_to_end.py report [--json] [--plot docs/img/end_to_end.png]
+
+Long runs belong in the background with their log beside the records:
+``nohup nice -n 5 python bench/end_to_end.py run --data /work/cifar10 >> bench/records/end_to_end/run.log 2>&1 &``.
+Settings are fixed before any figure exists and kept in ``settings.json``; a sitting with other
+settings is refused rather than mixed with the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+
+def repo_first() -> None:
+    """The repository first on the path and bench/ off it: bench/netadapt.py is named like the
+    ``netadapt`` namespace package and would shadow it, and Ray puts the script's folder first again."""
+    sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() not in (BENCH, ROOT)]
+
+
+def _bench_module(name: str):
+    """Another bench script as a module (bench/ is not a package and stays off the path)."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+repo_first()
+# The record helpers of the proxy fidelity benchmark: one record style for both.
+git_commit, machine, write_record = (getattr(_bench_module("proxy_fidelity"), n)
+                                     for n in ("git_commit", "machine", "write_record"))
+
+RECORDS = BENCH / "records" / "end_to_end"
+WORK = ROOT / "results" / "end_to_end"  # latency table, search and NetAdapt run folders (not committed)
+FORMAT = "hwnas-end-to-end/1"
+DEFAULT_CIFAR = os.environ.get("HWNAS_CIFAR10", "/work/cifar10")
+SPACE = "mnasnet_cifar"
+RESOLUTION = 32
+DEVICE = "local-cpu"
+REFERENCES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1")
+TARGET_REFERENCE = ("mobilenet_v3_large", 1.0)
+TOLERANCE = 0.03  # a width-scaled network's measured latency within 3% of ours
+STRATEGIES = ("controller", "random")
+SPLIT_SEED = 0
+STAGES = ("table", "target", "search", "netadapt", "width", "latency", "final")
+LATENCY_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the records depend on; chosen before any figure existed (see docs/benchmarks.md)."""
+
+    trials: int = 50
+    # The search aims this much above the target and NetAdapt cuts the rest, as MobileNetV3 trimmed
+    # a MnasNet-searched network with NetAdapt: with the search's reward at the target itself its best
+    # network can land below it and leave NetAdapt nothing to do.
+    search_target_factor: float = 1.1
+    search_epochs: float = 2.0
+    proxy_images: int = 5000
+    proxy_eval_images: int = 2000
+    concurrency: int = 2
+    netadapt_workers: int = 2
+    netadapt_delta: float = 0.01  # NetAdapt's default cut per iteration (docs/netadapt.md)
+    table_mode: str = "quick"
+    final_images: int = 5000
+    final_epochs: float = 15.0
+    seeds: int = 3
+
+    def check(self) -> None:
+        from common.errors import UserError
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            floor = 0 if f.name == "netadapt_workers" else 1e-12  # 0 workers: proposals in this process
+            if f.name != "table_mode" and not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
+                raise UserError(f"--{f.name.replace('_', '-')} {v} must be a positive number")
+        if self.table_mode not in ("quick", "full"):
+            raise UserError(f"--table-mode {self.table_mode!r} must be quick or full")
+
+
+# ---- the benchmark's own logic --------------------------------------------------------------------------
+
+@dataclass
+class WidthMatch:
+    """The width whose latency came closest to ``target_ms``, and every width tried (width -> ms)."""
+
+    width: float
+    latency_ms: float
+    target_ms: float
+    points: dict[float, float]
+
+    @property
+    def error(self) -> float:
+        return self.latency_ms / self.target_ms - 1
+
+    def within(self, tol: float = TOLERANCE) -> bool:
+        return abs(self.error) <= tol
+
+
+def match_width(latency_of: Callable[[float], float], target_ms: float, start: float = 1.0, lo: float = 0.1,
+                hi: float = 2.0, tol: float = TOLERANCE, max_evals: int = 10, exponent: float = 1.5) -> WidthMatch:
+    """The width multiplier in [lo, hi] whose ``latency_of(width)`` is closest to ``target_ms``.
+
+    Latency grows with width but in steps (channels are rounded to multiples of 8), and each call is a
+    measurement, so the search keeps the widths that bracket the target and steps by the local
+    log-log slope (``exponent`` until two widths are known), stopping within ``tol`` or after
+    ``max_evals`` calls, or when the bracket is narrower than 0.005 (one channel step)."""
+    points: dict[float, float] = {}
+
+    def ev(w: float) -> float:
+        w = round(min(hi, max(lo, w)), 4)
+        if w not in points:
+            points[w] = float(latency_of(w))
+        return w
+
+    w = ev(start)
+    for _ in range(max_evals - 1):
+        if abs(points[w] / target_ms - 1) <= tol:
+            break
+        below = [x for x in points if points[x] < target_ms]
+        above = [x for x in points if points[x] > target_ms]
+        a = max(below) if below else None
+        b = min(above) if above else None
+        if a is not None and b is not None:
+            if b - a < 0.005:
+                break
+            la, lb = math.log(points[a]), math.log(points[b])
+            frac = (math.log(target_ms) - la) / (lb - la) if lb > la else 0.5
+            nxt = math.exp(math.log(a) + min(0.9, max(0.1, frac)) * (math.log(b) - math.log(a)))
+        else:
+            near = sorted(points, key=lambda x: abs(math.log(points[x] / target_ms)))[:2]
+            slope = exponent
+            if len(near) == 2 and near[0] != near[1] and points[near[0]] != points[near[1]]:
+                slope = math.log(points[near[0]] / points[near[1]]) / math.log(near[0] / near[1])
+                slope = min(4.0, max(0.3, slope))
+            nxt = near[0] * (target_ms / points[near[0]]) ** (1 / slope)
+        if (a is None and w <= lo and nxt <= lo) or (b is None and w >= hi and nxt >= hi):
+            break  # the target lies outside [lo, hi]
+        nw = ev(nxt)
+        if nw == w or (nw in points and len(points) > 1 and nw in (a, b)):
+            break
+        w = nw
+    best = min(points, key=lambda x: abs(math.log(points[x] / target_ms)))
+    return WidthMatch(best, points[best], target_ms, dict(sorted(points.items())))
+
+
+def uniform_width(spec, alpha: float, step: int = 8):
+    """``spec`` with every channel group (:func:`space.channels.proposal_groups`) scaled by ``alpha`` and
+    rounded to a multiple of ``step`` (at least ``step``), as a width multiplier scales a network."""
+    from space.channels import proposal_groups, with_channels
+
+    for g in proposal_groups(spec):
+        c = g.channels(spec)
+        spec = with_channels(spec, g, max(step, int(round(alpha * c / step)) * step))
+    return spec
+
+
+def speedup_at_equal_accuracy(curve: list[tuple[float, float]], ms: float, acc: float) -> dict[str, Any]:
+    """How much slower the width-multiplier curve ``curve`` ([(ms, accuracy)], any order) is where it
+    reaches accuracy ``acc`` than the adapted network (``ms``, ``acc``): log latency interpolated
+    linearly in accuracy between the curve's neighbouring points. Outside the curve only a bound is
+    known: ``kind`` says ``exact``, ``at_least`` (the curve never reaches ``acc``) or ``at_most``
+    (its least accurate point is already above ``acc``)."""
+    pts = sorted(curve, key=lambda p: p[1])
+    if not pts:
+        return {"speedup": math.nan, "kind": "none", "width_ms": math.nan}
+    if acc >= pts[-1][1]:
+        return {"speedup": max(p[0] for p in pts) / ms, "kind": "at_least", "width_ms": max(p[0] for p in pts)}
+    if acc <= pts[0][1]:
+        return {"speedup": pts[0][0] / ms, "kind": "at_most", "width_ms": pts[0][0]}
+    for (m0, a0), (m1, a1) in zip(pts, pts[1:]):
+        if a0 <= acc <= a1:
+            f = (acc - a0) / (a1 - a0) if a1 > a0 else 0.0
+            at = math.exp(math.log(m0) + f * (math.log(m1) - math.log(m0)))
+            return {"speedup": at / ms, "kind": "exact", "width_ms": at}
+    raise AssertionError("unreachable")
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    if not xs:
+        return math.nan, math.nan
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+# ---- records ------------------------------------------------------------------------------------------------
+
+def record_path(name: str, records: Path = RECORDS) -> Path:
+    return records / f"{name}.json"
+
+
+def read_record(name: str, records: Path = RECORDS) -> dict[str, Any] | None:
+    p = record_path(name, records)
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def save(name: str, doc: dict[str, Any], records: Path, started: float, load0: float) -> dict[str, Any]:
+    doc = {"format": FORMAT, "unit": name, **doc, "seconds": round(time.time() - started, 1),
+           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+           "loadavg_1m": [load0, os.getloadavg()[0]], "machine": machine(), "code": git_commit(),
+           "script": "bench/end_to_end.py"}
+    write_record(record_path(name, records), doc)
+    return doc
+
+
+def check_settings(settings: Settings, records: Path) -> None:
+    """Refuse to mix records made with other settings (one line, exit code 2 through UserError)."""
+    from common.atomic import atomic_write_text
+    from common.errors import UserError
+
+    p = records / "settings.json"
+    if p.exists():
+        saved = json.loads(p.read_text())
+        diff = [k for k, v in asdict(settings).items() if saved.get(k) != v]
+        if diff:
+            k = diff[0]
+            raise UserError(f"{p}: the records were made with --{k.replace('_', '-')} {saved.get(k)}, not "
+                            f"{getattr(settings, k)}; give the same settings or another --records folder")
+    else:
+        records.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p, json.dumps(asdict(settings), indent=1) + "\n")
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+# ---- the networks -------------------------------------------------------------------------------------------
+
+def deployed(spec):
+    """``spec`` as trained and deployed here: 32x32, 10 classes, 3 channels, the proxy's reduced strides."""
+    from space.proxy import proxy_spec
+
+    return proxy_spec(replace(spec, resolution=RESOLUTION, num_classes=10, in_channels=3), RESOLUTION)[0]
+
+
+def reference_net(name: str, width: float):
+    from space.references import reference
+
+    return deployed(reference(name, width, RESOLUTION))
+
+
+def searched_net(tokens: list[int]):
+    from space.searchspace import get_space
+
+    return get_space(SPACE).decode(tokens, resolution=RESOLUTION, num_classes=10, in_channels=3)
+
+
+def measure_ms(spec) -> float:
+    from latency.measure import measure
+
+    return float(measure(spec, threads=1).latency_ms)
+
+
+def spec_doc(spec) -> dict[str, Any]:
+    from space.cost import cost
+
+    c = cost(spec)
+    return {"spec": json.loads(spec.to_json()), "params": c.params, "macs": c.macs}
+
+
+def load_spec(doc: dict[str, Any]):
+    from space.archspec import ArchSpec
+
+    return ArchSpec.from_json(json.dumps(doc["spec"]))
+
+
+def final_networks(records: Path) -> dict[str, dict[str, Any]]:
+    """The networks the final training trains, by name, from the records so far (``spec``, ``method``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for strategy in STRATEGIES:
+        if rec := read_record(f"netadapt_{strategy}", records):
+            out[f"{strategy}+netadapt"] = {**rec["network"], "method": f"{strategy} search + NetAdapt"}
+    if rec := read_record("search_controller", records):
+        out["controller_seed"] = {**rec["network"], "method": "controller search, before NetAdapt"}
+    for name in REFERENCES + ("controller_seed",):
+        if rec := read_record(f"width_{name}", records):
+            what = "searched network, width multiplier only" if name == "controller_seed" else f"{name}, width multiplier"
+            out[f"{name}@width"] = {**rec["network"], "method": what, "width": rec["width"]}
+    return out
+
+
+# ---- stages -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every stage reads: the settings, where the records and the working files go, the data."""
+
+    s: Settings
+    records: Path
+    data: str
+    work: Path = WORK
+
+
+def have_table() -> bool:
+    """Whether this checkout holds the table (``results/`` is not committed: a fresh one does not)."""
+    from latency.files import read_meta, units_path
+
+    p = units_path(DEVICE)
+    return p.exists() and any(b.get("space") == SPACE and b.get("resolution") == RESOLUTION
+                              for b in read_meta(p).get("builds", []))
+
+
+def stage_table(ctx: Ctx) -> None:
+    s, records = ctx.s, ctx.records
+    needed = not all(read_record(f"{st}_{x}", records) for st in ("search", "netadapt") for x in STRATEGIES)
+    if read_record("table", records) and (have_table() or not needed):
+        return
+    from latency.build import PLANS, build
+
+    t0, l0 = time.time(), os.getloadavg()[0]
+    # Calibration networks: the mnasnet family at 64x64 has exactly this space's body at 32x32 (the
+    # stride-2 stem halves 64 to the 32 our stride-1 stem keeps), with 10-class 3-channel stems too.
+    # No range units: they cover networks at 96-224px, which nothing here runs at.
+    plan = replace(PLANS[s.table_mode], range_per_family=0, families=("mnasnet", "data_stem"),
+                   family_resolution=2 * RESOLUTION)
+    log(f"latency table for {SPACE} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
+    pred = build(DEVICE, SPACE, RESOLUTION, s.table_mode, plan=plan)
+    save("table", {"device": DEVICE, "space": SPACE, "resolution": RESOLUTION, "mode": s.table_mode,
+                   "plan": asdict(plan), "self_check": pred.meta.get("self_check")}, records, t0, l0)
+
+
+def stage_target(ctx: Ctx) -> None:
+    records = ctx.records
+    if read_record("target", records):
+        return
+    t0, l0 = time.time(), os.getloadavg()[0]
+    name, width = TARGET_REFERENCE
+    spec = reference_net(name, width)
+    ms = measure_ms(spec)
+    log(f"target: {name} x{width} at {RESOLUTION}px measures {ms:.3f} ms")
+    save("target", {"reference": name, "width": width, "target_ms": ms, "network": spec_doc(spec)}, records, t0, l0)
+
+
+def target_ms(records: Path) -> float:
+    rec = read_record("target", records)
+    if rec is None:
+        from common.errors import UserError
+
+        raise UserError("no target yet: run the target stage first (--stages target)")
+    return float(rec["target_ms"])
+
+
+def stage_search(ctx: Ctx) -> None:
+    s, records, data = ctx.s, ctx.records, ctx.data
+    from search.options import SearchOptions
+    from search.run import run_search
+
+    target = target_ms(records) * s.search_target_factor
+    for strategy in STRATEGIES:
+        name = f"search_{strategy}"
+        if read_record(name, records):
+            continue
+        t0, l0 = time.time(), os.getloadavg()[0]
+        run_name = f"e2e-{strategy}"
+        resume = (ctx.work / "runs" / run_name / "options.json").exists()
+        log(f"search {strategy}: {s.trials} trials, reward target {target:.3f} ms" + (" (resuming)" if resume else ""))
+        opts = SearchOptions(target_ms=target, trials=s.trials, epochs=s.search_epochs, strategy=strategy,
+                             space=SPACE, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
+                             data_limit=s.proxy_images, eval_limit=s.proxy_eval_images, split_seed=SPLIT_SEED,
+                             concurrency=s.concurrency, name=run_name, resume=resume)
+        summary = run_search(opts)
+        if summary.status != "finished" or summary.best is None:
+            log(f"search {strategy} {summary.status} ({summary.finished} of {s.trials} trials): run again to resume")
+            raise SystemExit(130 if summary.status == "interrupted" else 1)
+        import pandas as pd
+
+        trials = pd.read_csv(Path(summary.run_dir) / "trials.csv")
+        b = summary.best
+        save(name, {"strategy": strategy, "trials": s.trials, "reward_target_ms": target, "run_dir": summary.run_dir,
+                    "best": {k: b[k] for k in ("trial", "tokens", "accuracy", "test_accuracy", "latency_ms", "reward")},
+                    "network": spec_doc(searched_net([int(t) for t in b["tokens"].split("-")])),
+                    "compute": {"trials_completed": summary.completed, "failed": summary.failed,
+                                "train_seconds": float(trials["train_seconds"].fillna(0).sum()),
+                                "wall_seconds": round(summary.seconds, 1)}}, records, t0, l0)
+        log(f"search {strategy} done: best {b['tokens']} val acc {b['accuracy']:.4f}, "
+            f"predicted {b['latency_ms']:.3f} ms")
+
+
+def proxy_data(s: Settings, data: str):
+    from train.data import load_data
+
+    return load_data(data, seed=SPLIT_SEED, limit=s.proxy_images, eval_limit=s.proxy_eval_images,
+                     train_resolution=RESOLUTION)
+
+
+def stage_netadapt(ctx: Ctx) -> None:
+    s, records, data = ctx.s, ctx.records, ctx.data
+    from common.errors import UserError
+    from latency import load_predictor
+    from netadapt.api import adapt
+
+    target = target_ms(records)
+    bundle = None
+    for strategy in STRATEGIES:
+        name = f"netadapt_{strategy}"
+        if read_record(name, records):
+            continue
+        seed = read_record(f"search_{strategy}", records)
+        if seed is None:
+            log(f"netadapt {strategy}: waiting for its search")
+            continue
+        t0, l0 = time.time(), os.getloadavg()[0]
+        bundle = bundle or proxy_data(s, data)
+        pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
+        log(f"netadapt {strategy}: {seed['best']['tokens']} to {target:.3f} ms measured")
+        # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
+        # is trained from scratch by the final stage like every other, so no long-term fine-tune here.
+        try:
+            res = adapt(load_spec(seed["network"]), None, bundle, pred, ctx.work / "netadapt" / strategy,
+                        target_ms=target, final_epochs=0, workers=s.netadapt_workers, delta=s.netadapt_delta,
+                        progress=lambda m: log(f"  {m}"))
+        except UserError:
+            # NetAdapt refuses a seed that already meets the target: then the searched network is ours as it is.
+            ms = measure_ms(load_spec(seed["network"]))
+            if ms > target:
+                raise
+            save(name, {"strategy": strategy, "target_ms": target, "measured_ms": ms, "target_met": True,
+                        "iterations": 0, "note": "the searched network already meets the target",
+                        "compute": {}, "network": seed["network"]}, records, t0, l0)
+            log(f"netadapt {strategy}: the searched network measures {ms:.3f} ms, already within the target")
+            continue
+        save(name, {"strategy": strategy, "target_ms": target, "measured_ms": res.measured_ms,
+                    "predicted_ms": res.predicted_ms, "target_met": res.target_met, "iterations": res.iterations,
+                    "accuracy_proxy_test": res.accuracy, "compute": res.compute, "network": spec_doc(res.spec)},
+             records, t0, l0)
+        log(f"netadapt {strategy}: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
+            f"(target {'met' if res.target_met else 'NOT met'})")
+
+
+def stage_width(ctx: Ctx) -> None:
+    records = ctx.records
+    ours = read_record("netadapt_controller", records)
+    seed = read_record("search_controller", records)
+    if ours is None or seed is None:
+        log("width: waiting for the controller's NetAdapt run")
+        return
+    anchor = read_record("anchor", records)
+    if anchor is None:
+        t0, l0 = time.time(), os.getloadavg()[0]
+        ms = measure_ms(load_spec(ours["network"]))
+        anchor = save("anchor", {"network": "controller+netadapt", "latency_ms": ms}, records, t0, l0)
+        log(f"width: ours measures {ms:.3f} ms, the latency every width-scaled network is matched to")
+    seed_spec = load_spec(seed["network"])
+    makers: dict[str, Callable[[float], Any]] = {n: (lambda w, n=n: reference_net(n, w)) for n in REFERENCES}
+    makers["controller_seed"] = lambda w: uniform_width(seed_spec, w)
+    for name, make in makers.items():
+        if read_record(f"width_{name}", records):
+            continue
+        t0, l0 = time.time(), os.getloadavg()[0]
+        cache: dict[str, float] = {}
+
+        def latency_of(w: float, make=make, cache=cache) -> float:
+            spec = make(w)
+            key = spec.to_json()
+            if key not in cache:
+                cache[key] = measure_ms(spec)
+            return cache[key]
+
+        m = match_width(latency_of, anchor["latency_ms"], start=1.0 if name != "controller_seed" else 0.8,
+                        hi=1.0 if name == "controller_seed" else 2.0)
+        save(f"width_{name}", {"name": name, "width": m.width, "latency_ms": m.latency_ms, "target_ms": m.target_ms,
+                               "error": m.error, "within": m.within(), "points": {str(k): v for k, v in m.points.items()},
+                               "network": spec_doc(make(m.width))}, records, t0, l0)
+        log(f"width {name}: x{m.width:.3f} measures {m.latency_ms:.3f} ms ({m.error:+.1%} of ours"
+            f"{'' if m.within() else ', OUTSIDE 3%'}), {len(m.points)} widths measured")
+
+
+def stage_latency(ctx: Ctx) -> None:
+    records = ctx.records
+    nets = final_networks(records)
+    if read_record("latency", records) or len(nets) < len(STRATEGIES) + 1 + len(REFERENCES) + 1:
+        if not read_record("latency", records):
+            log("latency: waiting for every final network")
+        return
+    t0, l0 = time.time(), os.getloadavg()[0]
+    specs = {n: load_spec(d) for n, d in nets.items()}
+    rounds: dict[str, list[float]] = {n: [] for n in specs}
+    for r in range(LATENCY_ROUNDS):
+        for n, spec in specs.items():
+            rounds[n].append(measure_ms(spec))
+        log(f"latency: round {r + 1} of {LATENCY_ROUNDS}")
+    import statistics
+
+    save("latency", {"rounds": LATENCY_ROUNDS, "ms": {n: statistics.median(v) for n, v in rounds.items()},
+                     "all_ms": rounds}, records, t0, l0)
+
+
+def final_recipe(s: Settings):
+    from train.recipes import LONG_SCHEDULE
+
+    # The long schedule, on --final-images training images and scored on every test image.
+    return LONG_SCHEDULE.with_changes(name="end_to_end", epochs=s.final_epochs, train_images=s.final_images,
+                                      eval_images=None)
+
+
+def stage_final(ctx: Ctx) -> None:
+    s, records, data = ctx.s, ctx.records, ctx.data
+    import torch
+
+    from space.builder import build_model
+    from train.recipes import load_recipe_data, start_training
+
+    nets = final_networks(records)
+    recipe, bundle = final_recipe(s), None
+    torch.set_num_threads(1)  # as the search's trials and NetAdapt's proposals train
+    for seed in range(s.seeds):  # every network's first seed before any second one
+        for name, net in nets.items():
+            unit = f"final/{name}_s{seed}"
+            if read_record(unit, records):
+                continue
+            bundle = bundle or load_recipe_data(data, recipe, seed=SPLIT_SEED)
+            t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
+            spec = load_spec(net)
+            torch.manual_seed(seed)
+            res = start_training(build_model(spec), bundle, recipe, seed=seed).finish("test")
+            doc = save(unit, {"network": name, "seed": seed, "recipe": recipe.to_dict(), "data": bundle.describe(),
+                              "params": net["params"], "macs": net["macs"], "result": res.to_dict(),
+                              "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0, l0)
+            log(f"final {name} seed {seed}: test accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
+
+
+STAGE_FNS = {"table": stage_table, "target": stage_target, "search": stage_search, "netadapt": stage_netadapt,
+             "width": stage_width, "latency": stage_latency, "final": stage_final}
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+
+def compute_seconds(name: str, records: Path) -> float:
+    """Seconds spent on a network: its search (training seconds of every trial), NetAdapt, width search
+    and final trainings."""
+    total = sum(json.loads(p.read_text())["seconds"] for p in (records / "final").glob(f"{name}_s*.json"))
+    strategy = name.split("+")[0]
+    if name.endswith("+netadapt"):
+        total += read_record(f"search_{strategy}", records)["compute"]["train_seconds"]
+        total += read_record(f"netadapt_{strategy}", records)["seconds"]
+    elif name.endswith("@width"):
+        total += read_record(f"width_{name[:-len('@width')]}", records)["seconds"]
+    elif name == "controller_seed":
+        total += read_record("search_controller", records)["compute"]["train_seconds"]
+    return total
+
+
+def summarize(records: Path = RECORDS) -> dict[str, Any]:
+    nets = final_networks(records)
+    lat = (read_record("latency", records) or {}).get("ms", {})
+    rows = []
+    for name, net in nets.items():
+        accs = [json.loads(p.read_text())["result"]["accuracy"] for p in sorted((records / "final").glob(f"{name}_s*.json"))]
+        m, sd = mean_std(accs)
+        rows.append({"network": name, "method": net["method"], "width": net.get("width"), "latency_ms": lat.get(name),
+                     "params": net["params"], "macs": net["macs"], "accuracy": m, "accuracy_std": sd, "seeds": len(accs),
+                     "compute_s": compute_seconds(name, records)})
+    by = {r["network"]: r for r in rows}
+    ours_ms = (by.get("controller+netadapt") or {}).get("latency_ms")
+    for r in rows:  # the match within 3% as the final measurement sees it
+        r["latency_vs_ours"] = r["latency_ms"] / ours_ms - 1 if r["latency_ms"] and ours_ms else None
+    out: dict[str, Any] = {"settings": json.loads((records / "settings.json").read_text())
+                           if (records / "settings.json").exists() else None,
+                           "target": read_record("target", records), "rows": rows}
+    ours, rnd = by.get("controller+netadapt"), by.get("random+netadapt")
+    refs = [by[f"{n}@width"] for n in REFERENCES if f"{n}@width" in by and by[f"{n}@width"]["seeds"]]
+    if ours and ours["seeds"] and refs:
+        best = max(refs, key=lambda r: r["accuracy"])
+        out["vs_best_reference"] = {"reference": best["network"], "points": 100 * (ours["accuracy"] - best["accuracy"])}
+    if ours and rnd and ours["seeds"] and rnd["seeds"]:
+        out["vs_random"] = {"points": 100 * (ours["accuracy"] - rnd["accuracy"])}
+    out["netadapt_target_met"] = {s: (read_record(f"netadapt_{s}", records) or {}).get("target_met") for s in STRATEGIES}
+    seed, wide = by.get("controller_seed"), by.get("controller_seed@width")
+    if ours and seed and wide and ours["seeds"] and seed["seeds"] and wide["seeds"] and lat:
+        out["netadapt_vs_width"] = speedup_at_equal_accuracy(
+            [(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
+            ours["latency_ms"], ours["accuracy"])
+    return out
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    lines = ["| network | method | width | measured ms (vs ours) | params | MACs | test accuracy % (mean ± std) | seeds "
+             "| compute (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        ms = f"{r['latency_ms']:.3f} ({r['latency_vs_ours']:+.1%})" if r["latency_vs_ours"] is not None else "-"
+        acc = f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}" if r["seeds"] else "-"
+        w = f"{r['width']:.3f}" if r["width"] else "-"
+        lines.append(f"| {r['network']} | {r['method']} | {w} | {ms} | {r['params'] / 1e6:.2f}M | "
+                     f"{r['macs'] / 1e6:.1f}M | {acc} | {r['seeds']} | {r['compute_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(rep: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rep["rows"]:
+        if not r["seeds"] or not r["latency_ms"]:
+            ax.plot([], [], " ", label=f"{r['network']} (not trained or measured yet)")
+            continue
+        ours = r["network"].endswith("+netadapt")
+        ax.errorbar(r["latency_ms"], 100 * r["accuracy"], yerr=100 * r["accuracy_std"], fmt="*" if ours else "o",
+                    markersize=12 if ours else 7, capsize=3, label=r["network"])
+    ax.set_xlabel(f"latency measured with onnxruntime, 1 thread, {RESOLUTION}x{RESOLUTION} (ms)")
+    ax.set_ylabel("CIFAR-10 test accuracy (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---- command line -------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Stages: " + ", ".join(STAGES) + ". Records: bench/records/end_to_end/.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the stages (finished units are kept and skipped)")
+    run.add_argument("--data", default=DEFAULT_CIFAR, help="CIFAR-10 in ImageFolder layout (default: %(default)s)")
+    run.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all, in order)")
+    run.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
+    run.add_argument("--work", type=Path, default=WORK, help=argparse.SUPPRESS)
+    d = Settings()
+    for f in fields(Settings):
+        run.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(d, f.name)), default=getattr(d, f.name),
+                         help="(default: %(default)s)")
+    rep = sub.add_parser("report", help="the table, the targets and the plot from the records")
+    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--plot", type=Path, default=None, help="write the accuracy-latency plot here")
+    rep.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.errors import UserError
+
+    args = parse_args(argv)
+    try:
+        if args.cmd == "report":
+            rep = summarize(args.records)
+            if args.plot:
+                rep["plot"] = str(plot(rep, args.plot))
+            print(json.dumps(rep, indent=1, default=str) if args.json else markdown(rep))
+            if not args.json:
+                for k in ("vs_best_reference", "vs_random", "netadapt_target_met", "netadapt_vs_width"):
+                    if k in rep:
+                        print(f"{k}: {rep[k]}")
+            return 0
+        settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+        settings.check()
+        stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+        unknown = [x for x in stages if x not in STAGES]
+        if unknown:
+            raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+        if not Path(args.data).is_dir():
+            raise UserError(f"--data {args.data}: no such folder; extract ../shared/data/cifar10-jpg.tar.gz there")
+        check_settings(settings, args.records)
+        os.environ["HWNAS_RESULTS"] = str(args.work)  # before Ray starts, so that its workers inherit it
+        for st in STAGES:
+            if st in stages:
+                repo_first()
+                STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work))
+        log("done: " + ", ".join(stages))
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

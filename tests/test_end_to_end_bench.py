@@ -1,0 +1,152 @@
+"""bench/end_to_end.py's own logic: the width search to a latency, the uniform width multiplier, the
+speed-up at equal accuracy, the report from records, and its command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def e2e():
+    spec = importlib.util.spec_from_file_location("end_to_end", ROOT / "bench" / "end_to_end.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["end_to_end"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def stepped(w: float) -> float:
+    """A latency that grows with width in steps, as channels rounded to multiples of 8 make it."""
+    ch = max(8, round(96 * w / 8) * 8)
+    return 0.05 + 2e-4 * ch ** 1.8
+
+
+def test_match_width_reaches_a_stepped_latency(e2e):
+    calls = []
+
+    def lat(w):
+        calls.append(w)
+        return stepped(w)
+
+    for want in (0.3, 0.55, 0.8, 1.3):
+        calls.clear()
+        m = e2e.match_width(lat, stepped(want))
+        assert m.within(), (want, m)
+        assert abs(m.latency_ms / stepped(want) - 1) <= 0.03
+        assert len(calls) <= 10
+        assert m.points[m.width] == m.latency_ms
+
+
+def test_match_width_outside_the_range_returns_the_nearest_end(e2e):
+    m = e2e.match_width(lambda w: 1.0 + w, 10.0, hi=2.0)
+    assert m.width == 2.0 and not m.within() and m.error == pytest.approx(3.0 / 10.0 - 1)
+    m = e2e.match_width(lambda w: 1.0 + w, 0.5, lo=0.1)
+    assert m.width == 0.1 and not m.within()
+
+
+def test_match_width_on_a_measured_table(e2e, tiny_predictor):
+    """The width search on a real (small) table's predictions of a reference network at 32x32."""
+
+    def lat(w):
+        return float(tiny_predictor.predict(e2e.reference_net("mobilenet_v3_small", w)))
+
+    m = e2e.match_width(lat, lat(0.6))
+    assert m.within()
+    spec = e2e.reference_net("mobilenet_v3_small", m.width)
+    # deployed as trained: 32x32, 10 classes, the stem at stride 1 and a 2x2 last map
+    assert (spec.resolution, spec.num_classes, spec.stem.stride, spec.final_resolution) == (32, 10, 1, 2)
+
+
+def test_uniform_width_scales_every_group_on_steps_of_8(e2e):
+    import torch
+
+    from space.builder import build_model
+    from space.channels import proposal_groups
+    from space.cost import cost
+    from space.searchspace import get_space
+
+    net = e2e.searched_net(get_space("mnasnet_cifar").sample(3))
+    assert e2e.uniform_width(net, 1.0) == net
+    half = e2e.uniform_width(net, 0.5)
+    for g_net, g_half in zip(proposal_groups(net), proposal_groups(half)):
+        c, h = g_net.channels(net), g_half.channels(half)
+        assert h % 8 == 0 and h == max(8, round(c / 2 / 8) * 8)
+    assert cost(half).macs < 0.5 * cost(net).macs
+    out = build_model(half).eval()(torch.zeros(1, 3, 32, 32))
+    assert out.shape == (1, 10)
+
+
+def test_speedup_at_equal_accuracy(e2e):
+    curve = [(1.0, 0.80), (0.6, 0.70)]
+    r = e2e.speedup_at_equal_accuracy(curve, 0.6, 0.75)
+    assert r["kind"] == "exact" and r["speedup"] == pytest.approx(math.sqrt(0.6) / 0.6)
+    r = e2e.speedup_at_equal_accuracy(curve, 0.5, 0.85)
+    assert r["kind"] == "at_least" and r["speedup"] == pytest.approx(2.0)
+    r = e2e.speedup_at_equal_accuracy(curve, 0.6, 0.65)
+    assert r["kind"] == "at_most" and r["speedup"] == pytest.approx(1.0)
+
+
+def write(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def test_report_from_records(e2e, tmp_path):
+    """A report from hand-made records: rows, the targets' comparisons, compute and the plot."""
+    from space.searchspace import get_space
+
+    rec = tmp_path / "records"
+    sp = get_space("mnasnet_cifar")
+    net = e2e.spec_doc(e2e.searched_net(sp.sample(1)))
+    write(rec / "target.json", {"target_ms": 1.0})
+    for s in e2e.STRATEGIES:
+        write(rec / f"search_{s}.json", {"network": net, "compute": {"train_seconds": 100.0}})
+        write(rec / f"netadapt_{s}.json", {"network": net, "seconds": 50.0, "target_met": True})
+    for n in e2e.REFERENCES + ("controller_seed",):
+        write(rec / f"width_{n}.json", {"network": net, "width": 0.5, "seconds": 10.0})
+    acc = {"controller+netadapt": (0.70, 0.72), "random+netadapt": (0.69, 0.69), "controller_seed": (0.74, 0.74),
+           "controller_seed@width": (0.65, 0.67), "mobilenet_v3_large@width": (0.68, 0.68)}
+    lat = {"controller+netadapt": 1.0, "controller_seed": 1.5, "controller_seed@width": 1.0}
+    names = list(e2e.final_networks(rec))
+    assert len(names) == 8
+    write(rec / "latency.json", {"ms": {n: lat.get(n, 1.01) for n in names}})
+    for n in names:
+        for seed, a in enumerate(acc.get(n, (0.6, 0.6))):
+            write(rec / "final" / f"{n}_s{seed}.json", {"result": {"accuracy": a}, "seconds": 200.0})
+    rep = e2e.summarize(rec)
+    rows = {r["network"]: r for r in rep["rows"]}
+    assert rows["controller+netadapt"]["accuracy"] == pytest.approx(0.71)
+    assert rows["controller+netadapt"]["accuracy_std"] == pytest.approx(math.sqrt(2e-4))
+    assert rows["controller+netadapt"]["compute_s"] == pytest.approx(100 + 50 + 400)
+    assert rows["mobilenet_v2@width"]["compute_s"] == pytest.approx(10 + 400)
+    assert rep["vs_best_reference"]["reference"] == "mobilenet_v3_large@width"
+    assert rep["vs_best_reference"]["points"] == pytest.approx(3.0)
+    assert rep["vs_random"]["points"] == pytest.approx(2.0)
+    # NetAdapt's 0.71 at 1.0 ms; the width curve reaches 0.71 between 0.66 at 1.0 ms and 0.74 at 1.5 ms
+    assert rep["netadapt_vs_width"]["kind"] == "exact"
+    assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.625)
+    assert rep["netadapt_target_met"] == {"controller": True, "random": True}
+    assert e2e.markdown(rep).count("\n") == 1 + 8
+    assert e2e.plot(rep, tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
+    args = ["run", "--records", str(tmp_path / "rec"), "--work", str(tmp_path / "work"), "--data", str(tmp_path)]
+    assert e2e.main(args + ["--trials", "0"]) == 2
+    assert "--trials 0 must be a positive number" in capsys.readouterr().err
+    assert e2e.main(args + ["--stages", "table,bogus"]) == 2
+    assert "unknown stage 'bogus'" in capsys.readouterr().err
+    assert e2e.main(args[:-1] + [str(tmp_path / "missing")]) == 2
+    # a stage with nothing to do yet records the settings; other settings are refused, not mixed
+    assert e2e.main(args + ["--stages", "latency"]) == 0
+    assert json.loads((tmp_path / "rec" / "settings.json").read_text())["trials"] == e2e.Settings().trials
+    assert e2e.main(args + ["--stages", "latency", "--final-epochs", "3"]) == 2
+    assert "made with --final-epochs 15.0, not 3.0" in capsys.readouterr().err
