@@ -14,7 +14,9 @@ an exponential moving-average baseline (ENAS, MnasNet; ``advantage="ema"``) need
 move. Each update also maximises the likelihood of the ``elite`` best samples so far (priority
 queue training, Abolafia et al. 2018), which pulls the policy towards the best networks found
 while the rank term still explores; :meth:`sample` with ``taken`` draws around the networks
-already handed out, so a concentrated policy proposes their neighbours instead of repeats. These
+already handed out, so a concentrated policy proposes their neighbours instead of repeats, and a
+share ``local`` of the draws re-draws one decision of an elite sample from the policy (a local move
+around the best networks, as evolution's mutations walk, but weighted by the policy). These
 defaults won on the tabular benchmark at 25-200 trials (docs/benchmarks.md). The controller knows
 nothing of networks: it sees ``n_choices`` per decision and rewards.
 
@@ -39,8 +41,9 @@ from common.errors import UserError
 
 @dataclass
 class ControllerConfig:
-    """Hyper-parameters for budgets of tens to hundreds of samples; lr, method, advantage and elite were
-    chosen on the tabular benchmark's tuning half (docs/benchmarks.md), the rest follow ENAS/NAS practice."""
+    """Hyper-parameters for budgets of tens to hundreds of samples; lr, method, advantage, elite and
+    local were chosen on the tabular benchmark's tuning half (docs/benchmarks.md), the rest follow
+    ENAS/NAS practice."""
 
     hidden: int = 64
     lr: float = 0.03
@@ -58,6 +61,8 @@ class ControllerConfig:
     advantage_norm: bool = True    # ema: scale advantages by the running reward spread
     elite: int = 2                 # best samples so far, replayed by maximum likelihood at each update
     elite_weight: float = 1.0
+    local: float = 0.5             # share of proposals that re-draw one decision of an elite sample
+    local_after: int = 0           # rewards heard before those local proposals start
 
     def __post_init__(self) -> None:
         if self.advantage not in ("ema", "rank"):
@@ -66,6 +71,8 @@ class ControllerConfig:
             raise UserError(f"controller method {self.method!r} is unknown; use reinforce or ppo")
         if self.batch_size < 1 or self.hidden < 1:
             raise UserError("controller batch_size and hidden must be >= 1")
+        if not 0.0 <= self.local <= 1.0 or self.local_after < 0:
+            raise UserError("controller local must lie in [0, 1] and local_after be >= 0")
 
 
 class _Policy(nn.Module):
@@ -197,10 +204,47 @@ class Controller:
             x = self.policy.embed(torch.tensor([self.policy.offsets[d] + t]))
         return tokens, logp
 
+    @torch.no_grad()
+    def _local(self, taken: Taken | None = None, tries: int = 8) -> tuple[list[int], float] | None:
+        """An elite sample with one decision re-drawn from the policy's own distribution at that step
+        (given the elite's earlier tokens), the elite's current choice and taken networks excluded;
+        None when no such network is found in ``tries`` attempts."""
+        movable = [d for d, n in enumerate(self.n_choices) if n > 1]
+        if not self.best or not movable:
+            return None
+        for _ in range(tries):
+            elite = self.best[int(torch.randint(len(self.best), (1,), generator=self.generator))][0]
+            d = movable[int(torch.randint(len(movable), (1,), generator=self.generator))]
+            row = torch.tensor([elite], dtype=torch.long)
+            inputs = self.policy.embed(self.policy.step_inputs(row))
+            h = torch.zeros(1, self.config.hidden)
+            cell = torch.zeros(1, self.config.hidden)
+            for step in range(d + 1):
+                h, cell = self.policy.lstm(inputs[:, step], (h, cell))
+            p = torch.softmax(self._logits(h, d), dim=-1)[0].clone()
+            p[elite[d]] = 0.0
+            if taken is not None:
+                for c in range(self.n_choices[d]):
+                    if taken.full([*elite[:d], c, *elite[d + 1:]]):
+                        p[c] = 0.0
+            if float(p.sum()) <= 0.0:
+                continue
+            tokens = list(elite)
+            tokens[d] = int(torch.multinomial(p, 1, generator=self.generator).item())
+            return tokens, float(self._evaluate(torch.tensor([tokens], dtype=torch.long))[0][0])
+        return None
+
     def sample(self, taken: Taken | None = None) -> Sample:
         """Draw one token list, avoiding those in ``taken`` where it can; it stays pending until
-        :meth:`feedback` gives its reward."""
-        tokens, logp = self._draw(taken)
+        :meth:`feedback` gives its reward. With ``config.local`` > 0, once ``local_after`` rewards
+        were heard, that share of the draws re-draws one decision of an elite sample instead (a
+        local move around the best networks, where a concentrated policy's own draws stay near its mode)."""
+        c = self.config
+        drawn = None
+        if c.local > 0 and self.feedbacks >= c.local_after and \
+                float(torch.rand(1, generator=self.generator)) < c.local:
+            drawn = self._local(taken)
+        tokens, logp = drawn or self._draw(taken)
         s = Sample(self.next_key, tokens, logp)
         self.next_key += 1
         self.pending[s.key] = s
