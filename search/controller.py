@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -205,10 +205,13 @@ class Controller:
         return tokens, logp
 
     @torch.no_grad()
-    def _local(self, taken: Taken | None = None, tries: int = 8) -> tuple[list[int], float] | None:
+    def _local(self, taken: Taken | None = None, fresh: Callable[[list[int]], bool] | None = None,
+               tries: int = 8) -> tuple[list[int], float] | None:
         """An elite sample with one decision re-drawn from the policy's own distribution at that step
         (given the elite's earlier tokens), the elite's current choice and taken networks excluded;
-        None when no such network is found in ``tries`` attempts."""
+        ``fresh`` (if given) must accept the result (e.g. a network not yet handed out once token
+        lists that build the same network count as one). None when no such network is found in
+        ``tries`` attempts."""
         movable = [d for d, n in enumerate(self.n_choices) if n > 1]
         if not self.best or not movable:
             return None
@@ -231,19 +234,22 @@ class Controller:
                 continue
             tokens = list(elite)
             tokens[d] = int(torch.multinomial(p, 1, generator=self.generator).item())
+            if fresh is not None and not fresh(tokens):
+                continue
             return tokens, float(self._evaluate(torch.tensor([tokens], dtype=torch.long))[0][0])
         return None
 
-    def sample(self, taken: Taken | None = None) -> Sample:
+    def sample(self, taken: Taken | None = None, fresh: Callable[[list[int]], bool] | None = None) -> Sample:
         """Draw one token list, avoiding those in ``taken`` where it can; it stays pending until
         :meth:`feedback` gives its reward. With ``config.local`` > 0, once ``local_after`` rewards
         were heard, that share of the draws re-draws one decision of an elite sample instead (a
-        local move around the best networks, where a concentrated policy's own draws stay near its mode)."""
+        local move around the best networks, where a concentrated policy's own draws stay near its mode),
+        each one accepted by ``fresh`` where that is given."""
         c = self.config
         drawn = None
         if c.local > 0 and self.feedbacks >= c.local_after and \
                 float(torch.rand(1, generator=self.generator)) < c.local:
-            drawn = self._local(taken)
+            drawn = self._local(taken, fresh)
         tokens, logp = drawn or self._draw(taken)
         s = Sample(self.next_key, tokens, logp)
         self.next_key += 1

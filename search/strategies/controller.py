@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from search.controller import Controller, ControllerConfig, Taken
-from search.searcher import NetworkSearcher, SearchTask
+from search.searcher import NetworkSearcher, SearchTask, network_key
 
 
 class ControllerSearcher(NetworkSearcher):
@@ -22,7 +22,10 @@ class ControllerSearcher(NetworkSearcher):
         self._taken_set: Taken | None = None
 
     def propose(self) -> tuple[Any, list[int]]:
-        s = self.controller.sample(self._taken())
+        # Local moves must reach another network: re-drawing a decision that the space ignores in
+        # that context (e.g. a skip where no layer can take one) would repeat the elite itself.
+        seen = {network_key(e["tokens"]) for e in self.suggested.values()}
+        s = self.controller.sample(self._taken(), fresh=lambda t: network_key(self.space.canonical(t)) not in seen)
         return s.key, s.tokens
 
     def _taken(self) -> Taken:
