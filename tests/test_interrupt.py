@@ -32,7 +32,7 @@ from .test_netadapt_loop import seed_spec
 
 TRIALS = 6
 SEARCH = ["search", "--target-ms", "1", "--trials", str(TRIALS), "--concurrency", "2", "--epochs", "1",
-          "--device", TINY, "--latency-resolution", "32", "--data", "digits", "--data-limit", "64",
+          "--device", TINY, "--latency-resolution", "32", "--data", "digits", "--data-limit", "256",
           "--eval-limit", "40", "--batch-size", "16", "--name", "k"]
 EARLIER_SEED = b'{"an": "earlier seed, which an unfinished search must leave alone"}\n'
 
