@@ -356,11 +356,12 @@ def stage_table(ctx: Ctx) -> None:
     from latency.build import PLANS, build
 
     t0, l0 = time.time(), os.getloadavg()[0]
-    # Calibration networks: the mnasnet family at 64x64 has exactly this space's body at 32x32 (the
-    # stride-2 stem halves 64 to the 32 our stride-1 stem keeps), with 10-class 3-channel stems too.
-    # No range units: they cover networks at 96-224px, which nothing here runs at.
-    plan = replace(PLANS[s.table_mode], range_per_family=0, families=("mnasnet", "data_stem"),
-                   family_resolution=2 * RESOLUTION)
+    # Calibration and self-check networks: this space's own samples at 32x32 (the build adds the
+    # space as a family of its own), which are what the table scores here; 30 of them, so that the
+    # calibration may fit more than a scale. No range units: they cover networks at 96-224px, which
+    # nothing here runs at.
+    plan = replace(PLANS[s.table_mode], range_per_family=0, families=(SPACE,), calibration_per_family=30,
+                   check_per_family=10)
     log(f"latency table for {SPACE} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
     pred = build(DEVICE, SPACE, RESOLUTION, s.table_mode, plan=plan)
     save("table", {"device": DEVICE, "space": SPACE, "resolution": RESOLUTION, "mode": s.table_mode,

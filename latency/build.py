@@ -44,8 +44,9 @@ class Plan:
     the units of ``range_per_family`` networks of every family, ``adaptive`` more units near those
     the per-op models predict worst, ``calibration_per_family`` whole networks of each of
     ``families`` for the calibration, and ``check_per_family`` fresh ones for the self-check.
-    ``family_resolution`` draws the space families at another input size (small test tables);
-    ``passes``: fresh sessions of every model."""
+    ``family_resolution`` draws the movable families (:func:`latency.families.movable`) at another
+    input size (small test tables); ``own`` is the built space and resolution (:func:`for_space`),
+    whose family is drawn at that resolution; ``passes``: fresh sessions of every model."""
 
     range_per_family: int
     adaptive: int
@@ -54,6 +55,7 @@ class Plan:
     families: tuple[str, ...] = families.FAMILIES
     family_resolution: int | None = None
     passes: int = MEASURE_PASSES
+    own: tuple[str, int] | None = None
 
 
 # full: every unit of the space plus about 1,300 more over the range users' networks take (target:
@@ -70,10 +72,24 @@ def held_out_references() -> set[str]:
     return {families.key(families.scaled(n, 1.0, families.RESOLUTION)) for n in REFERENCES}
 
 
+def for_space(plan: Plan, space: str, resolution: int) -> Plan:
+    """``plan`` for a table of ``space`` at ``resolution``: the space's own samples at that resolution
+    are one of its families, so that the calibration is fitted, and the self-check scored, on the
+    networks the table will score. (A space other than the default families', such as
+    ``mnasnet_cifar`` at 32x32, would otherwise be calibrated on networks it never scores.)"""
+    from dataclasses import replace
+
+    fams = plan.families if space in plan.families else (*plan.families, space)
+    return replace(plan, families=fams, own=(space, resolution))
+
+
 def _draw(plan: Plan, per_family: int, seed: int, exclude: set[str]) -> list[tuple[str, ArchSpec]]:
     out, taken = [], set(exclude)
     for f in plan.families:
-        res = plan.family_resolution if f in families.AT_ANY_RESOLUTION else None
+        if plan.own is not None and f == plan.own[0]:
+            res = plan.own[1] if plan.own[1] != families.RESOLUTION else None
+        else:
+            res = plan.family_resolution if families.movable(f) else None
         for spec in families.draw(f, per_family, seed, taken, res):
             out.append((f, spec))
             taken.add(families.key(spec))
@@ -133,7 +149,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     from space.searchspace import get_space
 
     _check_build(device, space, mode, threads, provider)
-    plan = plan or PLANS[mode]
+    plan = for_space(plan or PLANS[mode], space, resolution)
     if n_networks is not None:
         plan = replace(plan, calibration_per_family=n_networks)
     t0, loads = time.time(), [selfcheck.machine_load()]

@@ -196,7 +196,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from latency.build import PLANS, calibration_specs, check_specs, range_keys
+    from latency.build import PLANS, calibration_specs, check_specs, for_space, range_keys
     from latency.families import key
     from latency.sampling import range_units, units_to_measure
     from latency.suite import fresh_seed
@@ -205,7 +205,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, "--out", folder=True)
     sp = get_space(args.space)
-    plan = PLANS[args.mode]
+    plan = for_space(PLANS[args.mode], args.space, args.resolution)
     if args.networks is not None:
         if args.networks < 0:
             raise UserError(f"--networks {args.networks}: must be >= 0")

@@ -14,6 +14,10 @@ the calibration, the build's self-check and the validation suite are made of.
     space samples with a data set's stem and classes as a search scores them: 1 input channel and
     10 classes (digits) or 3 channels and 10 classes (CIFAR-10), at 224x224.
 
+Any other search space (:data:`space.searchspace.SPACES`, e.g. ``mnasnet_cifar``) is a family of
+its own samples too, drawn like ``mnasnet``: a table built for that space calibrates and checks
+itself on it, and ``latency validate --space`` scores it.
+
 Every draw is seeded, so a seed names a set of networks; the fit, the self-check and the suite each
 draw from seeds of their own and exclude every network another one used.
 """
@@ -35,12 +39,30 @@ RESOLUTIONS = tuple(range(96, 225, 16))
 MIN_CHANNELS = 8
 
 
+def _search_spaces() -> list[str]:
+    from space.searchspace import SPACES as REGISTERED
+
+    return list(REGISTERED)
+
+
+def is_space_family(name: str) -> bool:
+    """Whether ``name`` is a family of one search space's samples (``mnasnet``, ``mnasnet_cifar``...)."""
+    return name in _search_spaces()
+
+
+def movable(family: str) -> bool:
+    """Whether :func:`draw` can move ``family``'s networks to another input size."""
+    return family in AT_ANY_RESOLUTION or is_space_family(family)
+
+
 def check_families(names: Iterable[str]) -> list[str]:
     """The family names, checked; an unknown one is a :class:`UserError` listing the known ones."""
     out = list(names)
     for f in out:
-        if f not in FAMILIES:
-            raise UserError(f"unknown network family {f!r}; choose from {', '.join(FAMILIES)}")
+        if f not in FAMILIES and not is_space_family(f):
+            known = list(dict.fromkeys([*FAMILIES, *_search_spaces()]))
+            raise UserError(f"unknown network family {f!r}; choose from {', '.join(known)} (a search space is the "
+                            "family of its own samples)")
     return out
 
 
@@ -111,7 +133,19 @@ DRAW: dict[str, Callable[[np.random.Generator], ArchSpec]] = {
     "trimmed": _trimmed,
     "data_stem": _data_stem,
 }
-AT_ANY_RESOLUTION = ("mnasnet", "mobilenet_v3", "data_stem")  # families that :func:`draw` can move to another size
+AT_ANY_RESOLUTION = ("mnasnet", "mobilenet_v3", "data_stem")  # and every space family: see :func:`movable`
+
+
+def _drawer(family: str) -> Callable[[np.random.Generator], ArchSpec]:
+    return DRAW.get(family) or (lambda rng: _space_sample(rng, family))
+
+
+def _stream(family: str) -> int:
+    """The family's own random stream: its place in :data:`FAMILIES` (so that the seeds of those
+    name the networks they always named), else a number fixed by its name alone."""
+    import zlib
+
+    return FAMILIES.index(family) if family in FAMILIES else 1000 + zlib.crc32(family.encode())
 
 
 def key(spec: ArchSpec) -> str:
@@ -132,19 +166,20 @@ def draw(family: str, n: int, seed: int, exclude: set[str] | frozenset[str] = fr
          resolution: int | None = None, by: Callable[[ArchSpec], str] = key) -> list[ArchSpec]:
     """``n`` distinct networks of ``family`` from ``seed``, none of whose ``by`` (:func:`key`, or
     :func:`fingerprint`) is in ``exclude`` (fewer when the family has fewer distinct networks left);
-    ``resolution`` moves the families of :data:`AT_ANY_RESOLUTION` from 224x224 to another input
-    size (small test tables)."""
+    ``resolution`` moves the families that are :func:`movable` from 224x224 to another input size
+    (small test tables, tables for small inputs)."""
     from dataclasses import replace
 
     check_families([family])
-    if resolution is not None and family not in AT_ANY_RESOLUTION:
+    if resolution is not None and not movable(family):
         raise UserError(f"the {family} family is drawn at its own resolutions; it cannot be moved to {resolution}")
-    rng = np.random.default_rng([seed, FAMILIES.index(family)])
+    rng = np.random.default_rng([seed, _stream(family)])
+    sample = _drawer(family)
     out: dict[str, ArchSpec] = {}
     for _ in range(50 * n):
         if len(out) >= n:
             break
-        spec = DRAW[family](rng)
+        spec = sample(rng)
         if resolution is not None:
             spec = replace(spec, resolution=resolution)
         k = by(spec)

@@ -85,7 +85,7 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
 
     names = families.check_families(names)
     if resolution is not None:
-        off = [f for f in names if f not in families.AT_ANY_RESOLUTION]
+        off = [f for f in names if not families.movable(f)]
         if off:
             raise UserError(f"the {off[0]} family is drawn at its own resolutions; drop --resolution or that family")
     if plot:

@@ -318,7 +318,7 @@ CASES = [
     case("validate-unknown-space", "latency validate --device good --space nas", "unknown search space"),
     case("validate-plot-is-a-folder", "latency validate --device good --plot {in}/folder.json", "--plot", "is a folder"),
     case("validate-unknown-family", "latency validate --device good --suite mnasnet,resnets", "unknown network family",
-         "'resnets'", "trimmed"),
+         "'resnets'", "trimmed", "mnasnet_cifar"),
     case("validate-suite-with-space", "latency validate --device good --suite --space mnasnet", "--space",
          "name the families"),
     case("validate-family-as-a-space", "latency validate --device good --space references", "unknown search space",

@@ -371,6 +371,14 @@ def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results
     assert str(rep["seed"]) in rep["csv"]  # every run its own seed, and its own files
 
 
+def test_validate_scores_the_samples_of_any_space_at_its_resolution(tiny_results, capsys):
+    assert cli.main(["latency", "validate", "--device", TINY_DEVICE, "--space", "mnasnet_cifar", "--resolution", "32",
+                     "--n", "2", "--passes", "1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert list(rep["families"]) == ["mnasnet_cifar"] and rep["families"]["mnasnet_cifar"]["n"] == 2
+    assert rep["resolution"] == 32
+
+
 def test_suite_draws_fresh_networks_every_run_and_the_same_ones_for_a_seed():
     from latency.families import fingerprint, key
     from latency.suite import draw_suite
@@ -486,6 +494,35 @@ def test_families_cover_what_users_bring():
     assert [key(s) for s in draw("trimmed", 12, 3)] == [key(s) for s in trimmed]  # a seed names its networks
     with pytest.raises(UserError, match="unknown network family 'resnets'"):
         draw("resnets", 1, 0)
+
+
+def test_a_space_is_the_family_of_its_samples_and_a_table_for_it_calibrates_on_them():
+    from latency.build import Plan, calibration_specs, check_specs, for_space
+    from latency.families import FAMILIES, check_families, draw, key
+
+    assert check_families(["mnasnet_cifar", "references"]) == ["mnasnet_cifar", "references"]
+    nets = draw("mnasnet_cifar", 6, 0, resolution=32)
+    assert len({key(s) for s in nets}) == 6
+    assert all(s.resolution == 32 and s.stem.stride == 1 for s in nets)  # the space's stride-1 stem, at 32x32
+    assert [key(s) for s in draw("mnasnet_cifar", 6, 0, resolution=32)] == [key(s) for s in nets]
+    # A family's stream does not depend on which other families exist: the old seeds name the old networks.
+    assert not {key(s) for s in draw("mnasnet", 6, 0, resolution=32)} & {key(s) for s in nets}
+    with pytest.raises(UserError, match="unknown network family 'resnets'.*mnasnet_cifar"):
+        check_families(["resnets"])
+
+    # A build for a space that no default family draws adds that space, at the build's resolution.
+    plan = for_space(Plan(0, 0, 4, 2, families=("references",)), "mnasnet_cifar", 32)
+    assert plan.families == ("references", "mnasnet_cifar")
+    calib = calibration_specs(plan)
+    own = [s for f, s in calib if f == "mnasnet_cifar"]
+    assert len(own) == 4 and all(s.resolution == 32 and s.stem.stride == 1 for s in own)
+    assert all(s.resolution >= 96 for f, s in calib if f == "references")  # others keep their own sizes
+    checks = check_specs(plan, 5, {key(s) for _, s in calib})
+    assert [f for f, _ in checks].count("mnasnet_cifar") == 2 and not {key(s) for _, s in checks} & {key(s) for _, s in calib}
+    # The default build of a default space is unchanged: mnasnet at 224 already is a family.
+    full = for_space(Plan(0, 0, 2, 0), "mnasnet", 224)
+    assert full.families == FAMILIES
+    assert [key(s) for f, s in calibration_specs(full) if f == "mnasnet"] == [key(s) for s in draw("mnasnet", 2, 7_000_000)]
 
 
 def test_boosted_trees_predict_with_numpy_as_scikit_learn_does():
