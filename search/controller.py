@@ -168,16 +168,21 @@ class Controller:
         c = self.config
         return c.tanh_c * torch.tanh(self.policy.heads[d](h) / c.temperature)
 
-    def _evaluate(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability and entropy (summed over decisions) of each token row, with gradients."""
+    def _states(self, tokens: torch.Tensor):
+        """The LSTM's hidden state before each decision, for rows of ``tokens`` (teacher forcing)."""
         b = tokens.shape[0]
         inputs = self.policy.embed(self.policy.step_inputs(tokens))
         h = torch.zeros(b, self.config.hidden)
         cell = torch.zeros(b, self.config.hidden)
-        logp = torch.zeros(b)
-        ent = torch.zeros(b)
         for d in range(len(self.n_choices)):
             h, cell = self.policy.lstm(inputs[:, d], (h, cell))
+            yield d, h
+
+    def _evaluate(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability and entropy (summed over decisions) of each token row, with gradients."""
+        logp = torch.zeros(tokens.shape[0])
+        ent = torch.zeros(tokens.shape[0])
+        for d, h in self._states(tokens):
             lsm = torch.log_softmax(self._logits(h, d), dim=-1)
             logp = logp + lsm.gather(1, tokens[:, d:d + 1]).squeeze(1)
             ent = ent - (lsm.exp() * lsm).sum(-1)
@@ -218,12 +223,7 @@ class Controller:
         for _ in range(tries):
             elite = self.best[int(torch.randint(len(self.best), (1,), generator=self.generator))][0]
             d = movable[int(torch.randint(len(movable), (1,), generator=self.generator))]
-            row = torch.tensor([elite], dtype=torch.long)
-            inputs = self.policy.embed(self.policy.step_inputs(row))
-            h = torch.zeros(1, self.config.hidden)
-            cell = torch.zeros(1, self.config.hidden)
-            for step in range(d + 1):
-                h, cell = self.policy.lstm(inputs[:, step], (h, cell))
+            h = next(h for step, h in self._states(torch.tensor([elite], dtype=torch.long)) if step == d)
             p = torch.softmax(self._logits(h, d), dim=-1)[0].clone()
             p[elite[d]] = 0.0
             if taken is not None:

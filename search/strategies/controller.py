@@ -20,21 +20,26 @@ class ControllerSearcher(NetworkSearcher):
         super().__init__(task, seed=seed, state_path=state_path, window=window)
         self.controller = Controller.for_space(self.space, config, seed=self.seed)
         self._taken_set: Taken | None = None
+        self._keys: set[str] = set()
 
     def propose(self) -> tuple[Any, list[int]]:
+        taken, keys = self._handed_out()
         # Local moves must reach another network: re-drawing a decision that the space ignores in
         # that context (e.g. a skip where no layer can take one) would repeat the elite itself.
-        seen = {network_key(e["tokens"]) for e in self.suggested.values()}
-        s = self.controller.sample(self._taken(), fresh=lambda t: network_key(self.space.canonical(t)) not in seen)
+        s = self.controller.sample(taken, fresh=lambda t: network_key(self.space.canonical(t)) not in keys)
         return s.key, s.tokens
 
-    def _taken(self) -> Taken:
-        """The networks handed out so far (kept between calls; a restored searcher builds it anew)."""
+    def _handed_out(self) -> tuple[Taken, set[str]]:
+        """The networks handed out so far, as the controller's prefix counts (for its draws) and as
+        network keys (for its local moves); kept between calls, a restored searcher builds them anew."""
         if self._taken_set is None:
-            self._taken_set = Taken(self.controller.n_choices)
+            self._taken_set, self._keys = Taken(self.controller.n_choices), set()
         for e in self.suggested.values():
-            self._taken_set.add(e["tokens"])
-        return self._taken_set
+            k = network_key(e["tokens"])
+            if k not in self._keys:
+                self._keys.add(k)
+                self._taken_set.add(e["tokens"])
+        return self._taken_set, self._keys
 
     def adopt(self, tokens: list[int]) -> Any:
         return self.controller.adopt(tokens).key
