@@ -133,6 +133,14 @@ def _run_to_end(args: list[str], env: dict[str, str], log: Path, timeout: float)
     return proc
 
 
+def finished_and_handed_out(run: Path) -> bool:
+    """A search run's searcher.json holds a finished trial and one handed out without a result yet: the
+    moment when a stop has both kinds to write (waves of trials can otherwise end together, leaving
+    nothing running). A handed-out trial that Tune has not started yet counts too."""
+    st = read_state(run / "searcher.json") if (run / "searcher.json").exists() else None
+    return bool(st) and len(st["records"]) >= 1 and len(st["live"]) >= 1
+
+
 def _env(root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     # RAY_ADDRESS=local: start a private Ray even if a `ray start` cluster runs on this machine.

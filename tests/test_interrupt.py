@@ -27,7 +27,17 @@ from search.searcher import read_state
 from space.builder import build_model
 from train.weights import save_weights
 
-from .test_faults import TINY, _env, _kill_session, _results_root, _run_to_end, _start, _tail, _wait_until
+from .test_faults import (
+    TINY,
+    _env,
+    _kill_session,
+    _results_root,
+    _run_to_end,
+    _start,
+    _tail,
+    _wait_until,
+    finished_and_handed_out,
+)
 from .test_netadapt_loop import seed_spec
 
 TRIALS = 6
@@ -58,13 +68,6 @@ def _records(run: Path) -> int:
     return len(st["records"]) if st else 0
 
 
-def _finished_and_running(run: Path) -> bool:
-    """At least one trial finished and one handed out without a result yet: the moment when a Ctrl-C has both
-    kinds to write (waves of two trials can otherwise end together, leaving nothing running)."""
-    st = read_state(run / "searcher.json")
-    return bool(st) and len(st["records"]) >= 1 and len(st["live"]) >= 1
-
-
 @pytest.fixture(scope="module")
 def interrupted_search(tmp_path_factory, tiny_predictor):
     base = tmp_path_factory.mktemp("interrupted_search")
@@ -75,7 +78,7 @@ def interrupted_search(tmp_path_factory, tiny_predictor):
 
     # 1. One Ctrl-C once a trial has finished while another runs.
     proc = _start(SEARCH, env, base / "first")
-    _wait_until(lambda: _finished_and_running(run), proc, base / "first", timeout=300)
+    _wait_until(lambda: finished_and_handed_out(run), proc, base / "first", timeout=300)
     first_s = _ctrl_c(proc)
     first = SimpleNamespace(rc=proc.returncode, seconds=first_s, err=(base / "first.err").read_text(),
                             out=(base / "first.out").read_text(),

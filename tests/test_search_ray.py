@@ -192,15 +192,15 @@ def test_interrupted_search_resumes_without_losing_or_repeating(dashboard, tiny_
 
     from search.searcher import read_state
 
+    from .test_faults import finished_and_handed_out
+
     run = results_dir() / "runs" / "stop"
     stopped = threading.Event()
 
     def interrupt_after_first_result():
         deadline = time.time() + 240
         while time.time() < deadline and not stopped.is_set():
-            st = read_state(run / "searcher.json") if (run / "searcher.json").exists() else None
-            # A trial finished and the next one handed out: the stop has one of each to write.
-            if st and st["records"] and st["live"]:
+            if finished_and_handed_out(run):
                 os.kill(os.getpid(), signal.SIGINT)  # what Ctrl+C does: the sitting stops cleanly
                 stopped.set()
                 return
