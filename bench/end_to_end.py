@@ -296,7 +296,8 @@ def searched_net(tokens: list[int]):
 def measure_ms(spec) -> float:
     from latency.measure import measure
 
-    return float(measure(spec, threads=1).latency_ms)
+    # Up to a minute for the machine's fast mode (latency.probe): slow spells here last up to two.
+    return float(measure(spec, threads=1, wait_s=60.0).latency_ms)
 
 
 def spec_doc(spec) -> dict[str, Any]:

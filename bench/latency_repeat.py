@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """How well this machine's latency measurements repeat: the previous method against the current one.
 
-    python bench/latency_repeat.py [--processes 6] [--units 40] [--records DIR] [--json]
+    python bench/latency_repeat.py [--processes 6] [--units 40] [--methods cli,cli-ungated,...] [--records DIR] [--json]
 
 Each round starts fresh processes (pin the script to a core with ``taskset -c 1``; children inherit
 it) that time the same models:
 
 - ``cli``: ``cli.py latency measure NAME --json`` for each reference network at 224 (the current
-  method: several fresh sessions, input placements and blocks, the mean of the fastest fifth of
-  the block medians);
+  method: several fresh sessions, input placements and blocks, each block after a probe block;
+  the mean of the fastest fifth of the blocks whose probe ran at the machine's fast level, waiting
+  up to 30 s for such blocks: :mod:`latency.probe`);
+- ``cli-ungated``: the same sessions and blocks without the probe: the mean of the fastest fifth
+  of all block medians (``latency measure`` before the probe);
 - ``cli-old``: the same networks timed the previous way: one session, 50 runs in 5 rounds, the
   quietest round's median;
 - ``units`` / ``units-old``: a seeded sample of table units timed as a table build times them now
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 NETWORKS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mnasnet_a1")
-METHODS = ("cli", "cli-old", "units", "units-old")
+METHODS = ("cli", "cli-ungated", "cli-old", "units", "units-old")
 
 
 def sample_units(n: int) -> list:
@@ -76,11 +79,22 @@ def child(method: str, n_units: int) -> dict:
     from latency.runner import make_session, time_models
     from latency.units import MEASURE_PASSES, UNIT_BLOCKS, UNIT_RUNS, UNIT_WARMUP
 
-    if method == "cli-old":
+    if method in ("cli-old", "cli-ungated"):
+        from latency.measure import (
+            BLOCK_GAP_S,
+            DEFAULT_BLOCKS,
+            DEFAULT_RUNS,
+            DEFAULT_SESSIONS,
+            DEFAULT_WARMUP,
+            export_spec,
+        )
         from latency.onnx_units import network_onnx_bytes
         from space.references import reference
 
-        return {n: old_time(make_session(network_onnx_bytes(reference(n))), 10, 50, 5) for n in NETWORKS}
+        if method == "cli-old":
+            return {n: old_time(make_session(network_onnx_bytes(reference(n))), 10, 50, 5) for n in NETWORKS}
+        return {n: time_models([export_spec(reference(n))], (DEFAULT_WARMUP, DEFAULT_BLOCKS, DEFAULT_RUNS),
+                               DEFAULT_SESSIONS, gap_s=BLOCK_GAP_S)[0]["latency_ms"] for n in NETWORKS}
     units = sample_units(n_units)
     graphs = [unit_onnx_bytes(s) for s in units]
     keys = ["|".join(map(str, s)) for s in units]
@@ -139,6 +153,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=6, help="fresh processes per method (default 6)")
     ap.add_argument("--units", type=int, default=40, help="table units in the unit methods (default 40)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)} (default all)")
     ap.add_argument("--records", help="folder for the per-process rows (default: a new temporary folder)")
     ap.add_argument("--child", choices=METHODS[1:], help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
@@ -148,13 +163,16 @@ def main() -> int:
         return 0
     from latency.runner import cpu_model, ort_version
 
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or set(methods) - set(METHODS):
+        ap.error(f"--methods: choose from {', '.join(METHODS)}")
     records = Path(args.records) if args.records else Path(
         __import__("tempfile").mkdtemp(prefix="hwnas-latency-repeat-"))
     records.mkdir(parents=True, exist_ok=True)
     path = records / "processes.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     for i in range(args.processes):
-        for method in METHODS:  # interleaved, so that both methods see the same spells of load
+        for method in methods:  # interleaved, so that the methods see the same spells of load
             if sum(r["method"] == method for r in rows) > i:
                 continue
             row = run_process(method, args.units)
@@ -174,7 +192,7 @@ def main() -> int:
         print(f"| {m} | {r['processes']} | {r['models']} | {r['share_off_3pct']:.2f} | {r['share_off_5pct']:.2f} | "
               f"{r['share_off_10pct']:.2f} | {r['max_off']:.1%} | {r['std_log']:.3f} | "
               f"{r['loadavg_1m'][0]:.1f}-{r['loadavg_1m'][1]:.1f} |")
-    for m in ("cli", "cli-old"):
+    for m in ("cli", "cli-ungated", "cli-old"):
         for k, v in doc["methods"].get(m, {}).get("per_network", {}).items():
             print(f"  {m} {k}: median {v['median_ms']:.3f} ms, largest deviation {v['max_off']:.1%}")
     return 0

@@ -153,6 +153,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     if n_networks is not None:
         plan = replace(plan, calibration_per_family=n_networks)
     t0, loads = time.time(), [selfcheck.machine_load()]
+    probes = [_probe(threads, provider)]
     grid = units_to_measure(get_space(space), resolution, mode, **(sample or {}))
     units = _missing(device, grid + range_units(plan.range_per_family))
     nets_df, _ = load_networks(device)
@@ -165,6 +166,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     spreads = _measure(device, units, [(f, "calibration", s) for f, s in calib], threads, provider, progress,
                        {"space": space, "resolution": resolution, "mode": mode}, plan.passes)
     loads.append(selfcheck.machine_load())
+    probes.append(_probe(threads, provider))
     adaptive, cv = _adaptive_units(device, set(grid), plan.adaptive)
     seed = fresh_seed()
     used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
@@ -172,9 +174,12 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
                    plan.passes)
     loads.append(selfcheck.machine_load())
+    probes.append(_probe(threads, provider))
     used_before = LatencyTable.load(units_path(device)).meta.get("used_networks", [])
     drawn = [s for f in families.FAMILIES for s in families.draw(f, plan.range_per_family, RANGE_SEED)]
     _update_meta(device, {"adaptive": {"units": len(adaptive), "cv_error_before": cv},
+                          "probe": {"levels_ms": [round(v, 5) for v in probes], "reference_ms": _record_probe(
+                              min(probes), threads, provider)},
                           "used_networks": list(dict.fromkeys(used_before + [families.fingerprint(s) for s in drawn] +
                                                               [families.fingerprint(s) for _, s in checks]))})
     pred = fit_predictor(device, space, resolution)
@@ -188,6 +193,22 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
                   f"{device} --space {space} --resolution {resolution}` extends it to the full one", file=sys.stderr)
     selfcheck.warn_if_needed({"self_check": rec}, device, busy_too=True)
     return pred
+
+
+def _probe(threads: int, provider: str) -> float:
+    """The probe's level now (:mod:`latency.probe`): a build times it at its start, between its rounds
+    and at its end, and lowers the machine's reference with the fastest."""
+    from latency import probe
+    from latency.measure import resolve_clock
+
+    return probe.fast_level(probe.time_probe(1.0, threads, provider, resolve_clock("auto", threads, provider)))
+
+
+def _record_probe(level: float, threads: int, provider: str) -> float:
+    from latency import probe
+    from latency.measure import resolve_clock
+
+    return probe.record(level, threads, provider, resolve_clock("auto", threads, provider))
 
 
 @dataclass

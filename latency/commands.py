@@ -7,7 +7,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from common.cli_io import check_output_path, non_negative_int, positive_int, print_json
+from common.cli_io import (
+    check_output_path,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_json,
+)
 from common.errors import UserError
 from latency.build import DEFAULT_MODE
 from latency.families import FAMILIES
@@ -18,6 +25,7 @@ from space.resolve import add_width_arg
 from space.searchspace import get_space
 
 DEFAULT_DEVICE = "local-cpu"
+DEFAULT_WAIT_S = 30.0  # `latency measure`: the longest wait for the fast mode (slow spells last up to minutes here)
 
 
 def _common_spec(p: argparse.ArgumentParser) -> None:
@@ -54,8 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"fresh onnxruntime sessions, each with its own input buffers (default {DEFAULT_SESSIONS})")
     m.add_argument("--clock", default="auto", choices=("auto", "cpu", "wall"),
                    help="auto: the thread's CPU time for 1 CPU thread (robust on a shared machine), else wall time")
+    m.add_argument("--wait", type=non_negative_float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                   help=f"when the probe says the machine runs in a slow spell, measure on for up to this long until "
+                        f"it runs at its fast level again (default {DEFAULT_WAIT_S:g}; 0: do not wait)")
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_measure)
+
+    pb = ls.add_parser("probe", help="time this machine's probe model for a while: its fast level, which "
+                                     "whole-network measurements keep their blocks against, and how often it ran slower")
+    pb.add_argument("--seconds", type=positive_float, default=60.0, help="how long to time it (default 60)")
+    _runtime(pb)
+    pb.add_argument("--json", action="store_true", help="print one JSON object")
+    pb.set_defaults(func=cmd_probe)
 
     pr = ls.add_parser("predict", help="predict a network's latency from the device's latency table")
     _common_spec(pr)
@@ -136,13 +154,43 @@ def cmd_measure(args: argparse.Namespace) -> int:
         target = _load(args)
         name = target.name or args.spec
     st = measure(target, threads=args.threads, provider=args.provider, warmup=args.warmup, runs=args.runs,
-                 blocks=args.blocks, sessions=args.sessions, clock=args.clock)
+                 blocks=args.blocks, sessions=args.sessions, clock=args.clock, wait_s=args.wait)
     if args.json:
         print_json({"name": name, **st.to_dict()})
     else:
         print(f"{name}: {st.latency_ms:.3f} ms (all {st.runs} runs: median {st.median_ms:.3f}, p10 {st.p10_ms:.3f}, "
               f"p90 {st.p90_ms:.3f}; sessions {st.session_spread:.1%} apart; {st.threads} thread(s), {st.provider}, "
               f"{st.clock} clock, onnxruntime {st.ort_version})")
+    if st.slowdown is not None and not st.fast_blocks:
+        print(f"warning: the machine ran {st.slowdown:.2f}x slower than its fast mode throughout (probe "
+              f"{st.probe_ms:.3f} ms against {st.probe_ms / st.slowdown:.3f} ms), so this figure is likely that much "
+              f"high; measure again on an idle machine or with a longer --wait", file=sys.stderr)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from latency import probe
+    from latency.measure import resolve_clock
+
+    clock = resolve_clock("auto", args.threads, args.provider)
+    before = probe.reference_ms(args.threads, args.provider, clock)
+    meds = np.asarray(probe.time_probe(args.seconds, args.threads, args.provider, clock))
+    level = probe.fast_level(meds)
+    ref = probe.record(level, args.threads, args.provider, clock)
+    slow = meds > ref * (1 + probe.TOLERANCE)
+    out = {"seconds": args.seconds, "blocks": int(meds.size), "level_ms": level, "reference_ms": ref,
+           "reference_before_ms": before, "slow_share": float(slow.mean()),
+           "slow_over_fast": float(np.median(meds[slow]) / ref) if slow.any() else None,
+           "setting": probe.setting_key(args.threads, args.provider, clock), "file": str(probe.path())}
+    if args.json:
+        print_json(out)
+        return 0
+    spell = f" (median {out['slow_over_fast']:.2f}x)" if slow.any() else ""
+    print(f"probe over {args.seconds:g} s ({meds.size} blocks): fast level {level:.3f} ms; "
+          f"{out['slow_share']:.0%} of the blocks ran more than {probe.TOLERANCE:.0%} slower than the reference"
+          f"{spell}; reference {ref:.3f} ms ({'new' if before is None else f'was {before:.3f} ms'}) in {out['file']}")
     return 0
 
 

@@ -46,7 +46,8 @@ class LatencyStats:
     fastest fifth of the block medians over ``sessions`` fresh sessions of ``blocks`` blocks in all.
     ``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms`` and ``min_ms`` describe all ``runs`` timed
     runs; ``spread`` is their (p90 - p10) / median, ``session_spread`` the (slowest - fastest) /
-    fastest of the sessions' own figures."""
+    fastest of the sessions' own figures. :func:`measure` keeps only the blocks run in the machine's
+    fast mode for ``latency_ms`` (see the probe fields)."""
 
     latency_ms: float
     median_ms: float
@@ -65,6 +66,13 @@ class LatencyStats:
     opt_level: str
     ort_version: str
     clock: str = "wall"
+    # Whole-network measurements (:func:`measure`) only: the probe's fast level during the measurement,
+    # that over this machine's reference (:mod:`latency.probe`; None without one), the blocks kept as
+    # run in the fast mode, and the seconds spent waiting for it.
+    probe_ms: float | None = None
+    slowdown: float | None = None
+    fast_blocks: int | None = None
+    waited_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,17 +152,26 @@ def export_layer(layer: Layer, res: int, path: str | os.PathLike | None = None) 
 def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, provider: str = "cpu",
             warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, resolution: int | None = None,
             blocks: int = DEFAULT_BLOCKS, sessions: int = DEFAULT_SESSIONS, clock: str = "auto",
-            gap_s: float = BLOCK_GAP_S) -> LatencyStats:
+            gap_s: float = BLOCK_GAP_S, wait_s: float = 0.0, reference_ms: float | None | str = "auto") -> LatencyStats:
     """Measure a whole network end to end: an :class:`ArchSpec` (exported here; ``resolution``
     overrides its input size) or an existing ``.onnx`` file; ``sessions`` fresh sessions of
-    ``blocks`` blocks of ``runs`` timed runs, ``gap_s`` apart (see :class:`LatencyStats`)."""
+    ``blocks`` blocks of ``runs`` timed runs, ``gap_s`` apart (see :class:`LatencyStats`).
+
+    A probe block precedes every block (:mod:`latency.probe`); ``latency_ms`` is read from the
+    blocks whose probe ran within 10% of ``reference_ms`` (``"auto"``: this machine's recorded
+    reference; None, or none recorded: the fastest probe level of this measurement). With a
+    reference and ``wait_s`` > 0, more sessions follow, for at most ``wait_s`` seconds, until 3 such
+    blocks were kept; when none was, the figure falls back to all blocks and ``slowdown`` says how
+    much slower the machine ran than its fast mode."""
     from dataclasses import replace
 
     if warmup < 0 or runs < 1 or blocks < 1 or sessions < 1:
         raise UserError(f"need warmup >= 0 and runs, blocks, sessions >= 1; got warmup={warmup}, runs={runs}, "
                         f"blocks={blocks}, sessions={sessions}")
+    if wait_s < 0:
+        raise UserError(f"wait must be >= 0 seconds, got {wait_s:g}")
     resolve_provider(provider)
-    resolve_clock(clock, threads, provider)
+    clock = resolve_clock(clock, threads, provider)
     if isinstance(spec_or_onnx_path, ArchSpec):
         spec = spec_or_onnx_path if resolution is None else replace(spec_or_onnx_path, resolution=resolution)
         model: bytes | str = export_spec(spec)
@@ -175,4 +192,54 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
         where = "" if isinstance(spec_or_onnx_path, ArchSpec) else f"{spec_or_onnx_path}: "
         raise UserError(f"{where}onnxruntime cannot load the model ({str(e).splitlines()[0][:160]}); "
                         "pass an ONNX model, e.g. one written by `cli.py export`") from None
-    return time_models([model], warmup, runs, blocks, sessions, provider, threads, clock, gap_s)[0]
+    if reference_ms == "auto":
+        from latency.probe import reference_ms as machine_reference
+
+        reference_ms = machine_reference(threads, provider, clock)
+    return _user_errors(_time_gated, model, warmup, runs, blocks, sessions, provider, threads, clock, gap_s,
+                        reference_ms, wait_s)
+
+
+def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provider: str, threads: int, clock: str,
+                gap_s: float, reference: float | None, wait_s: float) -> LatencyStats:
+    import time
+
+    import numpy as np
+
+    from latency import probe
+    from latency.runner import _Timer, fast_mean, summarize
+
+    t0 = time.monotonic()
+    deadline = t0 + wait_s
+    prober = _Timer(runner.make_session(probe.probe_model(), threads, provider), seed=7, clock=clock)
+    prober.warm(warmup)
+    timed: list[list[np.ndarray]] = []
+    pairs: list[tuple[float, float]] = []  # (probe block median, model block median)
+    waited = 0.0
+    while True:
+        t = _Timer(runner.make_session(model, threads, provider), seed=1000 * len(timed), clock=clock)
+        t.warm(warmup)
+        for b in range(blocks):
+            if b and gap_s:
+                time.sleep(gap_s)
+            prober.block(probe.PROBE_RUNS)
+            t.block(runs)
+            pairs.append((float(np.median(prober.blocks[-1])), float(np.median(t.blocks[-1]))))
+        timed.append(t.blocks)
+        if len(timed) < sessions:
+            continue
+        level = reference if reference is not None else probe.fast_level([a for a, _ in pairs])
+        fast = [m for a, m in pairs if a <= level * (1 + probe.TOLERANCE)]
+        if reference is None or len(fast) >= probe.MIN_FAST or time.monotonic() >= deadline:
+            break
+        pause = min(1.0, max(0.0, deadline - time.monotonic()))  # a slow spell: give it time to pass
+        time.sleep(pause)
+        waited += pause
+    st = summarize(timed)
+    seen = probe.fast_level([a for a, _ in pairs])
+    if fast:
+        st["latency_ms"] = fast_mean(fast)
+    return LatencyStats(**st, warmup=warmup, provider=resolve_provider(provider), threads=threads, opt_level=OPT_LEVEL,
+                        ort_version=ort_version(), clock=clock, probe_ms=seen,
+                        slowdown=seen / reference if reference else None, fast_blocks=len(fast),
+                        waited_s=round(waited, 2))

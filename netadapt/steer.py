@@ -87,9 +87,13 @@ def figure_ms(stats) -> float:
     return float(stats.latency_ms)
 
 
+MEASURE_WAIT_S = 30.0  # the longest wait for the machine's fast mode per measurement (latency.probe)
+
+
 class Device:
-    """Measures networks (``latency.measure`` with one thread, or ``measure_fn``); a failed
-    measurement is logged and gives None, never stops the run."""
+    """Measures networks (``latency.measure`` with one thread, waiting up to :data:`MEASURE_WAIT_S`
+    for the machine's fast mode, or ``measure_fn``); a failed measurement is logged and gives None,
+    never stops the run."""
 
     def __init__(self, measure_fn: Callable[..., Any] | None, log: Callable[[str], None]) -> None:
         self.measure_fn = measure_fn
@@ -106,7 +110,7 @@ class Device:
             else:
                 from latency import measure
 
-                runs = [measure(spec, threads=1) for _ in range(repeats)]
+                runs = [measure(spec, threads=1, wait_s=MEASURE_WAIT_S) for _ in range(repeats)]
             return sorted(runs, key=figure_ms)[(len(runs) - 1) // 2]
         finally:
             self.seconds += time.perf_counter() - t0

@@ -312,6 +312,8 @@ CASES = [
     case("import-into-table-of-another-device", "latency import {in}/export/ok.csv --device foreign", "device='phone'"),
     case("import-device-not-a-name", "latency import {in}/export/ok.csv --device ../phone", "not usable as a folder name"),
     case("import-device-missing", "latency import {in}/export/ok.csv", "--device", "required"),
+    case("measure-negative-wait", "latency measure mobilenet_v3_small --wait -1", "--wait", "must be >= 0"),
+    case("probe-zero-seconds", "latency probe --seconds 0", "--seconds", "must be > 0"),
     # -- latency validate (must refuse before refitting or measuring)
     case("validate-n-zero", "latency validate --n 0", "--n", "must be >= 1"),
     case("validate-passes-zero", "latency validate --passes 0", "--passes"),

@@ -106,6 +106,47 @@ def test_measure_rejects_missing_onnx_file(tmp_path):
         measure(tmp_path / "missing.onnx")
 
 
+def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
+    st = measure(_spec(1, 32), warmup=1, runs=4, blocks=5, sessions=2, gap_s=0.0, reference_ms=None)
+    assert st.probe_ms > 0 and st.slowdown is None and 1 <= st.fast_blocks <= 10 and st.waited_s == 0
+    assert st.min_ms <= st.latency_ms <= st.p90_ms
+
+
+def test_measure_waits_for_the_fast_mode_and_says_when_it_never_came():
+    # A reference no probe can reach: every block counts as run in a slow spell.
+    st = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e-6, wait_s=1.5)
+    assert st.fast_blocks == 0 and st.slowdown > 1000 and st.waited_s > 0
+    assert st.sessions > 1  # it measured on while it waited
+    assert st.min_ms <= st.latency_ms <= st.p90_ms  # the fastest fifth of all blocks, as without a probe
+    quick = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e-6)
+    assert quick.sessions == 1 and quick.waited_s == 0  # no time to wait: no waiting
+
+
+def test_the_probe_reference_only_goes_down_and_survives_a_bad_file(capsys):
+    from latency import probe
+
+    assert probe.reference_ms() is None
+    assert probe.record(0.5) == 0.5 and probe.record(0.6) == 0.5 and probe.record(0.4) == 0.4
+    assert probe.reference_ms() == 0.4 and probe.reference_ms(threads=2) is None  # per setting
+    probe.path().write_text("{not json")
+    assert probe.reference_ms() is None
+    assert cli.main(["latency", "probe", "--seconds", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reference_ms"] == probe.reference_ms() == pytest.approx(out["level_ms"], abs=1e-5)
+    assert 0 <= out["slow_share"] <= 1
+    assert out["blocks"] >= 2
+
+
+def test_latency_measure_warns_in_one_line_when_the_machine_ran_slow_throughout(capsys):
+    from latency import probe
+
+    probe.record(1e-4)
+    assert cli.main(["latency", "measure", "mobilenet_v3_small", "--resolution", "32", "--sessions", "1",
+                     "--blocks", "2", "--runs", "2", "--wait", "0"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the machine ran") and "--wait" in err[0]
+
+
 # ---- signatures and features ----------------------------------------------------------------
 
 def test_spec_sigs_cover_stem_layers_head_with_resolutions():
@@ -600,3 +641,6 @@ def test_build_checks_itself_on_fresh_networks(tmp_path, monkeypatch):
     assert isinstance(rec["seed"], int) and len(rec["loadavg_1m"]) == 3 and rec["seconds"] > 0
     meta = LatencyTable.load(units_path("micro")).meta
     assert meta["adaptive"]["units"] <= 4 and len(meta["used_networks"]) == 1  # the self-check network, never a suite's
+    from latency import probe
+
+    assert len(meta["probe"]["levels_ms"]) == 3 and meta["probe"]["reference_ms"] == probe.reference_ms() > 0
