@@ -328,6 +328,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             same = f"{rp['sessions_within_5pct']:.2f} / {rp['sessions_within_10pct']:.2f}" if label == "full" else ""
             print(f"  {f if label == 'full' else '':<14}{r['n'] if label == 'full' else '':>4} {label:<10}"
                   f"{m['within_5pct']:>6.2f}{m['within_10pct']:>7.2f}{m['mape']:>7.2f}{m['spearman']:>9.3f}   {same:>22}")
+    if rep["never_fast"]:
+        print(f"warning: {rep['never_fast']} of the networks never ran in the machine's fast mode (latency probe): "
+              f"their figures are high; validate again on an idle machine", file=sys.stderr)
     print(f"scatter plot: {rep['plot']}; networks: {rep['csv']}", file=sys.stderr)
     return 0
 

@@ -101,13 +101,22 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 1, provider: s
 
 def time_models(models: list, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, blocks: int = DEFAULT_BLOCKS,
                 sessions: int = DEFAULT_SESSIONS, provider: str = "cpu", threads: int = 1, clock: str = "auto",
-                gap_s: float = 0.0, on_session=None) -> list[LatencyStats]:
+                gap_s: float = 0.0, on_session=None, probe: bool = False) -> list[LatencyStats]:
     """Time ONNX models (paths or bytes) with :func:`latency.runner.time_models`, one
-    :class:`LatencyStats` per model."""
+    :class:`LatencyStats` per model; ``probe``: gated by :mod:`latency.probe`'s probe against this
+    machine's reference (or, without one, the probe's fast level over the call)."""
     clock = resolve_clock(clock, threads, provider)
     name = resolve_provider(provider)
+    extra: dict[str, Any] = {}
+    if probe:
+        from latency import probe as machine
+
+        extra = {"probe": machine.probe_model(), "reference": machine.reference_ms(threads, provider, clock)}
     stats = _user_errors(runner.time_models, models, (warmup, blocks, runs), sessions, threads, provider, clock,
-                         gap_s=gap_s, on_session=on_session)
+                         gap_s=gap_s, on_session=on_session, **extra)
+    if probe and extra["reference"]:
+        for d in stats:
+            d["slowdown"] = d["probe_ms"] / extra["reference"]
     return [LatencyStats(**d, warmup=warmup, provider=name, threads=threads, opt_level=OPT_LEVEL,
                          ort_version=ort_version(), clock=clock) for d in stats]
 
@@ -207,7 +216,7 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
     import numpy as np
 
     from latency import probe
-    from latency.runner import _Timer, fast_mean, summarize
+    from latency.runner import _Timer, fast_mean, gate, summarize
 
     t0 = time.monotonic()
     deadline = t0 + wait_s
@@ -229,7 +238,7 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
         if len(timed) < sessions:
             continue
         level = reference if reference is not None else probe.fast_level([a for a, _ in pairs])
-        fast = [m for a, m in pairs if a <= level * (1 + probe.TOLERANCE)]
+        fast = gate(pairs, level)
         if reference is None or len(fast) >= probe.MIN_FAST or time.monotonic() >= deadline:
             break
         pause = min(1.0, max(0.0, deadline - time.monotonic()))  # a slow spell: give it time to pass

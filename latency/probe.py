@@ -27,10 +27,10 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.paths import results_dir
+from latency.runner import PROBE_RUNS, PROBE_TOLERANCE
 
-TOLERANCE = 0.10   # a probe block this much above the level is in a slow spell (slow spells: +28% and more)
+TOLERANCE = PROBE_TOLERANCE  # a probe block this much above the fast level ran in a slow spell (those: +28% and more)
 MIN_FAST = 3       # blocks in the fast mode that a measurement waits for, when it may wait
-PROBE_RUNS = 8
 
 
 @functools.lru_cache(maxsize=1)

@@ -121,6 +121,19 @@ PLACEMENTS = 3  # input buffers per session, at different addresses
 CHUNK = 16      # models whose sessions are open together; their blocks take turns (spread in time)
 
 
+# With a probe model (latency.probe: slow spells of the machine slow it at the same moments), a block
+# counts as run in the machine's fast mode when the probe block timed just before it lay within this
+# share of the probe's fast level; the figure then reads those blocks only.
+PROBE_TOLERANCE = 0.10
+PROBE_RUNS = 8
+
+
+def gate(pairs: list[tuple[float, float]], level: float) -> list[float]:
+    """The block medians of ``pairs`` (probe block median, block median) whose probe ran within
+    :data:`PROBE_TOLERANCE` of ``level``."""
+    return [m for a, m in pairs if a <= level * (1 + PROBE_TOLERANCE)]
+
+
 def fast_mean(block_medians) -> float:
     """Mean of the fastest :data:`FAST_SHARE` of ``block_medians`` (at least one)."""
     b = np.sort(np.asarray(block_medians, dtype=float))
@@ -200,7 +213,7 @@ def _check_counts(warmup: int, runs: int, blocks: int, sessions: int) -> None:
 
 def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, int, int], sessions: int = 3,
                 threads: int = 1, provider: str = "cpu", clock: str = "cpu", chunk: int = CHUNK,
-                gap_s: float = 0.0, on_session=None) -> list[dict]:
+                gap_s: float = 0.0, on_session=None, probe=None, reference: float | None = None) -> list[dict]:
     """Time every model (an ONNX path or bytes) in ``sessions`` passes over the list.
 
     Pass ``p`` goes over the list rotated by ``p / sessions`` of its length (a model's sessions lie
@@ -209,12 +222,22 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
     (``settings``: one (warmup, blocks, runs) for all or one per model), so that even one session's
     blocks lie at different moments; ``gap_s`` pauses between turns (for a single model). Returns
     :func:`summarize`'s statistics per model, in order. ``on_session`` is called after each session
-    is made (progress)."""
+    is made (progress).
+
+    ``probe`` (a model, e.g. :func:`latency.probe.probe_model`): a probe block precedes every block,
+    and a model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference``
+    (None: the probe's fast level over the whole call); its statistics add ``probe_ms`` (the probe's
+    fast level beside its blocks) and ``fast_blocks``."""
     n = len(models)
     per = [settings] * n if isinstance(settings, tuple) else list(settings)
     for w, b, r in per:
         _check_counts(w, r, b, sessions)
     timed: list[list[list[np.ndarray]]] = [[] for _ in range(n)]
+    pairs: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+    prober = None
+    if probe is not None:
+        prober = _Timer(make_session(probe, threads, provider), seed=7, clock=clock)
+        prober.warm(5)
     for p in range(sessions):
         order = pass_order(n, sessions, p)
         for c in range(0, n, chunk):
@@ -230,10 +253,22 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
                     time.sleep(gap_s)
                 for i in idx:
                     if turn < per[i][1]:
+                        if prober is not None:
+                            prober.block(PROBE_RUNS)
                         timers[i].block(per[i][2])
+                        if prober is not None:
+                            pairs[i].append((float(np.median(prober.blocks[-1])), float(np.median(timers[i].blocks[-1]))))
             for i in idx:
                 timed[i].append(timers[i].blocks)
-    return [summarize(t) for t in timed]
+    stats = [summarize(t) for t in timed]
+    if prober is not None:
+        level = reference or fast_mean([a for pr in pairs for a, _ in pr])
+        for st, pr in zip(stats, pairs):
+            kept = gate(pr, level)
+            if kept:
+                st["latency_ms"] = fast_mean(kept)
+            st["probe_ms"], st["fast_blocks"] = fast_mean([a for a, _ in pr]), len(kept)
+    return stats
 
 
 def environment(threads: int, provider: str, clock: str) -> dict:

@@ -104,11 +104,14 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
               f"none used in the fit", file=sys.stderr)
     load = [os.getloadavg()[0]]
     rows = measure_networks([s for _, s in flat], threads, provider, progress=progress, desc="measuring the suite",
-                            passes=passes or MEASURE_PASSES)
+                            passes=passes or MEASURE_PASSES, probe=True)
     load.append(os.getloadavg()[0])
     flops = FlopsLinear.fit([ArchSpec.from_json(s) for s in nets["spec"]], nets["latency_ms"].to_numpy(float))
     report: dict[str, Any] = {"device": device, "seed": seed, "n_per_family": n, "resolution": resolution,
                               "loadavg_1m": load,
+                              # Networks none of whose blocks ran in the machine's fast mode (latency.probe):
+                              # their figures are the fastest fifth of slow blocks.
+                              "never_fast": sum(1 for r in rows if not r["fast_blocks"]),
                               "calibration": pred.calibration.kind, "calibration_networks": pred.calibration.n_networks,
                               "families": {}}
     i = 0
@@ -121,6 +124,7 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
                           "predicted_ms": pred.predict_many(specs), "lut_sum_ms": pred.unit_sum_many(specs),
                           "flops_ms": flops.predict(specs), "spread": [r["spread"] for r in rows],
                           "session_spread": [r["session_spread"] for r in rows],
+                          "fast_blocks": [r["fast_blocks"] for r in rows],
                           "spec": [s.to_json(indent=None) for s in specs]})
     out_dir = device_dir(device)
     report["csv"] = str(atomic_write_text(out_dir / f"validation-suite-{seed}.csv", frame.to_csv(index=False)))

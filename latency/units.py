@@ -47,10 +47,11 @@ def stats_row(stats: LatencyStats) -> dict[str, Any]:
 
 def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "cpu", warmup: int = NET_WARMUP,
                      runs: int = NET_RUNS, progress: bool = True, desc: str = "measuring networks",
-                     passes: int = MEASURE_PASSES, blocks: int = NET_BLOCKS) -> list[dict[str, Any]]:
+                     passes: int = MEASURE_PASSES, blocks: int = NET_BLOCKS, probe: bool = False) -> list[dict[str, Any]]:
     """Time whole networks end to end (graphs from :mod:`latency.onnx_units`) the way a table's
-    networks are timed: ``passes`` fresh sessions each, a pass over the whole list apart. Rows with
-    the spec's JSON and its statistics."""
+    networks are timed: ``passes`` fresh sessions each, a pass over the whole list apart; ``probe``:
+    each block after a probe block, the figure read from the blocks run in the machine's fast mode
+    (:mod:`latency.probe`). Rows with the spec's JSON and its statistics."""
     import tempfile
     from pathlib import Path
 
@@ -69,10 +70,11 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
             path.write_bytes(network_onnx_bytes(spec))
         try:
             stats = time_models(graphs, warmup, runs, blocks, passes, provider, threads,
-                                on_session=bar.update if bar else None)
+                                on_session=bar.update if bar else None, probe=probe)
         finally:
             if bar:
                 bar.close()
     seconds = (time.perf_counter() - t0) / max(1, len(specs))
-    return [{"spec": spec.to_json(indent=None), **stats_row(st), "seconds": seconds}
-            for spec, st in zip(specs, stats)]
+    extra = ("probe_ms", "fast_blocks", "slowdown") if probe else ()
+    return [{"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in extra},
+             "seconds": seconds} for spec, st in zip(specs, stats)]

@@ -106,6 +106,18 @@ def test_measure_rejects_missing_onnx_file(tmp_path):
         measure(tmp_path / "missing.onnx")
 
 
+def test_gated_timing_reads_only_blocks_whose_probe_ran_fast():
+    from latency.runner import gate, time_models
+
+    assert gate([(1.0, 5.0), (1.05, 6.0), (1.3, 9.0)], 1.0) == [5.0, 6.0]
+    unit = export_spec(_spec(1, 32))
+    probe_bytes = __import__("latency.probe", fromlist=["probe_model"]).probe_model()
+    (st,) = time_models([unit], (1, 3, 3), sessions=2, probe=probe_bytes)
+    assert st["probe_ms"] > 0 and 1 <= st["fast_blocks"] <= 6 and st["blocks"] == 6
+    (never,) = time_models([unit], (1, 3, 3), sessions=1, probe=probe_bytes, reference=1e-9)
+    assert never["fast_blocks"] == 0 and never["latency_ms"] <= never["median_ms"]  # the fastest fifth of all
+
+
 def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
     st = measure(_spec(1, 32), warmup=1, runs=4, blocks=5, sessions=2, gap_s=0.0, reference_ms=None)
     assert st.probe_ms > 0 and st.slowdown is None and 1 <= st.fast_blocks <= 10 and st.waited_s == 0
@@ -410,6 +422,8 @@ def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results
     scored = pd.read_csv(rep["csv"])
     assert not calib & set(scored["spec"]) and set(scored["family"]) == {"mnasnet"}
     assert str(rep["seed"]) in rep["csv"]  # every run its own seed, and its own files
+    assert rep["never_fast"] == 0  # gated against the validation's own probe level: some blocks always pass
+    assert (scored["fast_blocks"] >= 1).all()
 
 
 def test_validate_scores_the_samples_of_any_space_at_its_resolution(tiny_results, capsys):
