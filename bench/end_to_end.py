@@ -293,9 +293,22 @@ def searched_net(tokens: list[int]):
     return get_space(SPACE).decode(tokens, resolution=RESOLUTION, num_classes=10, in_channels=3)
 
 
+def ensure_probe_reference(seconds: float = 60.0) -> None:
+    """This machine's probe reference (latency.probe) in the work folder, timed for ``seconds`` when
+    there is none yet (before the first measurement of a sitting): without one, measurements cannot
+    tell a slow spell that outlasts them."""
+    from latency import probe
+
+    if probe.reference_ms() is not None:
+        return
+    level = probe.fast_level(probe.time_probe(seconds))
+    log(f"probe reference: {probe.record(level):.3f} ms over {seconds:.0f} s ({probe.path()})")
+
+
 def measure_ms(spec) -> float:
     from latency.measure import measure
 
+    ensure_probe_reference()
     # Up to a minute for the machine's fast mode (latency.probe): slow spells here last up to two.
     return float(measure(spec, threads=1, wait_s=60.0).latency_ms)
 
@@ -453,6 +466,7 @@ def stage_netadapt(ctx: Ctx) -> None:
         bundle = bundle or proxy_data(s, data)
         pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
         log(f"netadapt {strategy}: {seed['best']['tokens']} to {target:.3f} ms measured")
+        ensure_probe_reference()  # NetAdapt's measurements are gated against it
         # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
         # is trained from scratch by the final stage like every other, so no long-term fine-tune here.
         try:
