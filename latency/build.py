@@ -201,7 +201,7 @@ def _probe(threads: int, provider: str) -> float:
     from latency import probe
     from latency.measure import resolve_clock
 
-    return probe.fast_level(probe.time_probe(1.0, threads, provider, resolve_clock("auto", threads, provider)))
+    return probe.fast_level(probe.time_probe(0.5, threads, provider, resolve_clock("auto", threads, provider)))
 
 
 def _record_probe(level: float, threads: int, provider: str) -> float:
