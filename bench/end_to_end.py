@@ -298,10 +298,11 @@ def ensure_probe_reference(seconds: float = 60.0) -> None:
     there is none yet (before the first measurement of a sitting): without one, measurements cannot
     tell a slow spell that outlasts them."""
     from latency import probe
+    from latency.runner import fast_mean
 
     if probe.reference_ms() is not None:
         return
-    level = probe.fast_level(probe.time_probe(seconds))
+    level = fast_mean(probe.time_probe(seconds))
     log(f"probe reference: {probe.record(level):.3f} ms over {seconds:.0f} s ({probe.path()})")
 
 

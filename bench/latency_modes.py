@@ -81,6 +81,7 @@ def record(models: list[str], seconds: float) -> dict:
 
 
 def fast_level(ms) -> float:
+    """A series' fast level: :func:`latency.runner.fast_mean`, the figure measurements keep."""
     from latency.runner import fast_mean
 
     return fast_mean(ms)

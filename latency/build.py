@@ -200,8 +200,9 @@ def _probe(threads: int, provider: str) -> float:
     and at its end, and lowers the machine's reference with the fastest."""
     from latency import probe
     from latency.measure import resolve_clock
+    from latency.runner import fast_mean
 
-    return probe.fast_level(probe.time_probe(0.5, threads, provider, resolve_clock("auto", threads, provider)))
+    return fast_mean(probe.time_probe(0.5, threads, provider, resolve_clock("auto", threads, provider)))
 
 
 def _record_probe(level: float, threads: int, provider: str) -> float:

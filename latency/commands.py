@@ -173,13 +173,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from latency import probe
     from latency.measure import resolve_clock
+    from latency.runner import PROBE_TOLERANCE, fast_mean
 
     clock = resolve_clock("auto", args.threads, args.provider)
     before = probe.reference_ms(args.threads, args.provider, clock)
     meds = np.asarray(probe.time_probe(args.seconds, args.threads, args.provider, clock))
-    level = probe.fast_level(meds)
+    level = fast_mean(meds)
     ref = probe.record(level, args.threads, args.provider, clock)
-    slow = meds > ref * (1 + probe.TOLERANCE)
+    slow = meds > ref * (1 + PROBE_TOLERANCE)
     out = {"seconds": args.seconds, "blocks": int(meds.size), "level_ms": level, "reference_ms": ref,
            "reference_before_ms": before, "slow_share": float(slow.mean()),
            "slow_over_fast": float(np.median(meds[slow]) / ref) if slow.any() else None,
@@ -189,7 +190,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return 0
     spell = f" (median {out['slow_over_fast']:.2f}x)" if slow.any() else ""
     print(f"probe over {args.seconds:g} s ({meds.size} blocks): fast level {level:.3f} ms; "
-          f"{out['slow_share']:.0%} of the blocks ran more than {probe.TOLERANCE:.0%} slower than the reference"
+          f"{out['slow_share']:.0%} of the blocks ran more than {PROBE_TOLERANCE:.0%} slower than the reference"
           f"{spell}; reference {ref:.3f} ms ({'new' if before is None else f'was {before:.3f} ms'}) in {out['file']}")
     return 0
 

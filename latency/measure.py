@@ -216,12 +216,10 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
     import numpy as np
 
     from latency import probe
-    from latency.runner import _Timer, fast_mean, gate, summarize
+    from latency.runner import _Timer, fast_mean, gate, new_prober, probed_block, summarize_gated
 
-    t0 = time.monotonic()
-    deadline = t0 + wait_s
-    prober = _Timer(runner.make_session(probe.probe_model(), threads, provider), seed=7, clock=clock)
-    prober.warm(warmup)
+    deadline = time.monotonic() + wait_s
+    prober = new_prober(probe.probe_model(), threads, provider, clock, warmup)
     timed: list[list[np.ndarray]] = []
     pairs: list[tuple[float, float]] = []  # (probe block median, model block median)
     waited = 0.0
@@ -231,24 +229,17 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
         for b in range(blocks):
             if b and gap_s:
                 time.sleep(gap_s)
-            prober.block(probe.PROBE_RUNS)
-            t.block(runs)
-            pairs.append((float(np.median(prober.blocks[-1])), float(np.median(t.blocks[-1]))))
+            pairs.append(probed_block(prober, t, runs))
         timed.append(t.blocks)
         if len(timed) < sessions:
             continue
-        level = reference if reference is not None else probe.fast_level([a for a, _ in pairs])
-        fast = gate(pairs, level)
-        if reference is None or len(fast) >= probe.MIN_FAST or time.monotonic() >= deadline:
+        level = reference if reference is not None else fast_mean([a for a, _ in pairs])
+        if reference is None or len(gate(pairs, level)) >= probe.MIN_FAST or time.monotonic() >= deadline:
             break
         pause = min(1.0, max(0.0, deadline - time.monotonic()))  # a slow spell: give it time to pass
         time.sleep(pause)
         waited += pause
-    st = summarize(timed)
-    seen = probe.fast_level([a for a, _ in pairs])
-    if fast:
-        st["latency_ms"] = fast_mean(fast)
+    st = summarize_gated(timed, pairs, level)
     return LatencyStats(**st, warmup=warmup, provider=resolve_provider(provider), threads=threads, opt_level=OPT_LEVEL,
-                        ort_version=ort_version(), clock=clock, probe_ms=seen,
-                        slowdown=seen / reference if reference else None, fast_blocks=len(fast),
-                        waited_s=round(waited, 2))
+                        ort_version=ort_version(), clock=clock,
+                        slowdown=st["probe_ms"] / reference if reference else None, waited_s=round(waited, 2))

@@ -27,9 +27,8 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.paths import results_dir
-from latency.runner import PROBE_RUNS, PROBE_TOLERANCE
+from latency.runner import PROBE_RUNS
 
-TOLERANCE = PROBE_TOLERANCE  # a probe block this much above the fast level ran in a slow spell (those: +28% and more)
 MIN_FAST = 3       # blocks in the fast mode that a measurement waits for, when it may wait
 
 
@@ -99,10 +98,3 @@ def time_probe(seconds: float = 2.0, threads: int = 1, provider: str = "cpu", cl
             break
         time.sleep(0.05)
     return [float(np.median(b)) for b in t.blocks]
-
-
-def fast_level(medians) -> float:
-    """The probe's fast level in a series of its block medians: the mean of the fastest fifth."""
-    from latency.runner import fast_mean
-
-    return fast_mean(medians)

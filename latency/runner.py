@@ -134,6 +134,32 @@ def gate(pairs: list[tuple[float, float]], level: float) -> list[float]:
     return [m for a, m in pairs if a <= level * (1 + PROBE_TOLERANCE)]
 
 
+def new_prober(probe, threads: int, provider: str, clock: str, warmup: int = 5) -> _Timer:
+    """An open session of the probe model (:mod:`latency.probe`) after ``warmup`` runs."""
+    prober = _Timer(make_session(probe, threads, provider), seed=7, clock=clock)
+    prober.warm(warmup)
+    return prober
+
+
+def probed_block(prober: _Timer, timer: _Timer, runs: int) -> tuple[float, float]:
+    """A probe block, then a block of ``runs`` timed runs of ``timer``'s model: their medians."""
+    prober.block(PROBE_RUNS)
+    timer.block(runs)
+    return float(np.median(prober.blocks[-1])), float(np.median(timer.blocks[-1]))
+
+
+def summarize_gated(sessions: list[list[np.ndarray]], pairs: list[tuple[float, float]], level: float) -> dict:
+    """:func:`summarize` with ``latency_ms`` read from the blocks :func:`gate` keeps against ``level``
+    (all of them when it keeps none), plus ``probe_ms`` (the probe's fast level beside the blocks)
+    and ``fast_blocks``."""
+    st = summarize(sessions)
+    kept = gate(pairs, level)
+    if kept:
+        st["latency_ms"] = fast_mean(kept)
+    st["probe_ms"], st["fast_blocks"] = fast_mean([a for a, _ in pairs]), len(kept)
+    return st
+
+
 def fast_mean(block_medians) -> float:
     """Mean of the fastest :data:`FAST_SHARE` of ``block_medians`` (at least one)."""
     b = np.sort(np.asarray(block_medians, dtype=float))
@@ -234,10 +260,7 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
         _check_counts(w, r, b, sessions)
     timed: list[list[list[np.ndarray]]] = [[] for _ in range(n)]
     pairs: list[list[tuple[float, float]]] = [[] for _ in range(n)]
-    prober = None
-    if probe is not None:
-        prober = _Timer(make_session(probe, threads, provider), seed=7, clock=clock)
-        prober.warm(5)
+    prober = new_prober(probe, threads, provider, clock) if probe is not None else None
     for p in range(sessions):
         order = pass_order(n, sessions, p)
         for c in range(0, n, chunk):
@@ -253,22 +276,16 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
                     time.sleep(gap_s)
                 for i in idx:
                     if turn < per[i][1]:
-                        if prober is not None:
-                            prober.block(PROBE_RUNS)
-                        timers[i].block(per[i][2])
-                        if prober is not None:
-                            pairs[i].append((float(np.median(prober.blocks[-1])), float(np.median(timers[i].blocks[-1]))))
+                        if prober is None:
+                            timers[i].block(per[i][2])
+                        else:
+                            pairs[i].append(probed_block(prober, timers[i], per[i][2]))
             for i in idx:
                 timed[i].append(timers[i].blocks)
-    stats = [summarize(t) for t in timed]
-    if prober is not None:
-        level = reference or fast_mean([a for pr in pairs for a, _ in pr])
-        for st, pr in zip(stats, pairs):
-            kept = gate(pr, level)
-            if kept:
-                st["latency_ms"] = fast_mean(kept)
-            st["probe_ms"], st["fast_blocks"] = fast_mean([a for a, _ in pr]), len(kept)
-    return stats
+    if prober is None:
+        return [summarize(t) for t in timed]
+    level = reference or fast_mean([a for pr in pairs for a, _ in pr])
+    return [summarize_gated(t, pr, level) for t, pr in zip(timed, pairs)]
 
 
 def environment(threads: int, provider: str, clock: str) -> dict:
