@@ -70,7 +70,10 @@ def deploy_spec(space_name: str, tokens: list[int], resolution: int, num_classes
 
 
 FAULT_ENV = "HWNAS_FAULT_INJECT"
-FAULT_KINDS = ("raise", "nan", "oom", "exit")
+FAULT_KINDS = ("raise", "nan", "oom", "exit", "slow")
+# How long a ``slow`` fault holds its trial before training: long enough that a test stopping the
+# search finds that trial still running, whatever the machine's load.
+SLOW_FAULT_S = 20.0
 
 
 def parse_faults(text: str) -> dict[int, str]:
@@ -134,6 +137,9 @@ def _inject(fault: str | None, sample: Any, device: str) -> None:
     if fault == "exit":
         # The worker process dies as under the kernel's OOM killer: no exception, no result.
         os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "slow":
+        # A trial that is still running when its neighbours finish, then trains normally.
+        time.sleep(SLOW_FAULT_S)
 
 
 def run_candidate(config: dict[str, Any], data: Any) -> dict[str, Any]:
@@ -166,7 +172,8 @@ def candidate_reports(config: dict[str, Any], data: Any) -> Iterator[dict[str, A
     fail on purpose, for testing the failure paths with real processes: ``raise`` raises, ``nan``
     fills the first layer's weights with NaN so the real training loss diverges, ``oom`` asks the
     allocator for 1 PiB (a real, immediate allocation failure, since a real memory overrun cannot be
-    produced cheaply and safely), ``exit`` SIGKILLs the process running the trial.
+    produced cheaply and safely), ``exit`` SIGKILLs the process running the trial, ``slow`` waits
+    :data:`SLOW_FAULT_S` seconds before training normally (a trial sure to be running when a stop lands).
     """
     import torch
 

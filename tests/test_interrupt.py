@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from search.searcher import read_state
+from search.trial import FAULT_ENV
 from space.builder import build_model
 from train.weights import save_weights
 
@@ -74,7 +75,9 @@ def interrupted_search(tmp_path_factory, tiny_predictor):
     root = _results_root(base, tiny_predictor)
     (root / "seed.json").write_bytes(EARLIER_SEED)
     run = root / "runs" / "k"
-    env = _env(root)
+    # Sample 1 waits 20 s before training: it is still running when sample 0 has finished, however
+    # quick the tiny trials are (without it, both could end between the check and the Ctrl-C).
+    env = _env(root, **{FAULT_ENV: "slow:1"})
 
     # 1. One Ctrl-C once a trial has finished while another runs.
     proc = _start(SEARCH, env, base / "first")
