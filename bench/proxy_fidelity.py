@@ -309,12 +309,17 @@ class _Trial:
 
 
 def replay_asha(curves: dict[int, list[tuple[float, float, float]]], order: list[int], grace: float, rf: float,
-                max_t: float, concurrency: int) -> dict[int, float]:
+                max_t: float, concurrency: int, step: float = 1e-6) -> dict[int, float]:
     """Ray Tune's ``AsyncHyperBandScheduler`` deciding on recorded learning curves.
 
     ``curves[i]`` lists (epochs, reward, seconds) of network ``i``, the last at ``max_t``. Networks are
     proposed in ``order`` to ``concurrency`` workers; each reports at the scheduler's rungs and at the end,
     at the time its curve says. Returns the epochs each network trained before it stopped or finished.
+
+    A recorded point counts as the report at a rung when it lies within ``step`` epochs of it (one
+    training step: the curves were scored at the step nearest each half epoch, e.g. 0.497 for 0.5),
+    and is reported at the rung itself, as a search trial does (it trains up to the first step at or
+    past the rung, :meth:`train.loop.Training.steps_for`).
     """
     import heapq
 
@@ -329,7 +334,8 @@ def replay_asha(curves: dict[int, list[tuple[float, float, float]]], order: list
         if todo:
             i = todo.pop(0)
             sched.on_trial_add(None, _Trial(str(i)))
-            points = [p for p in curves[i] if any(abs(p[0] - r) < 1e-6 for r in rungs)]
+            at_rung = (next(((r, *p[1:]) for p in curves[i] if abs(p[0] - r) <= step), None) for r in rungs)
+            points = [p for p in at_rung if p]
             heapq.heappush(events, (now + points[0][2], i, 0, points))
 
     for _ in range(concurrency):
@@ -359,6 +365,8 @@ def asha_report(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, fl
         r = proxy[i]["result"]
         pts = [(c["epochs"], reward_of(c["accuracy"], lat[i]), c["seconds"]) for c in r["curve"]]
         curves[i] = pts + [(max_t, reward_of(r["accuracy"], lat[i]), r["seconds"])]
+    # One training step, in epochs: how far a recorded point may lie from the rung it was scored for.
+    step = max(c["epochs"] / c["steps"] for i in nets for c in proxy[i]["result"]["curve"] if c["steps"]) + 1e-9
     final = {i: curves[i][-1][1] for i in nets}
     long_reward = {i: reward_of(long[i]["result"]["accuracy"], lat[i]) for i in nets}
     top = sorted(nets, key=lambda i: -long_reward[i])[:max(1, len(nets) // 4)]
@@ -367,7 +375,7 @@ def asha_report(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, fl
     fractions, same, stopped_top, best_long = [], 0, [], []
     for _ in range(orders):
         order = list(rng.permutation(nets))
-        trained = replay_asha(curves, [int(i) for i in order], grace, rf, max_t, concurrency)
+        trained = replay_asha(curves, [int(i) for i in order], grace, rf, max_t, concurrency, step)
         finished = [i for i in nets if trained[i] >= max_t - 1e-9]
         pick = max(finished, key=lambda i: final[i])
         fractions.append(sum(trained.values()) / (max_t * len(nets)))

@@ -129,6 +129,18 @@ def test_other_optimizers_train_too(digits, optimizer, lr):
         train_model(build_model(small_spec()), digits, steps=1, optimizer="lbfgs")
 
 
+def test_a_report_for_a_rung_has_trained_at_least_that_far(digits):
+    """ASHA decides at a rung only once the reported epochs reach it: 17 steps an epoch (1,078 images,
+    batch 64), so half an epoch is step 9 (0.53 epochs), not step 8 (0.47), the nearest."""
+    from train.loop import Training
+
+    run = Training(build_model(small_spec()), digits, epochs=2, batch_size=64, seed=0)
+    assert run.per_epoch == 17 and run.steps_for(0.5) == 9 and run.steps_for(1.0) == 17 and run.steps_for(9) == 34
+    for rung in (0.5, 1.0, 1.5, 0.25):
+        steps = run.steps_for(rung)
+        assert steps / run.per_epoch >= rung > (steps - 1) / run.per_epoch
+
+
 def test_training_in_pieces_scored_along_the_way_ends_as_one_run(digits):
     from train.loop import Training
 

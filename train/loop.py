@@ -159,8 +159,12 @@ class Training:
         return self.step / self.per_epoch
 
     def steps_for(self, epochs: float) -> int:
-        """The step at which ``epochs`` epochs are done (capped at the run's length)."""
-        return min(self.total, max(0, round(epochs * self.per_epoch)))
+        """The first step at which at least ``epochs`` epochs are done (capped at the run's length).
+
+        Rounded up, not to the nearest step: a report meant for ASHA's rung at 0.5 epochs must
+        say at least 0.5, since Tune's scheduler only decides at a rung once ``epochs >= rung``
+        (157 steps an epoch, rounded: step 78, 0.497 epochs, and the rung would be skipped)."""
+        return min(self.total, max(0, math.ceil(epochs * self.per_epoch - 1e-9)))
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:

@@ -1,0 +1,48 @@
+"""bench/proxy_fidelity.py's ASHA replay: Tune's scheduler deciding on recorded learning curves."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    spec = importlib.util.spec_from_file_location("proxy_fidelity", ROOT / "bench" / "proxy_fidelity.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["proxy_fidelity"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def curves(epochs_at: list[float], n: int = 9) -> dict:
+    """Network ``i`` has reward ``i`` at every report (the better networks are better from the start), one
+    second per half epoch; the reports lie at ``epochs_at`` and the end at 2 epochs."""
+    return {i: [(e, float(i), 2 * e) for e in epochs_at] + [(2.0, float(i), 4.0)] for i in range(n)}
+
+
+def test_asha_replay_stops_the_poor_networks_at_the_first_rung(fidelity):
+    trained = fidelity.replay_asha(curves([0.5, 1.0, 1.5]), list(range(9)), grace=0.5, rf=3, max_t=2.0, concurrency=1)
+    # Proposed worst first, every network reaches the rung above those recorded before it: none stops.
+    assert set(trained.values()) == {2.0}
+    order = list(range(8, -1, -1))  # best first: each later network is below the rung's cutoff
+    trained = fidelity.replay_asha(curves([0.5, 1.0, 1.5]), order, grace=0.5, rf=3, max_t=2.0, concurrency=1)
+    assert trained[8] == 2.0 and all(trained[i] == 0.5 for i in range(7))
+    assert sum(trained.values()) < 0.4 * 2.0 * 9
+
+
+def test_asha_replay_takes_points_scored_a_step_off_the_rung_as_the_rung(fidelity):
+    # Scored at the step nearest each half epoch, 157 steps an epoch: 78 steps is 0.497 epochs, not 0.5.
+    off = [78 / 157, 1.0, 236 / 157]
+    order = list(range(8, -1, -1))
+    exact = fidelity.replay_asha(curves([0.5, 1.0, 1.5]), order, grace=0.5, rf=3, max_t=2.0, concurrency=1)
+    assert fidelity.replay_asha(curves(off), order, 0.5, 3, 2.0, 1, step=1 / 157 + 1e-9) == exact
+    # Matched exactly, the first rung is never reported and ASHA can only decide at the end.
+    missed = fidelity.replay_asha(curves(off), order, 0.5, 3, 2.0, 1)
+    assert set(missed.values()) == {2.0}
+
