@@ -3,24 +3,18 @@ speed-up at equal accuracy, the report from records, and its command line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .bench_scripts import bench_module
 
 
 @pytest.fixture(scope="module")
 def e2e():
-    spec = importlib.util.spec_from_file_location("end_to_end", ROOT / "bench" / "end_to_end.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["end_to_end"] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("end_to_end")
 
 
 def stepped(w: float) -> float:

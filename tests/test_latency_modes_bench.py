@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .bench_scripts import bench_module
 
 
 @pytest.fixture(scope="module")
 def modes():
-    spec = importlib.util.spec_from_file_location("latency_modes", ROOT / "bench" / "latency_modes.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["latency_modes"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("latency_modes")
 
 
 def series(slow_from: float, slow_to: float, seconds: float = 60.0, dt: float = 0.05):

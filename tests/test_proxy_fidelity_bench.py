@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .bench_scripts import bench_module
 
 
 @pytest.fixture(scope="module")
 def fidelity():
-    spec = importlib.util.spec_from_file_location("proxy_fidelity", ROOT / "bench" / "proxy_fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["proxy_fidelity"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("proxy_fidelity")
 
 
 def curves(epochs_at: list[float], n: int = 9) -> dict:

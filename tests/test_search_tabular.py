@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -16,14 +15,12 @@ from common.errors import UserError
 from search.reward import Reward
 from search.tabular import TableSpace, TableTask, load_table
 
+from .bench_scripts import bench_module
 from .cli_helpers import ROOT
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("search_tabular", ROOT / "bench" / "search_tabular.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("search_tabular")
 
 
 def write_table(path, n=(3, 4, 3), drop=()):
