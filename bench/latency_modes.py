@@ -80,13 +80,6 @@ def record(models: list[str], seconds: float) -> dict:
     return series
 
 
-def fast_level(ms) -> float:
-    """A series' fast level: :func:`latency.runner.fast_mean`, the figure measurements keep."""
-    from latency.runner import fast_mean
-
-    return fast_mean(ms)
-
-
 def spells(t, ms, level: float) -> dict:
     """Share of blocks in slow spells and the spells' lengths in seconds."""
     import numpy as np
@@ -114,7 +107,7 @@ def replay(t, ms, blocks: int, gap: float) -> dict:
     from latency.runner import fast_mean
 
     t, ms = np.asarray(t), np.asarray(ms)
-    level = fast_level(ms)
+    level = fast_mean(ms)  # the series' fast level, the figure measurements keep
     dur = float(np.median(np.diff(t))) if len(t) > 1 else 0.0  # one turn of all models
     errs = []
     for i in range(len(t)):
@@ -131,9 +124,11 @@ def replay(t, ms, blocks: int, gap: float) -> dict:
 
 
 def simulate(series: dict) -> dict:
+    from latency.runner import fast_mean
+
     out = {}
     for m, s in series.items():
-        level = fast_level(s["ms"])
+        level = fast_mean(s["ms"])
         out[m] = {"fast_ms": level, **spells(s["t"], s["ms"], level),
                   "protocols": {label: replay(s["t"], s["ms"], b, g) for label, b, g in PROTOCOLS}}
     return out

@@ -37,4 +37,3 @@ def test_asha_replay_takes_points_scored_a_step_off_the_rung_as_the_rung(fidelit
     # Matched exactly, the first rung is never reported and ASHA can only decide at the end.
     missed = fidelity.replay_asha(curves(off), order, 0.5, 3, 2.0, 1)
     assert set(missed.values()) == {2.0}
-
