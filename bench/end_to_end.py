@@ -27,6 +27,7 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
 
     python bench/end_to_end.py run --data /work/cifar10             # every stage, resuming
     python bench/end_to_end.py run --stages table,target,search     # some stages
+    python bench/end_to_end.py run --stages final --shard 1/2       # the final stage's odd units
     python bench/end_to_end.py report [--json] [--plot docs/img/end_to_end.png]
 
 Long runs belong in the background with their log beside the records:
@@ -352,6 +353,7 @@ class Ctx:
     records: Path
     data: str
     work: Path = WORK
+    shard: tuple[int, int] = (0, 1)  # (k, n): the final stage trains only units k, k + n, k + 2n, ...
 
 
 def have_table() -> bool:
@@ -558,6 +560,14 @@ def final_recipe(s: Settings):
                                       eval_images=None)
 
 
+def final_units(names: list[str], seeds: int, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, str]]:
+    """The (seed, network) units of the final stage that shard ``(k, n)`` trains, in order: every
+    network's first seed before any second one, and of that list every n-th unit from the k-th."""
+    k, n = shard
+    units = [(seed, name) for seed in range(seeds) for name in names]
+    return units[k::n]
+
+
 def stage_final(ctx: Ctx) -> None:
     s, records, data = ctx.s, ctx.records, ctx.data
     import torch
@@ -568,11 +578,10 @@ def stage_final(ctx: Ctx) -> None:
     nets = final_networks(records)
     recipe, bundle = final_recipe(s), None
     torch.set_num_threads(1)  # as the search's trials and NetAdapt's proposals train
-    for seed in range(s.seeds):  # every network's first seed before any second one
-        for name, net in nets.items():
-            unit = f"final/{name}_s{seed}"
-            if read_record(unit, records):
-                continue
+    for seed, name in final_units(list(nets), s.seeds, ctx.shard):
+        net, unit = nets[name], f"final/{name}_s{seed}"
+        if read_record(unit, records):
+            continue
             bundle = bundle or load_recipe_data(data, recipe, seed=SPLIT_SEED)
             t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
             spec = load_spec(net)
@@ -685,6 +694,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run the stages (finished units are kept and skipped)")
     run.add_argument("--data", default=DEFAULT_CIFAR, help="CIFAR-10 in ImageFolder layout (default: %(default)s)")
     run.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages (default: all, in order)")
+    run.add_argument("--shard", default="0/1", metavar="K/N",
+                     help="final stage: train only every N-th unit from the K-th (0-based), so that N processes "
+                          "on disjoint shards use N cores (default: %(default)s, every unit)")
     run.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
     run.add_argument("--work", type=Path, default=WORK, help=argparse.SUPPRESS)
     d = Settings()
@@ -696,6 +708,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rep.add_argument("--plot", type=Path, default=None, help="write the accuracy-latency plot here")
     rep.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` as (K, N) with 0 <= K < N; one clear line otherwise."""
+    from common.errors import UserError
+
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        k, n = -1, 0
+    if not 0 <= k < n:
+        raise UserError(f"--shard {text!r} must be K/N with 0 <= K < N, e.g. 0/2 and 1/2 for two processes")
+    return k, n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -721,12 +746,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
         if not Path(args.data).is_dir():
             raise UserError(f"--data {args.data}: no such folder; extract ../shared/data/cifar10-jpg.tar.gz there")
+        shard = parse_shard(args.shard)
         check_settings(settings, args.records)
         os.environ["HWNAS_RESULTS"] = str(args.work)  # before Ray starts, so that its workers inherit it
         for st in STAGES:
             if st in stages:
                 repo_first()
-                STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work))
+                STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work, shard))
         log("done: " + ", ".join(stages))
         return 0
     except UserError as e:

@@ -144,3 +144,20 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert json.loads((tmp_path / "rec" / "settings.json").read_text())["trials"] == e2e.Settings().trials
     assert e2e.main(args + ["--stages", "latency", "--final-epochs", "3"]) == 2
     assert "made with --final-epochs 15.0, not 3.0" in capsys.readouterr().err
+
+
+def test_final_shards_split_the_units_disjointly_and_cover_them(e2e):
+    names = ["controller+netadapt", "random+netadapt", "mobilenet_v2@width"]
+    whole = e2e.final_units(names, 3)
+    assert whole[:3] == [(0, n) for n in names]  # every first seed before any second
+    shards = [e2e.final_units(names, 3, (k, 2)) for k in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(whole) and not set(shards[0]) & set(shards[1])
+    assert [len(x) for x in shards] == [5, 4]
+    assert e2e.parse_shard("1/2") == (1, 2)
+
+
+@pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/2"])
+def test_a_bad_shard_is_refused_in_one_line(e2e, tmp_path, capsys, bad):
+    args = ["run", "--records", str(tmp_path / "rec"), "--work", str(tmp_path / "work"), "--data", str(tmp_path)]
+    assert e2e.main(args + ["--stages", "final", f"--shard={bad}"]) == 2
+    assert "must be K/N with 0 <= K < N" in capsys.readouterr().err
