@@ -61,7 +61,7 @@ class ControllerConfig:
     advantage_norm: bool = True    # ema: scale advantages by the running reward spread
     elite: int = 2                 # best samples so far, replayed by maximum likelihood at each update
     elite_weight: float = 1.0
-    local: float = 0.5             # share of proposals that re-draw one decision of an elite sample
+    local: float = 0.9             # share of proposals that re-draw one decision of an elite sample
     local_after: int = 0           # rewards heard before those local proposals start
 
     def __post_init__(self) -> None:
