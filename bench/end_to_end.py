@@ -17,8 +17,9 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
               with NetAdapt's defaults; the target must be met *measured*
 ``width``     each reference network (MobileNetV3-Large/Small, MobileNetV2, MobileNetV1 at 32x32,
               reduced strides) at the width multiplier whose measured latency is within 3% of ours;
-              the controller's searched network before NetAdapt scaled by one multiplier to the same
-              latency (NetAdapt against the width multiplier alone)
+              and the searched network NetAdapt trimmed (the controller's, else random search's)
+              scaled by one multiplier to its trimmed version's latency (NetAdapt against the width
+              multiplier alone; none when both searched networks were within the target as found)
 ``latency``   every final network measured again, in rounds that alternate between them (load drifts
               alike for all); these are the reported latencies
 ``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
@@ -328,19 +329,54 @@ def load_spec(doc: dict[str, Any]):
     return ArchSpec.from_json(json.dumps(doc["spec"]))
 
 
+def cut(rec: dict[str, Any] | None) -> bool:
+    """Whether a NetAdapt record trimmed its seed (a searched network already within the target is kept
+    as it is, with no iteration)."""
+    return bool(rec) and rec.get("iterations", 0) > 0
+
+
+def adapted_search(records: Path) -> str | None:
+    """The search whose network NetAdapt against the width multiplier alone is measured on: the first of
+    ``STRATEGIES`` whose best network NetAdapt trimmed. None while the NetAdapt records cannot tell yet,
+    and when NetAdapt trimmed neither network (then there is nothing to compare)."""
+    for strategy in STRATEGIES:
+        rec = read_record(f"netadapt_{strategy}", records)
+        if rec is None or cut(rec):
+            return strategy if rec else None
+    return None
+
+
+def netadapt_done(records: Path) -> bool:
+    return all(read_record(f"netadapt_{s}", records) for s in STRATEGIES)
+
+
 def final_networks(records: Path) -> dict[str, dict[str, Any]]:
-    """The networks the final training trains, by name, from the records so far (``spec``, ``method``)."""
+    """The networks the final training trains, by name, from the records so far (``spec``, ``method``):
+    each search's network after NetAdapt, the width-scaled references, and for the search NetAdapt
+    trimmed (:func:`adapted_search`) its network before NetAdapt and that network width-scaled."""
     out: dict[str, dict[str, Any]] = {}
     for strategy in STRATEGIES:
         if rec := read_record(f"netadapt_{strategy}", records):
-            out[f"{strategy}+netadapt"] = {**rec["network"], "method": f"{strategy} search + NetAdapt"}
-    if rec := read_record("search_controller", records):
-        out["controller_seed"] = {**rec["network"], "method": "controller search, before NetAdapt"}
-    for name in REFERENCES + ("controller_seed",):
+            what = f"{strategy} search + NetAdapt" if cut(rec) else f"{strategy} search (within the target as found)"
+            out[f"{strategy}+netadapt"] = {**rec["network"], "method": what}
+    adapted = adapted_search(records)
+    seeds = (f"{adapted}_seed",) if adapted else ()
+    if adapted and (rec := read_record(f"search_{adapted}", records)):
+        out[f"{adapted}_seed"] = {**rec["network"], "method": f"{adapted} search, before NetAdapt"}
+    for name in REFERENCES + seeds:
         if rec := read_record(f"width_{name}", records):
-            what = "searched network, width multiplier only" if name == "controller_seed" else f"{name}, width multiplier"
+            what = "searched network, width multiplier only" if name in seeds else f"{name}, width multiplier"
             out[f"{name}@width"] = {**rec["network"], "method": what, "width": rec["width"]}
     return out
+
+
+def final_set_complete(records: Path) -> bool:
+    """Whether every network of the final set is known: NetAdapt done for every search, and every width
+    match (the references', and the trimmed search network's if there is one) recorded."""
+    if not netadapt_done(records):
+        return False
+    adapted = adapted_search(records)
+    return all(read_record(f"width_{n}", records) for n in REFERENCES + ((f"{adapted}_seed",) if adapted else ()))
 
 
 # ---- stages -------------------------------------------------------------------------------------------------
@@ -494,23 +530,36 @@ def stage_netadapt(ctx: Ctx) -> None:
             f"(target {'met' if res.target_met else 'NOT met'})")
 
 
-def stage_width(ctx: Ctx) -> None:
-    records = ctx.records
-    ours = read_record("netadapt_controller", records)
-    seed = read_record("search_controller", records)
-    if ours is None or seed is None:
-        log("width: waiting for the controller's NetAdapt run")
-        return
-    anchor = read_record("anchor", records)
+def anchor_ms(strategy: str, records: Path) -> float:
+    """The measured latency of ``strategy``'s network after NetAdapt (recorded once: ``anchor`` for the
+    controller's, which every reference is matched to, ``anchor_<strategy>`` for another)."""
+    unit = "anchor" if strategy == STRATEGIES[0] else f"anchor_{strategy}"
+    anchor = read_record(unit, records)
     if anchor is None:
         t0, l0 = time.time(), os.getloadavg()[0]
-        ms = measure_ms(load_spec(ours["network"]))
-        anchor = save("anchor", {"network": "controller+netadapt", "latency_ms": ms}, records, t0, l0)
-        log(f"width: ours measures {ms:.3f} ms, the latency every width-scaled network is matched to")
-    seed_spec = load_spec(seed["network"])
-    makers: dict[str, Callable[[float], Any]] = {n: (lambda w, n=n: reference_net(n, w)) for n in REFERENCES}
-    makers["controller_seed"] = lambda w: uniform_width(seed_spec, w)
-    for name, make in makers.items():
+        ms = measure_ms(load_spec(read_record(f"netadapt_{strategy}", records)["network"]))
+        anchor = save(unit, {"network": f"{strategy}+netadapt", "latency_ms": ms}, records, t0, l0)
+        log(f"width: {strategy}+netadapt measures {ms:.3f} ms")
+    return float(anchor["latency_ms"])
+
+
+def stage_width(ctx: Ctx) -> None:
+    records = ctx.records
+    if read_record("netadapt_controller", records) is None:
+        log("width: waiting for the controller's NetAdapt run")
+        return
+    ours_ms = anchor_ms("controller", records)  # every reference is matched to ours
+    # (maker, latency to match, width search start and upper end) by unit name
+    makers: dict[str, tuple[Callable[[float], Any], float, float, float]] = {
+        n: ((lambda w, n=n: reference_net(n, w)), ours_ms, 1.0, 2.0) for n in REFERENCES}
+    adapted = adapted_search(records)
+    if adapted:  # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed
+        seed_spec = load_spec(read_record(f"search_{adapted}", records)["network"])
+        makers[f"{adapted}_seed"] = (lambda w: uniform_width(seed_spec, w)), anchor_ms(adapted, records), 0.8, 1.0
+    elif netadapt_done(records):
+        log("width: NetAdapt trimmed neither search's network (both within the target as found), so there is "
+            "no NetAdapt-against-width-multiplier comparison")
+    for name, (make, target, start, hi) in makers.items():
         if read_record(f"width_{name}", records):
             continue
         t0, l0 = time.time(), os.getloadavg()[0]
@@ -523,19 +572,18 @@ def stage_width(ctx: Ctx) -> None:
                 cache[key] = measure_ms(spec)
             return cache[key]
 
-        m = match_width(latency_of, anchor["latency_ms"], start=1.0 if name != "controller_seed" else 0.8,
-                        hi=1.0 if name == "controller_seed" else 2.0)
+        m = match_width(latency_of, target, start=start, hi=hi)
         save(f"width_{name}", {"name": name, "width": m.width, "latency_ms": m.latency_ms, "target_ms": m.target_ms,
                                "error": m.error, "within": m.within(), "points": {str(k): v for k, v in m.points.items()},
                                "network": spec_doc(make(m.width))}, records, t0, l0)
-        log(f"width {name}: x{m.width:.3f} measures {m.latency_ms:.3f} ms ({m.error:+.1%} of ours"
+        log(f"width {name}: x{m.width:.3f} measures {m.latency_ms:.3f} ms ({m.error:+.1%} of its target"
             f"{'' if m.within() else ', OUTSIDE 3%'}), {len(m.points)} widths measured")
 
 
 def stage_latency(ctx: Ctx) -> None:
     records = ctx.records
     nets = final_networks(records)
-    if read_record("latency", records) or len(nets) < len(STRATEGIES) + 1 + len(REFERENCES) + 1:
+    if read_record("latency", records) or not final_set_complete(records):
         if not read_record("latency", records):
             log("latency: waiting for every final network")
         return
@@ -582,15 +630,15 @@ def stage_final(ctx: Ctx) -> None:
         net, unit = nets[name], f"final/{name}_s{seed}"
         if read_record(unit, records):
             continue
-            bundle = bundle or load_recipe_data(data, recipe, seed=SPLIT_SEED)
-            t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
-            spec = load_spec(net)
-            torch.manual_seed(seed)
-            res = start_training(build_model(spec), bundle, recipe, seed=seed).finish("test")
-            doc = save(unit, {"network": name, "seed": seed, "recipe": recipe.to_dict(), "data": bundle.describe(),
-                              "params": net["params"], "macs": net["macs"], "result": res.to_dict(),
-                              "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0, l0)
-            log(f"final {name} seed {seed}: test accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
+        bundle = bundle or load_recipe_data(data, recipe, seed=SPLIT_SEED)
+        t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
+        spec = load_spec(net)
+        torch.manual_seed(seed)
+        res = start_training(build_model(spec), bundle, recipe, seed=seed).finish("test")
+        doc = save(unit, {"network": name, "seed": seed, "recipe": recipe.to_dict(), "data": bundle.describe(),
+                          "params": net["params"], "macs": net["macs"], "result": res.to_dict(),
+                          "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0, l0)
+        log(f"final {name} seed {seed}: test accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
 
 
 STAGE_FNS = {"table": stage_table, "target": stage_target, "search": stage_search, "netadapt": stage_netadapt,
@@ -609,8 +657,8 @@ def compute_seconds(name: str, records: Path) -> float:
         total += read_record(f"netadapt_{strategy}", records)["seconds"]
     elif name.endswith("@width"):
         total += read_record(f"width_{name[:-len('@width')]}", records)["seconds"]
-    elif name == "controller_seed":
-        total += read_record("search_controller", records)["compute"]["train_seconds"]
+    elif name.endswith("_seed"):
+        total += read_record(f"search_{name[:-len('_seed')]}", records)["compute"]["train_seconds"]
     return total
 
 
@@ -639,11 +687,13 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     if ours and rnd and ours["seeds"] and rnd["seeds"]:
         out["vs_random"] = {"points": 100 * (ours["accuracy"] - rnd["accuracy"])}
     out["netadapt_target_met"] = {s: (read_record(f"netadapt_{s}", records) or {}).get("target_met") for s in STRATEGIES}
-    seed, wide = by.get("controller_seed"), by.get("controller_seed@width")
-    if ours and seed and wide and ours["seeds"] and seed["seeds"] and wide["seeds"] and lat:
+    # NetAdapt against the width multiplier alone: on the search network NetAdapt trimmed (none: no comparison)
+    adapted = out["netadapt_vs_width_on"] = adapted_search(records)
+    trimmed, seed, wide = (by.get(f"{adapted}{x}") for x in ("+netadapt", "_seed", "_seed@width"))
+    if trimmed and seed and wide and trimmed["seeds"] and seed["seeds"] and wide["seeds"] and lat:
         out["netadapt_vs_width"] = speedup_at_equal_accuracy(
             [(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
-            ours["latency_ms"], ours["accuracy"])
+            trimmed["latency_ms"], trimmed["accuracy"])
     return out
 
 

@@ -103,7 +103,7 @@ def test_report_from_records(e2e, tmp_path):
     write(rec / "target.json", {"target_ms": 1.0})
     for s in e2e.STRATEGIES:
         write(rec / f"search_{s}.json", {"network": net, "compute": {"train_seconds": 100.0}})
-        write(rec / f"netadapt_{s}.json", {"network": net, "seconds": 50.0, "target_met": True})
+        write(rec / f"netadapt_{s}.json", {"network": net, "seconds": 50.0, "target_met": True, "iterations": 3})
     for n in e2e.REFERENCES + ("controller_seed",):
         write(rec / f"width_{n}.json", {"network": net, "width": 0.5, "seconds": 10.0})
     acc = {"controller+netadapt": (0.70, 0.72), "random+netadapt": (0.69, 0.69), "controller_seed": (0.74, 0.74),
@@ -161,3 +161,59 @@ def test_a_bad_shard_is_refused_in_one_line(e2e, tmp_path, capsys, bad):
     args = ["run", "--records", str(tmp_path / "rec"), "--work", str(tmp_path / "work"), "--data", str(tmp_path)]
     assert e2e.main(args + ["--stages", "final", f"--shard={bad}"]) == 2
     assert "must be K/N with 0 <= K < N" in capsys.readouterr().err
+
+
+def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
+    """NetAdapt against the width multiplier alone needs a network NetAdapt cut: the controller's if it
+    was trimmed, else random search's; none (and no duplicate trainings) when both were within the target."""
+    from space.searchspace import get_space
+
+    rec = tmp_path / "records"
+    net = e2e.spec_doc(e2e.searched_net(get_space("mnasnet_cifar").sample(1)))
+    for s in e2e.STRATEGIES:
+        write(rec / f"search_{s}.json", {"network": net, "compute": {"train_seconds": 100.0}})
+    for n in e2e.REFERENCES:
+        write(rec / f"width_{n}.json", {"network": net, "width": 0.5, "seconds": 10.0})
+    assert e2e.adapted_search(rec) is None and not e2e.final_set_complete(rec)
+    write(rec / "netadapt_controller.json", {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0})
+    assert e2e.adapted_search(rec) is None  # random search's NetAdapt may still trim its network
+    write(rec / "netadapt_random.json", {"network": net, "iterations": 4, "target_met": True, "seconds": 50.0})
+    assert e2e.adapted_search(rec) == "random" and not e2e.final_set_complete(rec)
+    nets = e2e.final_networks(rec)
+    assert "random_seed" in nets and "controller_seed" not in nets
+    assert nets["controller+netadapt"]["method"] == "controller search (within the target as found)"
+    write(rec / "width_random_seed.json", {"network": net, "width": 0.9, "seconds": 10.0})
+    assert e2e.final_set_complete(rec) and len(e2e.final_networks(rec)) == 2 + 4 + 2
+    write(rec / "netadapt_random.json", {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0})
+    assert e2e.adapted_search(rec) is None and e2e.final_set_complete(rec)
+    assert sorted(e2e.final_networks(rec)) == sorted(["controller+netadapt", "random+netadapt"]
+                                                      + [f"{n}@width" for n in e2e.REFERENCES])
+    rep = e2e.summarize(rec)
+    assert "netadapt_vs_width" not in rep and rep["netadapt_vs_width_on"] is None
+
+
+def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 1)):
+        for c in range(10):
+            (data / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(data / split / f"c{c}" / f"{i}.png")
+    rec = tmp_path / "records"
+    tiny = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.25))
+    for s in e2e.STRATEGIES:
+        write(rec / f"netadapt_{s}.json", {"network": tiny, "iterations": 0, "target_met": True})
+    settings = e2e.Settings(final_images=20, final_epochs=0.05, seeds=2)
+    for k in (1, 0):
+        e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work", (k, 2)))
+    done = sorted(p.name for p in (rec / "final").glob("*.json"))
+    assert done == sorted(f"{s}+netadapt_s{seed}.json" for s in e2e.STRATEGIES for seed in range(2))
+    first = {p: p.stat().st_mtime_ns for p in (rec / "final").glob("*.json")}
+    doc = json.loads((rec / "final" / "random+netadapt_s1.json").read_text())
+    assert doc["seed"] == 1 and doc["recipe"]["epochs"] == 0.05 and 0.0 <= doc["result"]["accuracy"] <= 1.0
+    e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work"))  # every unit is on record: nothing to do
+    assert {p: p.stat().st_mtime_ns for p in (rec / "final").glob("*.json")} == first
