@@ -697,6 +697,41 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     return out
 
 
+def progress(records: Path, work: Path = WORK) -> list[str]:
+    """One line per stage: what the records hold and what is left (a search in progress counts the
+    trials its run folder under ``work`` has finished)."""
+    from search.searcher import read_state
+
+    def done(unit: str) -> str:
+        return "done" if read_record(unit, records) else "to run"
+
+    lines = [f"table: {done('table')}", f"target: {done('target')}"]
+    trials = (read_record("search_controller", records) or {}).get("trials")
+    for stage in ("search", "netadapt"):
+        parts = []
+        for strategy in STRATEGIES:
+            state = done(f"{stage}_{strategy}")
+            run = work / "runs" / f"e2e-{strategy}" / "searcher.json"
+            if stage == "search" and state != "done" and run.exists():
+                state = f"{len((read_state(run) or {}).get('records', []))} trials finished"
+            parts.append(f"{strategy} {state}")
+        lines.append(f"{stage}: " + ", ".join(parts) + (f" ({trials} trials each)" if stage == "search" and trials else ""))
+    adapted = adapted_search(records)
+    names = list(REFERENCES) + ([f"{adapted}_seed"] if adapted else [])
+    width = sum(1 for n in names if read_record(f"width_{n}", records))
+    lines.append(f"width: {width} of {len(names)}{'' if netadapt_done(records) else ' or more'} matched")
+    lines.append(f"latency: {done('latency')}")
+    saved = records / "settings.json"
+    seeds = json.loads(saved.read_text())["seeds"] if saved.exists() else Settings().seeds
+    nets = final_networks(records)
+    trained = sum(1 for n in nets for k in range(seeds) if read_record(f"final/{n}_s{k}", records))
+    if final_set_complete(records):
+        lines.append(f"final: {trained} of {len(nets) * seeds} trainings ({seeds} seeds per network)")
+    else:
+        lines.append(f"final: {trained} trainings so far; the networks are known once NetAdapt and width are done")
+    return lines
+
+
 def markdown(rep: dict[str, Any]) -> str:
     lines = ["| network | method | width | measured ms (vs ours) | params | MACs | test accuracy % (mean ± std) | seeds "
              "| compute (s) |",
@@ -780,8 +815,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "report":
             rep = summarize(args.records)
+            rep["progress"] = progress(args.records)
             if args.plot:
                 rep["plot"] = str(plot(rep, args.plot))
+            if not args.json:
+                print("\n".join(rep["progress"]) + "\n")
             print(json.dumps(rep, indent=1, default=str) if args.json else markdown(rep))
             if not args.json:
                 for k in ("vs_best_reference", "vs_random", "netadapt_target_met", "netadapt_vs_width"):
@@ -799,6 +837,8 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
         check_settings(settings, args.records)
         os.environ["HWNAS_RESULTS"] = str(args.work)  # before Ray starts, so that its workers inherit it
+        for line in progress(args.records, args.work):
+            log(line)
         for st in STAGES:
             if st in stages:
                 repo_first()

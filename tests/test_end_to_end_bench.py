@@ -129,6 +129,11 @@ def test_report_from_records(e2e, tmp_path):
     assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.625)
     assert rep["netadapt_target_met"] == {"controller": True, "random": True}
     assert e2e.markdown(rep).count("\n") == 1 + 8
+    lines = e2e.progress(rec, tmp_path / "work")
+    assert lines[0] == "table: to run" and lines[1] == "target: done"
+    assert lines[2] == "search: controller done, random done" and lines[3] == "netadapt: controller done, random done"
+    assert lines[4] == "width: 5 of 5 matched" and lines[5] == "latency: done"
+    assert lines[6] == "final: 16 of 24 trainings (3 seeds per network)"  # two of three seeds written
     assert e2e.plot(rep, tmp_path / "plot.png").stat().st_size > 0
 
 
@@ -175,6 +180,8 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     for n in e2e.REFERENCES:
         write(rec / f"width_{n}.json", {"network": net, "width": 0.5, "seconds": 10.0})
     assert e2e.adapted_search(rec) is None and not e2e.final_set_complete(rec)
+    assert e2e.progress(rec, tmp_path / "work")[3:5] == ["netadapt: controller to run, random to run",
+                                                         "width: 4 of 4 or more matched"]
     write(rec / "netadapt_controller.json", {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0})
     assert e2e.adapted_search(rec) is None  # random search's NetAdapt may still trim its network
     write(rec / "netadapt_random.json", {"network": net, "iterations": 4, "target_met": True, "seconds": 50.0})
