@@ -14,12 +14,14 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
 ``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, default
               proxy (2 epochs) on 5,000 training images, validation on 2,000 others, target above
 ``netadapt``  each search's best network (trained as NetAdapt trains a seed) adapted to the target,
-              with NetAdapt's defaults; the target must be met *measured*
+              with NetAdapt's defaults; the target must be met *measured*. When both networks were
+              within the target as found, the controller's is also trimmed to ``TRIM_RATIO`` of its
+              measured latency (``netadapt_trim``), for the width comparison below
 ``width``     each reference network (MobileNetV3-Large/Small, MobileNetV2, MobileNetV1 at 32x32,
               reduced strides) at the width multiplier whose measured latency is within 3% of ours;
-              and the searched network NetAdapt trimmed (the controller's, else random search's)
-              scaled by one multiplier to its trimmed version's latency (NetAdapt against the width
-              multiplier alone; none when both searched networks were within the target as found)
+              and the searched network NetAdapt trimmed (the controller's, else random search's, else
+              the controller's of ``netadapt_trim``) scaled by one multiplier to its trimmed version's
+              latency (NetAdapt against the width multiplier alone)
 ``latency``   every final network measured again, in rounds that alternate between them (load drifts
               alike for all); these are the reported latencies
 ``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
@@ -91,6 +93,9 @@ STRATEGIES = ("controller", "random")
 SPLIT_SEED = 0
 STAGES = ("table", "target", "search", "netadapt", "width", "latency", "final")
 LATENCY_ROUNDS = 3
+# When NetAdapt trims neither search's network (both within the target as found), NetAdapt against the
+# width multiplier alone is measured on the controller's network trimmed to this share of its latency.
+TRIM_RATIO = 0.8
 
 
 @dataclass(frozen=True)
@@ -350,19 +355,49 @@ def netadapt_done(records: Path) -> bool:
     return all(read_record(f"netadapt_{s}", records) for s in STRATEGIES)
 
 
+def trim_needed(records: Path) -> bool:
+    """Whether the extra NetAdapt run ``netadapt_trim`` (:data:`TRIM_RATIO`) is due: NetAdapt is done for
+    every search and trimmed neither network."""
+    return netadapt_done(records) and adapted_search(records) is None
+
+
+@dataclass(frozen=True)
+class WidthComparison:
+    """The networks of NetAdapt against the width multiplier alone, by name, and the NetAdapt record
+    (``unit``) of the trimmed one; the searched network ``seed`` comes from ``search_<search>``."""
+
+    seed: str
+    trimmed: str
+    search: str
+    unit: str
+
+
+def width_comparison(records: Path) -> WidthComparison | None:
+    """The search network NetAdapt trimmed toward the target (:func:`adapted_search`), else the controller's
+    trimmed by ``netadapt_trim``; None while neither is known."""
+    if adapted := adapted_search(records):
+        return WidthComparison(f"{adapted}_seed", f"{adapted}+netadapt", adapted, f"netadapt_{adapted}")
+    if trim_needed(records) and read_record("netadapt_trim", records):
+        return WidthComparison("controller_seed", "controller+trim", "controller", "netadapt_trim")
+    return None
+
+
 def final_networks(records: Path) -> dict[str, dict[str, Any]]:
     """The networks the final training trains, by name, from the records so far (``spec``, ``method``):
-    each search's network after NetAdapt, the width-scaled references, and for the search NetAdapt
-    trimmed (:func:`adapted_search`) its network before NetAdapt and that network width-scaled."""
+    each search's network after NetAdapt, the width-scaled references, and the networks of NetAdapt
+    against the width multiplier (:func:`width_comparison`): the searched network before NetAdapt and
+    width-scaled, and ``controller+trim`` when that comparison needed a NetAdapt run of its own."""
     out: dict[str, dict[str, Any]] = {}
     for strategy in STRATEGIES:
         if rec := read_record(f"netadapt_{strategy}", records):
             what = f"{strategy} search + NetAdapt" if cut(rec) else f"{strategy} search (within the target as found)"
             out[f"{strategy}+netadapt"] = {**rec["network"], "method": what}
-    adapted = adapted_search(records)
-    seeds = (f"{adapted}_seed",) if adapted else ()
-    if adapted and (rec := read_record(f"search_{adapted}", records)):
-        out[f"{adapted}_seed"] = {**rec["network"], "method": f"{adapted} search, before NetAdapt"}
+    if (rec := read_record("netadapt_trim", records)) and trim_needed(records):
+        out["controller+trim"] = {**rec["network"], "method": f"controller search + NetAdapt to {TRIM_RATIO}x its latency"}
+    c = width_comparison(records)
+    seeds = (c.seed,) if c else ()
+    if c and (rec := read_record(f"search_{c.search}", records)):
+        out[c.seed] = {**rec["network"], "method": f"{c.search} search, before NetAdapt"}
     for name in REFERENCES + seeds:
         if rec := read_record(f"width_{name}", records):
             what = "searched network, width multiplier only" if name in seeds else f"{name}, width multiplier"
@@ -373,10 +408,10 @@ def final_networks(records: Path) -> dict[str, dict[str, Any]]:
 def final_set_complete(records: Path) -> bool:
     """Whether every network of the final set is known: NetAdapt done for every search, and every width
     match (the references', and the trimmed search network's if there is one) recorded."""
-    if not netadapt_done(records):
+    if not netadapt_done(records) or (trim_needed(records) and not read_record("netadapt_trim", records)):
         return False
-    adapted = adapted_search(records)
-    return all(read_record(f"width_{n}", records) for n in REFERENCES + ((f"{adapted}_seed",) if adapted else ()))
+    c = width_comparison(records)
+    return all(read_record(f"width_{n}", records) for n in REFERENCES + ((c.seed,) if c else ()))
 
 
 # ---- stages -------------------------------------------------------------------------------------------------
@@ -493,6 +528,23 @@ def stage_netadapt(ctx: Ctx) -> None:
 
     target = target_ms(records)
     bundle = None
+
+    def run(seed_doc: dict[str, Any], to_ms: float, folder: str):
+        nonlocal bundle
+        bundle = bundle or proxy_data(s, data)
+        pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
+        ensure_probe_reference()  # NetAdapt's measurements are gated against it
+        # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
+        # is trained from scratch by the final stage like every other, so no long-term fine-tune here.
+        return adapt(load_spec(seed_doc), None, bundle, pred, ctx.work / "netadapt" / folder, target_ms=to_ms,
+                     final_epochs=0, workers=s.netadapt_workers, delta=s.netadapt_delta,
+                     progress=lambda m: log(f"  {m}"))
+
+    def outcome(res) -> dict[str, Any]:
+        return {"measured_ms": res.measured_ms, "predicted_ms": res.predicted_ms, "target_met": res.target_met,
+                "iterations": res.iterations, "accuracy_proxy_test": res.accuracy, "compute": res.compute,
+                "network": spec_doc(res.spec)}
+
     for strategy in STRATEGIES:
         name = f"netadapt_{strategy}"
         if read_record(name, records):
@@ -502,16 +554,9 @@ def stage_netadapt(ctx: Ctx) -> None:
             log(f"netadapt {strategy}: waiting for its search")
             continue
         t0, l0 = time.time(), os.getloadavg()[0]
-        bundle = bundle or proxy_data(s, data)
-        pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
         log(f"netadapt {strategy}: {seed['best']['tokens']} to {target:.3f} ms measured")
-        ensure_probe_reference()  # NetAdapt's measurements are gated against it
-        # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
-        # is trained from scratch by the final stage like every other, so no long-term fine-tune here.
         try:
-            res = adapt(load_spec(seed["network"]), None, bundle, pred, ctx.work / "netadapt" / strategy,
-                        target_ms=target, final_epochs=0, workers=s.netadapt_workers, delta=s.netadapt_delta,
-                        progress=lambda m: log(f"  {m}"))
+            res = run(seed["network"], target, strategy)
         except UserError:
             # NetAdapt refuses a seed that already meets the target: then the searched network is ours as it is.
             ms = measure_ms(load_spec(seed["network"]))
@@ -522,24 +567,33 @@ def stage_netadapt(ctx: Ctx) -> None:
                         "compute": {}, "network": seed["network"]}, records, t0, l0)
             log(f"netadapt {strategy}: the searched network measures {ms:.3f} ms, already within the target")
             continue
-        save(name, {"strategy": strategy, "target_ms": target, "measured_ms": res.measured_ms,
-                    "predicted_ms": res.predicted_ms, "target_met": res.target_met, "iterations": res.iterations,
-                    "accuracy_proxy_test": res.accuracy, "compute": res.compute, "network": spec_doc(res.spec)},
-             records, t0, l0)
+        save(name, {"strategy": strategy, "target_ms": target, **outcome(res)}, records, t0, l0)
         log(f"netadapt {strategy}: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
+            f"(target {'met' if res.target_met else 'NOT met'})")
+    if trim_needed(records) and not read_record("netadapt_trim", records):
+        # Neither searched network needed NetAdapt: NetAdapt against the width multiplier gets its own run.
+        ours = read_record("netadapt_controller", records)
+        to_ms = TRIM_RATIO * float(ours["measured_ms"])
+        t0, l0 = time.time(), os.getloadavg()[0]
+        log(f"netadapt trim: neither searched network needed NetAdapt; the controller's from "
+            f"{ours['measured_ms']:.3f} to {to_ms:.3f} ms measured ({TRIM_RATIO}x), for the width comparison")
+        res = run(ours["network"], to_ms, "trim")
+        save("netadapt_trim", {"strategy": "controller", "ratio": TRIM_RATIO, "target_ms": to_ms, **outcome(res)},
+             records, t0, l0)
+        log(f"netadapt trim: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
             f"(target {'met' if res.target_met else 'NOT met'})")
 
 
-def anchor_ms(strategy: str, records: Path) -> float:
-    """The measured latency of ``strategy``'s network after NetAdapt (recorded once: ``anchor`` for the
-    controller's, which every reference is matched to, ``anchor_<strategy>`` for another)."""
-    unit = "anchor" if strategy == STRATEGIES[0] else f"anchor_{strategy}"
-    anchor = read_record(unit, records)
+def anchor_ms(unit: str, records: Path) -> float:
+    """The measured latency of the network of NetAdapt record ``unit``, recorded once: as ``anchor`` for
+    ``netadapt_controller`` (ours, which every reference is matched to), else as ``anchor_<run>``."""
+    name = "anchor" if unit == "netadapt_controller" else f"anchor_{unit.removeprefix('netadapt_')}"
+    anchor = read_record(name, records)
     if anchor is None:
         t0, l0 = time.time(), os.getloadavg()[0]
-        ms = measure_ms(load_spec(read_record(f"netadapt_{strategy}", records)["network"]))
-        anchor = save(unit, {"network": f"{strategy}+netadapt", "latency_ms": ms}, records, t0, l0)
-        log(f"width: {strategy}+netadapt measures {ms:.3f} ms")
+        ms = measure_ms(load_spec(read_record(unit, records)["network"]))
+        anchor = save(name, {"network": unit, "latency_ms": ms}, records, t0, l0)
+        log(f"width: the network of {unit} measures {ms:.3f} ms")
     return float(anchor["latency_ms"])
 
 
@@ -548,17 +602,15 @@ def stage_width(ctx: Ctx) -> None:
     if read_record("netadapt_controller", records) is None:
         log("width: waiting for the controller's NetAdapt run")
         return
-    ours_ms = anchor_ms("controller", records)  # every reference is matched to ours
+    ours_ms = anchor_ms("netadapt_controller", records)  # every reference is matched to ours
     # (maker, latency to match, width search start and upper end) by unit name
     makers: dict[str, tuple[Callable[[float], Any], float, float, float]] = {
         n: ((lambda w, n=n: reference_net(n, w)), ours_ms, 1.0, 2.0) for n in REFERENCES}
-    adapted = adapted_search(records)
-    if adapted:  # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed
-        seed_spec = load_spec(read_record(f"search_{adapted}", records)["network"])
-        makers[f"{adapted}_seed"] = (lambda w: uniform_width(seed_spec, w)), anchor_ms(adapted, records), 0.8, 1.0
+    if c := width_comparison(records):  # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed
+        seed_spec = load_spec(read_record(f"search_{c.search}", records)["network"])
+        makers[c.seed] = (lambda w: uniform_width(seed_spec, w)), anchor_ms(c.unit, records), 0.8, 1.0
     elif netadapt_done(records):
-        log("width: NetAdapt trimmed neither search's network (both within the target as found), so there is "
-            "no NetAdapt-against-width-multiplier comparison")
+        log("width: waiting for the NetAdapt run of the width comparison (--stages netadapt)")
     for name, (make, target, start, hi) in makers.items():
         if read_record(f"width_{name}", records):
             continue
@@ -657,6 +709,9 @@ def compute_seconds(name: str, records: Path) -> float:
         total += read_record(f"netadapt_{strategy}", records)["seconds"]
     elif name.endswith("@width"):
         total += read_record(f"width_{name[:-len('@width')]}", records)["seconds"]
+    elif name == "controller+trim":
+        total += read_record("search_controller", records)["compute"]["train_seconds"]
+        total += read_record("netadapt_trim", records)["seconds"]
     elif name.endswith("_seed"):
         total += read_record(f"search_{name[:-len('_seed')]}", records)["compute"]["train_seconds"]
     return total
@@ -687,9 +742,12 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     if ours and rnd and ours["seeds"] and rnd["seeds"]:
         out["vs_random"] = {"points": 100 * (ours["accuracy"] - rnd["accuracy"])}
     out["netadapt_target_met"] = {s: (read_record(f"netadapt_{s}", records) or {}).get("target_met") for s in STRATEGIES}
-    # NetAdapt against the width multiplier alone: on the search network NetAdapt trimmed (none: no comparison)
-    adapted = out["netadapt_vs_width_on"] = adapted_search(records)
-    trimmed, seed, wide = (by.get(f"{adapted}{x}") for x in ("+netadapt", "_seed", "_seed@width"))
+    if trim := read_record("netadapt_trim", records):
+        out["netadapt_target_met"]["trim"] = trim.get("target_met")
+    # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed (width_comparison)
+    c = width_comparison(records)
+    out["netadapt_vs_width_on"] = c.trimmed if c else None
+    trimmed, seed, wide = (by.get(x) for x in (c.trimmed, c.seed, f"{c.seed}@width")) if c else (None, None, None)
     if trimmed and seed and wide and trimmed["seeds"] and seed["seeds"] and wide["seeds"] and lat:
         out["netadapt_vs_width"] = speedup_at_equal_accuracy(
             [(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
@@ -716,8 +774,10 @@ def progress(records: Path, work: Path = WORK) -> list[str]:
                 state = f"{len((read_state(run) or {}).get('records', []))} trials finished"
             parts.append(f"{strategy} {state}")
         lines.append(f"{stage}: " + ", ".join(parts) + (f" ({trials} trials each)" if stage == "search" and trials else ""))
-    adapted = adapted_search(records)
-    names = list(REFERENCES) + ([f"{adapted}_seed"] if adapted else [])
+    if trim_needed(records):
+        lines[-1] += f", trim {done('netadapt_trim')} (the controller's network to {TRIM_RATIO}x its latency)"
+    c = width_comparison(records)
+    names = list(REFERENCES) + ([c.seed] if c else [])
     width = sum(1 for n in names if read_record(f"width_{n}", records))
     lines.append(f"width: {width} of {len(names)}{'' if netadapt_done(records) else ' or more'} matched")
     lines.append(f"latency: {done('latency')}")

@@ -170,7 +170,7 @@ def test_a_bad_shard_is_refused_in_one_line(e2e, tmp_path, capsys, bad):
 
 def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     """NetAdapt against the width multiplier alone needs a network NetAdapt cut: the controller's if it
-    was trimmed, else random search's; none (and no duplicate trainings) when both were within the target."""
+    was trimmed, else random search's, else the controller's trimmed by a NetAdapt run of its own."""
     from space.searchspace import get_space
 
     rec = tmp_path / "records"
@@ -179,24 +179,39 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
         write(rec / f"search_{s}.json", {"network": net, "compute": {"train_seconds": 100.0}})
     for n in e2e.REFERENCES:
         write(rec / f"width_{n}.json", {"network": net, "width": 0.5, "seconds": 10.0})
-    assert e2e.adapted_search(rec) is None and not e2e.final_set_complete(rec)
+    assert e2e.width_comparison(rec) is None and not e2e.final_set_complete(rec)
     assert e2e.progress(rec, tmp_path / "work")[3:5] == ["netadapt: controller to run, random to run",
                                                          "width: 4 of 4 or more matched"]
-    write(rec / "netadapt_controller.json", {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0})
-    assert e2e.adapted_search(rec) is None  # random search's NetAdapt may still trim its network
-    write(rec / "netadapt_random.json", {"network": net, "iterations": 4, "target_met": True, "seconds": 50.0})
-    assert e2e.adapted_search(rec) == "random" and not e2e.final_set_complete(rec)
+    within = {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0, "measured_ms": 0.7}
+    write(rec / "netadapt_controller.json", within)
+    assert e2e.width_comparison(rec) is None and not e2e.trim_needed(rec)  # random's NetAdapt may still trim
+    write(rec / "netadapt_random.json", {**within, "iterations": 4, "seconds": 50.0})
+    c = e2e.width_comparison(rec)
+    assert (c.seed, c.trimmed, c.unit) == ("random_seed", "random+netadapt", "netadapt_random")
     nets = e2e.final_networks(rec)
-    assert "random_seed" in nets and "controller_seed" not in nets
+    assert "random_seed" in nets and "controller_seed" not in nets and not e2e.final_set_complete(rec)
     assert nets["controller+netadapt"]["method"] == "controller search (within the target as found)"
     write(rec / "width_random_seed.json", {"network": net, "width": 0.9, "seconds": 10.0})
     assert e2e.final_set_complete(rec) and len(e2e.final_networks(rec)) == 2 + 4 + 2
-    write(rec / "netadapt_random.json", {"network": net, "iterations": 0, "target_met": True, "seconds": 5.0})
-    assert e2e.adapted_search(rec) is None and e2e.final_set_complete(rec)
-    assert sorted(e2e.final_networks(rec)) == sorted(["controller+netadapt", "random+netadapt"]
-                                                      + [f"{n}@width" for n in e2e.REFERENCES])
+
+    # Both within the target as found: the comparison waits for NetAdapt's own run of the controller's network.
+    write(rec / "netadapt_random.json", within)
+    assert e2e.trim_needed(rec) and e2e.width_comparison(rec) is None and not e2e.final_set_complete(rec)
+    assert e2e.progress(rec, tmp_path / "work")[3].endswith(
+        f"trim to run (the controller's network to {e2e.TRIM_RATIO}x its latency)")
+    write(rec / "netadapt_trim.json", {**within, "iterations": 6, "seconds": 70.0})
+    c = e2e.width_comparison(rec)
+    assert (c.seed, c.trimmed, c.search, c.unit) == ("controller_seed", "controller+trim", "controller", "netadapt_trim")
+    assert not e2e.final_set_complete(rec)  # the seed's width match is still missing
+    write(rec / "width_controller_seed.json", {"network": net, "width": 0.9, "seconds": 10.0})
+    assert e2e.final_set_complete(rec)
+    assert sorted(e2e.final_networks(rec)) == sorted(
+        ["controller+netadapt", "random+netadapt", "controller+trim", "controller_seed", "controller_seed@width"]
+        + [f"{n}@width" for n in e2e.REFERENCES])
+    assert e2e.compute_seconds("controller+trim", rec) == pytest.approx(100 + 70)
     rep = e2e.summarize(rec)
-    assert "netadapt_vs_width" not in rep and rep["netadapt_vs_width_on"] is None
+    assert rep["netadapt_vs_width_on"] == "controller+trim" and "netadapt_vs_width" not in rep  # nothing trained yet
+    assert rep["netadapt_target_met"] == {"controller": True, "random": True, "trim": True}
 
 
 def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
