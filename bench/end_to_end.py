@@ -779,7 +779,8 @@ def progress(records: Path, work: Path = WORK) -> list[str]:
     c = width_comparison(records)
     names = list(REFERENCES) + ([c.seed] if c else [])
     width = sum(1 for n in names if read_record(f"width_{n}", records))
-    lines.append(f"width: {width} of {len(names)}{'' if netadapt_done(records) else ' or more'} matched")
+    known = c is not None or (netadapt_done(records) and not trim_needed(records))  # the seed's match or none
+    lines.append(f"width: {width} of {len(names)}{'' if known else ' or more'} matched")
     lines.append(f"latency: {done('latency')}")
     saved = records / "settings.json"
     seeds = json.loads(saved.read_text())["seeds"] if saved.exists() else Settings().seeds

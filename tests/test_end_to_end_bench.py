@@ -197,8 +197,9 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     # Both within the target as found: the comparison waits for NetAdapt's own run of the controller's network.
     write(rec / "netadapt_random.json", within)
     assert e2e.trim_needed(rec) and e2e.width_comparison(rec) is None and not e2e.final_set_complete(rec)
-    assert e2e.progress(rec, tmp_path / "work")[3].endswith(
-        f"trim to run (the controller's network to {e2e.TRIM_RATIO}x its latency)")
+    lines = e2e.progress(rec, tmp_path / "work")
+    assert lines[3].endswith(f"trim to run (the controller's network to {e2e.TRIM_RATIO}x its latency)")
+    assert lines[4] == "width: 4 of 4 or more matched"  # the trimmed network's seed is still to match
     write(rec / "netadapt_trim.json", {**within, "iterations": 6, "seconds": 70.0})
     c = e2e.width_comparison(rec)
     assert (c.seed, c.trimmed, c.search, c.unit) == ("controller_seed", "controller+trim", "controller", "netadapt_trim")
