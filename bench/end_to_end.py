@@ -406,12 +406,13 @@ def final_networks(records: Path) -> dict[str, dict[str, Any]]:
 
 
 def final_set_complete(records: Path) -> bool:
-    """Whether every network of the final set is known: NetAdapt done for every search, and every width
-    match (the references', and the trimmed search network's if there is one) recorded."""
-    if not netadapt_done(records) or (trim_needed(records) and not read_record("netadapt_trim", records)):
-        return False
+    """Whether every network of the final set is known: NetAdapt done for every search (and
+    ``netadapt_trim`` if it was due), and every width match (the references' and the comparison's
+    searched network's) recorded."""
+    # Once NetAdapt is done for every search, the comparison is known unless netadapt_trim is still due.
     c = width_comparison(records)
-    return all(read_record(f"width_{n}", records) for n in REFERENCES + ((c.seed,) if c else ()))
+    return netadapt_done(records) and c is not None and all(read_record(f"width_{n}", records)
+                                                            for n in REFERENCES + (c.seed,))
 
 
 # ---- stages -------------------------------------------------------------------------------------------------
@@ -779,8 +780,7 @@ def progress(records: Path, work: Path = WORK) -> list[str]:
     c = width_comparison(records)
     names = list(REFERENCES) + ([c.seed] if c else [])
     width = sum(1 for n in names if read_record(f"width_{n}", records))
-    known = c is not None or (netadapt_done(records) and not trim_needed(records))  # the seed's match or none
-    lines.append(f"width: {width} of {len(names)}{'' if known else ' or more'} matched")
+    lines.append(f"width: {width} of {len(names)}{'' if c else ' or more'} matched")
     lines.append(f"latency: {done('latency')}")
     saved = records / "settings.json"
     seeds = json.loads(saved.read_text())["seeds"] if saved.exists() else Settings().seeds
