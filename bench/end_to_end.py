@@ -18,12 +18,15 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
               within the target as found, the controller's is also trimmed to ``TRIM_RATIO`` of its
               measured latency (``netadapt_trim``), for the width comparison below
 ``width``     each reference network (MobileNetV3-Large/Small, MobileNetV2, MobileNetV1 at 32x32,
-              reduced strides) at the width multiplier whose measured latency is within 3% of ours;
+              reduced strides) at the width multiplier whose latency is within 3% of ours, each width
+              timed side by side with our network (interleaved, probe-gated: ratios, not separate
+              measurements minutes apart, which differ by up to 10% here);
               and the searched network NetAdapt trimmed (the controller's, else random search's, else
               the controller's of ``netadapt_trim``) scaled by one multiplier to its trimmed version's
-              latency (NetAdapt against the width multiplier alone)
-``latency``   every final network measured again, in rounds that alternate between them (load drifts
-              alike for all); these are the reported latencies
+              latency (NetAdapt against the width multiplier alone), timed beside that version
+``latency``   every final network and the target network timed again, all side by side, in rounds;
+              the reported latencies are the medians, and each network's share of ours (and of the
+              target) the median of its per-round ratios
 ``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
               CIFAR-10 training images, ``--final-epochs``, the long recipe: AdamW, cosine, crop and
               flip), ``--seeds`` training seeds, scored on the 10,000 test images
@@ -88,11 +91,17 @@ RESOLUTION = 32
 DEVICE = "local-cpu"
 REFERENCES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1")
 TARGET_REFERENCE = ("mobilenet_v3_large", 1.0)
+OURS = "controller+netadapt"  # the network every reference is matched to
+TARGET = "target"  # the latency stage's name for the target network (TARGET_REFERENCE)
 TOLERANCE = 0.03  # a width-scaled network's measured latency within 3% of ours
 STRATEGIES = ("controller", "random")
 SPLIT_SEED = 0
 STAGES = ("table", "target", "search", "netadapt", "width", "latency", "final")
-LATENCY_ROUNDS = 3
+LATENCY_ROUNDS = 5
+# Sessions per side-by-side timing (latency.measure.time_models): the width match and the latency stage
+# time networks together, interleaved, because separate measurements minutes apart differ by up to 10%
+# here (a first width stage matched separately left every reference 8-10% faster than ours side by side).
+SIDE_BY_SIDE_SESSIONS = 5
 # When NetAdapt trims neither search's network (both within the target as found), NetAdapt against the
 # width multiplier alone is measured on the controller's network trimmed to this share of its latency.
 TRIM_RATIO = 0.8
@@ -319,6 +328,18 @@ def measure_ms(spec) -> float:
     ensure_probe_reference()
     # Up to a minute for the machine's fast mode (latency.probe): slow spells here last up to two.
     return float(measure(spec, threads=1, wait_s=60.0).latency_ms)
+
+
+def side_by_side_ms(models: list) -> list[float]:
+    """The latency (ms) of every model (an ArchSpec or ONNX bytes) timed together in one run: blocks
+    interleaved between them and gated by the probe (:func:`latency.measure.time_models`), so that
+    their ratios hold while the machine's speed drifts."""
+    from latency.measure import export_spec, time_models
+    from space.archspec import ArchSpec
+
+    ensure_probe_reference()
+    onnx = [export_spec(m) if isinstance(m, ArchSpec) else m for m in models]
+    return [s.latency_ms for s in time_models(onnx, probe=True, sessions=SIDE_BY_SIDE_SESSIONS)]
 
 
 def spec_doc(spec) -> dict[str, Any]:
@@ -603,34 +624,42 @@ def stage_width(ctx: Ctx) -> None:
     if read_record("netadapt_controller", records) is None:
         log("width: waiting for the controller's NetAdapt run")
         return
-    ours_ms = anchor_ms("netadapt_controller", records)  # every reference is matched to ours
-    # (maker, latency to match, width search start and upper end) by unit name
-    makers: dict[str, tuple[Callable[[float], Any], float, float, float]] = {
-        n: ((lambda w, n=n: reference_net(n, w)), ours_ms, 1.0, 2.0) for n in REFERENCES}
+    # (maker, NetAdapt record whose network it is matched to, width search start and upper end) by unit name
+    makers: dict[str, tuple[Callable[[float], Any], str, float, float]] = {
+        n: ((lambda w, n=n: reference_net(n, w)), "netadapt_controller", 1.0, 2.0) for n in REFERENCES}
     if c := width_comparison(records):  # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed
         seed_spec = load_spec(read_record(f"search_{c.search}", records)["network"])
-        makers[c.seed] = (lambda w: uniform_width(seed_spec, w)), anchor_ms(c.unit, records), 0.8, 1.0
+        makers[c.seed] = (lambda w: uniform_width(seed_spec, w)), c.unit, 0.8, 1.0
     elif netadapt_done(records):
         log("width: waiting for the NetAdapt run of the width comparison (--stages netadapt)")
-    for name, (make, target, start, hi) in makers.items():
+    for name, (make, unit, start, hi) in makers.items():
         if read_record(f"width_{name}", records):
             continue
+        from latency.measure import export_spec
+
+        target = anchor_ms(unit, records)
+        anchor = export_spec(load_spec(read_record(unit, records)["network"]))
         t0, l0 = time.time(), os.getloadavg()[0]
         cache: dict[str, float] = {}
+        pairs: dict[float, list[float]] = {}
 
-        def latency_of(w: float, make=make, cache=cache) -> float:
+        def latency_of(w: float, make=make, cache=cache, pairs=pairs, anchor=anchor, target=target) -> float:
+            # timed side by side with the network it is matched to, on that network's anchor scale
             spec = make(w)
             key = spec.to_json()
             if key not in cache:
-                cache[key] = measure_ms(spec)
+                theirs, mine = side_by_side_ms([anchor, spec])
+                cache[key], pairs[round(w, 4)] = target * mine / theirs, [theirs, mine]
             return cache[key]
 
         m = match_width(latency_of, target, start=start, hi=hi)
         save(f"width_{name}", {"name": name, "width": m.width, "latency_ms": m.latency_ms, "target_ms": m.target_ms,
-                               "error": m.error, "within": m.within(), "points": {str(k): v for k, v in m.points.items()},
+                               "error": m.error, "within": m.within(), "matched_to": unit,
+                               "points": {str(k): v for k, v in m.points.items()},
+                               "side_by_side_ms": {str(k): v for k, v in pairs.items()},
                                "network": spec_doc(make(m.width))}, records, t0, l0)
-        log(f"width {name}: x{m.width:.3f} measures {m.latency_ms:.3f} ms ({m.error:+.1%} of its target"
-            f"{'' if m.within() else ', OUTSIDE 3%'}), {len(m.points)} widths measured")
+        log(f"width {name}: x{m.width:.3f} is {m.error:+.1%} of {unit}'s network side by side"
+            f"{'' if m.within() else ' (OUTSIDE 3%)'}; {len(m.points)} widths timed")
 
 
 def stage_latency(ctx: Ctx) -> None:
@@ -640,17 +669,26 @@ def stage_latency(ctx: Ctx) -> None:
         if not read_record("latency", records):
             log("latency: waiting for every final network")
         return
-    t0, l0 = time.time(), os.getloadavg()[0]
-    specs = {n: load_spec(d) for n, d in nets.items()}
-    rounds: dict[str, list[float]] = {n: [] for n in specs}
-    for r in range(LATENCY_ROUNDS):
-        for n, spec in specs.items():
-            rounds[n].append(measure_ms(spec))
-        log(f"latency: round {r + 1} of {LATENCY_ROUNDS}")
     import statistics
 
-    save("latency", {"rounds": LATENCY_ROUNDS, "ms": {n: statistics.median(v) for n, v in rounds.items()},
-                     "all_ms": rounds}, records, t0, l0)
+    from latency.measure import export_spec
+
+    t0, l0 = time.time(), os.getloadavg()[0]
+    # the target network too, so that "NetAdapt met the target" is also seen side by side
+    onnx = {n: export_spec(load_spec(d)) for n, d in {**nets, TARGET: read_record("target", records)["network"]}.items()}
+    rounds: dict[str, list[float]] = {n: [] for n in onnx}
+    for r in range(LATENCY_ROUNDS):
+        for n, ms in zip(onnx, side_by_side_ms(list(onnx.values()))):
+            rounds[n].append(ms)
+        log(f"latency: round {r + 1} of {LATENCY_ROUNDS}")
+
+    def vs(base: list[float]) -> dict[str, float]:  # median over rounds of the ratio to ``base``, less 1
+        return {n: statistics.median(m / b for m, b in zip(v, base)) - 1 for n, v in rounds.items()}
+
+    vs_ours = vs(rounds[OURS])
+    save("latency", {"rounds": LATENCY_ROUNDS, "side_by_side": True, "ms": {n: statistics.median(v) for n, v in rounds.items()},
+                     "vs_ours": vs_ours, "vs_target": vs(rounds[TARGET]), "all_ms": rounds}, records, t0, l0)
+    log("latency: " + ", ".join(f"{n} {v:+.1%}" for n, v in vs_ours.items() if n != OURS) + " of ours side by side")
 
 
 def final_recipe(s: Settings):
@@ -720,7 +758,8 @@ def compute_seconds(name: str, records: Path) -> float:
 
 def summarize(records: Path = RECORDS) -> dict[str, Any]:
     nets = final_networks(records)
-    lat = (read_record("latency", records) or {}).get("ms", {})
+    latency = read_record("latency", records) or {}
+    lat, vs = latency.get("ms", {}), latency.get("vs_ours", {})
     rows = []
     for name, net in nets.items():
         accs = [json.loads(p.read_text())["result"]["accuracy"] for p in sorted((records / "final").glob(f"{name}_s*.json"))]
@@ -729,12 +768,16 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
                      "params": net["params"], "macs": net["macs"], "accuracy": m, "accuracy_std": sd, "seeds": len(accs),
                      "compute_s": compute_seconds(name, records)})
     by = {r["network"]: r for r in rows}
-    ours_ms = (by.get("controller+netadapt") or {}).get("latency_ms")
-    for r in rows:  # the match within 3% as the final measurement sees it
-        r["latency_vs_ours"] = r["latency_ms"] / ours_ms - 1 if r["latency_ms"] and ours_ms else None
+    ours_ms = (by.get(OURS) or {}).get("latency_ms")
+    for r in rows:  # the match within 3% as the final measurement sees it: round by round when timed side by side
+        n = r["network"]
+        r["latency_vs_ours"] = vs[n] if n in vs else r["latency_ms"] / ours_ms - 1 if r["latency_ms"] and ours_ms else None
     out: dict[str, Any] = {"settings": json.loads((records / "settings.json").read_text())
                            if (records / "settings.json").exists() else None,
                            "target": read_record("target", records), "rows": rows}
+    if TARGET in lat:  # the target network timed beside the final ones: is each search's network within it?
+        vt = latency.get("vs_target", {})
+        out["target_side_by_side"] = {"ms": lat[TARGET], **{f"{s}+netadapt": vt.get(f"{s}+netadapt") for s in STRATEGIES}}
     ours, rnd = by.get("controller+netadapt"), by.get("random+netadapt")
     refs = [by[f"{n}@width"] for n in REFERENCES if f"{n}@width" in by and by[f"{n}@width"]["seeds"]]
     if ours and ours["seeds"] and refs:

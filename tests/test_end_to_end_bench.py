@@ -240,3 +240,44 @@ def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
     assert doc["seed"] == 1 and doc["recipe"]["epochs"] == 0.05 and 0.0 <= doc["result"]["accuracy"] <= 1.0
     e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work"))  # every unit is on record: nothing to do
     assert {p: p.stat().st_mtime_ns for p in (rec / "final").glob("*.json")} == first
+
+
+def test_width_and_latency_stages_time_networks_side_by_side(e2e, tmp_path):
+    """The width stage matches each reference to our network timed beside it, and the latency stage times
+    every final network and the target together: real networks, real onnxruntime timings."""
+    from latency import probe
+    from latency.runner import fast_mean
+
+    probe.record(fast_mean(probe.time_probe(1.0)))  # so that no 60 s reference is timed first
+    rec = tmp_path / "records"
+    ours = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.5))
+    write(rec / "target.json", {"target_ms": 1.0, "network": e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 1.0))})
+    for s in e2e.STRATEGIES:
+        write(rec / f"search_{s}.json", {"network": ours, "compute": {"train_seconds": 1.0}})
+        write(rec / f"netadapt_{s}.json", {"network": ours, "iterations": 0, "seconds": 1.0})
+    write(rec / "netadapt_trim.json", {"network": ours, "iterations": 2, "seconds": 1.0})
+    for n in ("mobilenet_v3_large", "mobilenet_v2"):  # on record already: not matched again (keeps the test short)
+        write(rec / f"width_{n}.json", {"network": ours, "width": 0.5, "seconds": 1.0})
+    ctx = e2e.Ctx(e2e.Settings(), rec, str(tmp_path))
+    e2e.stage_width(ctx)
+    for n in ("mobilenet_v3_small", "mobilenet_v1", "controller_seed"):
+        w = json.loads((rec / f"width_{n}.json").read_text())
+        anchor = json.loads((rec / ("anchor.json" if n in e2e.REFERENCES else "anchor_trim.json")).read_text())["latency_ms"]
+        assert w["matched_to"] == ("netadapt_controller" if n in e2e.REFERENCES else "netadapt_trim")
+        theirs, mine = w["side_by_side_ms"][str(w["width"])]
+        # each width is put on the anchor's scale by its ratio to our network timed beside it
+        assert w["latency_ms"] == pytest.approx(anchor * mine / theirs)
+        assert w["error"] == pytest.approx(mine / theirs - 1)
+    assert e2e.final_set_complete(rec)
+    e2e.stage_latency(ctx)
+    lat = json.loads((rec / "latency.json").read_text())
+    names = set(e2e.final_networks(rec))
+    assert set(lat["ms"]) == names | {e2e.TARGET} and lat["side_by_side"]
+    assert lat["vs_ours"][e2e.OURS] == 0 and lat["vs_target"][e2e.TARGET] == 0
+    assert all(len(v) == e2e.LATENCY_ROUNDS for v in lat["all_ms"].values())
+    # the target is MobileNetV3-Small at twice ours's width: clearly slower side by side
+    assert lat["vs_ours"][e2e.TARGET] > 0.1 and lat["vs_target"][e2e.OURS] < -0.1
+    rep = e2e.summarize(rec)
+    assert rep["target_side_by_side"]["controller+netadapt"] == lat["vs_target"][e2e.OURS]
+    rows = {r["network"]: r for r in rep["rows"]}
+    assert rows["mobilenet_v3_small@width"]["latency_vs_ours"] == lat["vs_ours"]["mobilenet_v3_small@width"]
