@@ -738,6 +738,13 @@ STAGE_FNS = {"table": stage_table, "target": stage_target, "search": stage_searc
 
 # ---- the report ---------------------------------------------------------------------------------------------
 
+def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """Row ``a``'s mean accuracy less row ``b``'s, in points, with the standard error of that difference
+    (each mean's sample std over its seeds, independent trainings)."""
+    se = math.sqrt(sum(r["accuracy_std"] ** 2 / r["seeds"] for r in (a, b)))
+    return {"points": 100 * (a["accuracy"] - b["accuracy"]), "points_se": 100 * se}
+
+
 def compute_seconds(name: str, records: Path) -> float:
     """Seconds spent on a network: its search (training seconds of every trial), NetAdapt, width search
     and final trainings."""
@@ -782,9 +789,13 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     refs = [by[f"{n}@width"] for n in REFERENCES if f"{n}@width" in by and by[f"{n}@width"]["seeds"]]
     if ours and ours["seeds"] and refs:
         best = max(refs, key=lambda r: r["accuracy"])
-        out["vs_best_reference"] = {"reference": best["network"], "points": 100 * (ours["accuracy"] - best["accuracy"])}
+        d = difference(ours, best)
+        out["vs_best_reference"] = {"reference": best["network"], **d, "met": d["points"] >= 1.0,
+                                    "matched_within_3pct": all(r["latency_vs_ours"] is not None
+                                                               and abs(r["latency_vs_ours"]) <= TOLERANCE for r in refs)}
     if ours and rnd and ours["seeds"] and rnd["seeds"]:
-        out["vs_random"] = {"points": 100 * (ours["accuracy"] - rnd["accuracy"])}
+        d = difference(ours, rnd)
+        out["vs_random"] = {**d, "met": d["points"] >= 0.0}
     out["netadapt_target_met"] = {s: (read_record(f"netadapt_{s}", records) or {}).get("target_met") for s in STRATEGIES}
     if trim := read_record("netadapt_trim", records):
         out["netadapt_target_met"]["trim"] = trim.get("target_met")
@@ -926,7 +937,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(rep["progress"]) + "\n")
             print(json.dumps(rep, indent=1, default=str) if args.json else markdown(rep))
             if not args.json:
-                for k in ("vs_best_reference", "vs_random", "netadapt_target_met", "netadapt_vs_width"):
+                for k in ("vs_best_reference", "vs_random", "netadapt_target_met", "target_side_by_side",
+                          "netadapt_vs_width"):
                     if k in rep:
                         print(f"{k}: {rep[k]}")
             return 0
