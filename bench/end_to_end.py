@@ -330,8 +330,8 @@ def measure_ms(spec) -> float:
     return float(measure(spec, threads=1, wait_s=60.0).latency_ms)
 
 
-def side_by_side_ms(models: list) -> list[float]:
-    """The latency (ms) of every model (an ArchSpec or ONNX bytes) timed together in one run: blocks
+def side_by_side(models: list) -> list:
+    """Every model (an ArchSpec or ONNX bytes) timed together in one run, a LatencyStats each: blocks
     interleaved between them and gated by the probe (:func:`latency.measure.time_models`), so that
     their ratios hold while the machine's speed drifts."""
     from latency.measure import export_spec, time_models
@@ -339,7 +339,12 @@ def side_by_side_ms(models: list) -> list[float]:
 
     ensure_probe_reference()
     onnx = [export_spec(m) if isinstance(m, ArchSpec) else m for m in models]
-    return [s.latency_ms for s in time_models(onnx, probe=True, sessions=SIDE_BY_SIDE_SESSIONS)]
+    return time_models(onnx, probe=True, sessions=SIDE_BY_SIDE_SESSIONS)
+
+
+def side_by_side_ms(models: list) -> list[float]:
+    """:func:`side_by_side`'s latencies (ms)."""
+    return [s.latency_ms for s in side_by_side(models)]
 
 
 def spec_doc(spec) -> dict[str, Any]:
@@ -672,21 +677,31 @@ def stage_latency(ctx: Ctx) -> None:
     import statistics
 
     from latency.measure import export_spec
+    from latency.runner import PROBE_TOLERANCE
 
     t0, l0 = time.time(), os.getloadavg()[0]
     # the target network too, so that "NetAdapt met the target" is also seen side by side
     onnx = {n: export_spec(load_spec(d)) for n, d in {**nets, TARGET: read_record("target", records)["network"]}.items()}
     rounds: dict[str, list[float]] = {n: [] for n in onnx}
+    slowdown: list[float | None] = []  # the machine's speed in each round against its fast mode (the probe's)
     for r in range(LATENCY_ROUNDS):
-        for n, ms in zip(onnx, side_by_side_ms(list(onnx.values()))):
-            rounds[n].append(ms)
-        log(f"latency: round {r + 1} of {LATENCY_ROUNDS}")
+        stats = side_by_side(list(onnx.values()))
+        for n, st in zip(onnx, stats):
+            rounds[n].append(st.latency_ms)
+        slow = [st.slowdown for st in stats if st.slowdown is not None]
+        slowdown.append(statistics.median(slow) if slow else None)
+        log(f"latency: round {r + 1} of {LATENCY_ROUNDS}" + (f", machine at {slowdown[-1]:.2f}x its fast mode's time"
+                                                             if slowdown[-1] else ""))
+    # The figures in ms from the rounds run in the machine's fast mode (as latency measure reports them);
+    # the ratios, which a slow spell leaves alike for all, from every round.
+    fast = [i for i, x in enumerate(slowdown) if x is not None and x <= 1 + PROBE_TOLERANCE] or list(range(LATENCY_ROUNDS))
 
     def vs(base: list[float]) -> dict[str, float]:  # median over rounds of the ratio to ``base``, less 1
         return {n: statistics.median(m / b for m, b in zip(v, base)) - 1 for n, v in rounds.items()}
 
     vs_ours = vs(rounds[OURS])
-    save("latency", {"rounds": LATENCY_ROUNDS, "side_by_side": True, "ms": {n: statistics.median(v) for n, v in rounds.items()},
+    save("latency", {"rounds": LATENCY_ROUNDS, "side_by_side": True, "slowdown": slowdown, "ms_rounds": fast,
+                     "ms": {n: statistics.median(v[i] for i in fast) for n, v in rounds.items()},
                      "vs_ours": vs_ours, "vs_target": vs(rounds[TARGET]), "all_ms": rounds}, records, t0, l0)
     log("latency: " + ", ".join(f"{n} {v:+.1%}" for n, v in vs_ours.items() if n != OURS) + " of ours side by side")
 
@@ -790,9 +805,9 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     if ours and ours["seeds"] and refs:
         best = max(refs, key=lambda r: r["accuracy"])
         d = difference(ours, best)
+        gaps = [r["latency_vs_ours"] for r in refs]  # None until the latency stage has run
         out["vs_best_reference"] = {"reference": best["network"], **d, "met": d["points"] >= 1.0,
-                                    "matched_within_3pct": all(r["latency_vs_ours"] is not None
-                                                               and abs(r["latency_vs_ours"]) <= TOLERANCE for r in refs)}
+                                    "matched_within_3pct": None if None in gaps else all(abs(g) <= TOLERANCE for g in gaps)}
     if ours and rnd and ours["seeds"] and rnd["seeds"]:
         d = difference(ours, rnd)
         out["vs_random"] = {**d, "met": d["points"] >= 0.0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,11 @@ def test_width_and_latency_stages_time_networks_side_by_side(e2e, tmp_path):
     assert set(lat["ms"]) == names | {e2e.TARGET} and lat["side_by_side"]
     assert lat["vs_ours"][e2e.OURS] == 0 and lat["vs_target"][e2e.TARGET] == 0
     assert all(len(v) == e2e.LATENCY_ROUNDS for v in lat["all_ms"].values())
+    assert len(lat["slowdown"]) == e2e.LATENCY_ROUNDS and all(x > 0 for x in lat["slowdown"])  # a probe reference exists
+    # the figures in ms: medians over the rounds run in the fast mode (all rounds when none was)
+    fast = lat["ms_rounds"]
+    assert fast and fast == ([i for i, x in enumerate(lat["slowdown"]) if x <= 1.1] or list(range(e2e.LATENCY_ROUNDS)))
+    assert lat["ms"][e2e.OURS] == pytest.approx(statistics.median(lat["all_ms"][e2e.OURS][i] for i in fast))
     # the target is MobileNetV3-Small at twice ours's width: clearly slower side by side
     assert lat["vs_ours"][e2e.TARGET] > 0.1 and lat["vs_target"][e2e.OURS] < -0.1
     rep = e2e.summarize(rec)
