@@ -889,6 +889,9 @@ def plot(rep: dict[str, Any], path: Path) -> Path:
         ours = r["network"].endswith("+netadapt")
         ax.errorbar(r["latency_ms"], 100 * r["accuracy"], yerr=100 * r["accuracy_std"], fmt="*" if ours else "o",
                     markersize=12 if ours else 7, capsize=3, label=r["network"])
+    if t := rep.get("target_side_by_side"):
+        name, width = TARGET_REFERENCE
+        ax.axvline(t["ms"], color="grey", linestyle="--", linewidth=1, label=f"target: {name} x{width}")
     ax.set_xlabel(f"latency measured with onnxruntime, 1 thread, {RESOLUTION}x{RESOLUTION} (ms)")
     ax.set_ylabel("CIFAR-10 test accuracy (%), mean ± std over seeds")
     ax.grid(alpha=0.3)
