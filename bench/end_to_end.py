@@ -94,6 +94,9 @@ TARGET_REFERENCE = ("mobilenet_v3_large", 1.0)
 OURS = "controller+netadapt"  # the network every reference is matched to
 TARGET = "target"  # the latency stage's name for the target network (TARGET_REFERENCE)
 TOLERANCE = 0.03  # a width-scaled network's measured latency within 3% of ours
+# The width match stops within 1.5%: timed again, a match moves by 1-2% (MobileNetV2 matched at +2.9%
+# measured +3.3% and +4.0% in the latency stage), so a match at the edge of 3% does not stay inside it.
+AIM = TOLERANCE / 2
 STRATEGIES = ("controller", "random")
 SPLIT_SEED = 0
 STAGES = ("table", "target", "search", "netadapt", "width", "latency", "final")
@@ -657,7 +660,7 @@ def stage_width(ctx: Ctx) -> None:
                 cache[key], pairs[round(w, 4)] = target * mine / theirs, [theirs, mine]
             return cache[key]
 
-        m = match_width(latency_of, target, start=start, hi=hi)
+        m = match_width(latency_of, target, start=start, hi=hi, tol=AIM)
         save(f"width_{name}", {"name": name, "width": m.width, "latency_ms": m.latency_ms, "target_ms": m.target_ms,
                                "error": m.error, "within": m.within(), "matched_to": unit,
                                "points": {str(k): v for k, v in m.points.items()},
