@@ -94,8 +94,8 @@ TARGET_REFERENCE = ("mobilenet_v3_large", 1.0)
 OURS = "controller+netadapt"  # the network every reference is matched to
 TARGET = "target"  # the latency stage's name for the target network (TARGET_REFERENCE)
 TOLERANCE = 0.03  # a width-scaled network's measured latency within 3% of ours
-# The width match stops within 1.5%: timed again, a match moves by 1-2% (MobileNetV2 matched at +2.9%
-# measured +3.3% and +4.0% in the latency stage), so a match at the edge of 3% does not stay inside it.
+# The width match stops within 1.5%: timed again, a match moves by 1-4% (MobileNetV2 matched at +2.9%
+# timed +3.3% and +4.0% in the latency stage, at -1.4% timed -5.2%), so one at the edge of 3% leaves it.
 AIM = TOLERANCE / 2
 STRATEGIES = ("controller", "random")
 SPLIT_SEED = 0
