@@ -640,11 +640,11 @@ def stage_width(ctx: Ctx) -> None:
         makers[c.seed] = (lambda w: uniform_width(seed_spec, w)), c.unit, 0.8, 1.0
     elif netadapt_done(records):
         log("width: waiting for the NetAdapt run of the width comparison (--stages netadapt)")
+    from latency.measure import export_spec
+
     for name, (make, unit, start, hi) in makers.items():
         if read_record(f"width_{name}", records):
             continue
-        from latency.measure import export_spec
-
         target = anchor_ms(unit, records)
         anchor = export_spec(load_spec(read_record(unit, records)["network"]))
         t0, l0 = time.time(), os.getloadavg()[0]
@@ -803,7 +803,7 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     if TARGET in lat:  # the target network timed beside the final ones: is each search's network within it?
         vt = latency.get("vs_target", {})
         out["target_side_by_side"] = {"ms": lat[TARGET], **{f"{s}+netadapt": vt.get(f"{s}+netadapt") for s in STRATEGIES}}
-    ours, rnd = by.get("controller+netadapt"), by.get("random+netadapt")
+    ours, rnd = by.get(OURS), by.get("random+netadapt")
     refs = [by[f"{n}@width"] for n in REFERENCES if f"{n}@width" in by and by[f"{n}@width"]["seeds"]]
     if ours and ours["seeds"] and refs:
         best = max(refs, key=lambda r: r["accuracy"])
