@@ -25,8 +25,9 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
               the controller's of ``netadapt_trim``) scaled by one multiplier to its trimmed version's
               latency (NetAdapt against the width multiplier alone), timed beside that version
 ``latency``   every final network and the target network timed again, all side by side, in rounds;
-              the reported latencies are the medians, and each network's share of ours (and of the
-              target) the median of its per-round ratios
+              the reported latencies are the medians over the rounds run in the machine's fast mode
+              (all rounds if none was), and each network's share of ours (and of the target) the
+              median of its per-round ratios over every round
 ``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
               CIFAR-10 training images, ``--final-epochs``, the long recipe: AdamW, cosine, crop and
               flip), ``--seeds`` training seeds, scored on the 10,000 test images
