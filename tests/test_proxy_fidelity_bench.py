@@ -37,3 +37,13 @@ def test_asha_replay_takes_points_scored_a_step_off_the_rung_as_the_rung(fidelit
     # Matched exactly, the first rung is never reported and ASHA can only decide at the end.
     missed = fidelity.replay_asha(curves(off), order, 0.5, 3, 2.0, 1)
     assert set(missed.values()) == {2.0}
+
+
+def test_cifar10_kinds_train_on_the_cifar_proxy_images_whatever_their_length(fidelity):
+    for name, epochs in (("cifar10-e4", 4.0), ("cifar10-e3", 3.0), ("cifar10-e1", 1.0)):
+        recipe = fidelity.kind_named(name).recipe
+        assert (recipe.epochs, recipe.train_images, recipe.eval_images) == (epochs, 5000, 2000)
+    # The declared longer proxy is scored at every rung of ASHA at grace 0.5 with reduction factor 2 or 3.
+    assert {0.5, 1.0, 1.5, 2.0} <= set(fidelity.kind_named("cifar10-e4").curve)
+    digits = fidelity.kind_named("digits-r8-e2-s0-v25").recipe
+    assert digits.train_images != 5000 and digits.resolution == 8
