@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -263,24 +265,73 @@ def reward_of(acc: float, ms: float) -> float:
     return reward(acc, ms, TARGET_MS)
 
 
+def paired_difference(a: dict[int, dict], b: dict[int, dict], long: dict[int, dict],
+                      lat: dict[int, float]) -> dict[str, Any] | None:
+    """Reward tau of proxy ``a`` minus that of proxy ``b`` on the networks all three trained, with a 90%
+    bootstrap interval over the same resamples for both (so the networks' luck cancels)."""
+    nets = sorted(set(a) & set(b) & set(long))
+    if len(nets) < 4:
+        return None
+    pa, la = rewards(a, long, lat, nets)
+    pb, _ = rewards(b, long, lat, nets)
+    boot = bootstrap_kendall([(pa, la), (pb, la)])
+    diff = boot[:, 0] - boot[:, 1]
+    point = ranks(pa, la)["kendall"] - ranks(pb, la)["kendall"]
+    return {"networks": len(nets), "difference": point, "difference_90": interval(diff),
+            "share_above_zero": float(np.mean(diff > 0))}
+
+
 def ranks(x: list[float], y: list[float]) -> dict[str, float]:
     from scipy.stats import kendalltau, spearmanr
 
     return {"kendall": float(kendalltau(x, y).statistic), "spearman": float(spearmanr(x, y).statistic)}
 
 
-def fidelity(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, float]) -> dict[str, Any]:
-    """Rank agreement of a proxy kind with the long schedule, on the networks both trained."""
-    import numpy as np
+BOOTSTRAP = 2000  # resamples of the networks for the intervals of a tau
 
+
+def bootstrap_kendall(pairs: list[tuple[list[float], list[float]]], resamples: int = BOOTSTRAP,
+                      seed: int = 0) -> np.ndarray:
+    """Kendall's tau of each (x, y) pair on the same ``resamples`` resamples of the networks (drawn with
+    replacement), one row per resample: the spread a tau owes to which networks happened to be drawn,
+    and, taken row by row, the paired difference between two proxies scored on the same networks."""
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(seed)
+    n = len(pairs[0][0])
+    out = np.empty((resamples, len(pairs)))
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        for k, (x, y) in enumerate(pairs):
+            out[r, k] = kendalltau(np.asarray(x)[idx], np.asarray(y)[idx]).statistic
+    return out
+
+
+def interval(values: np.ndarray, level: float = 0.9) -> list[float]:
+    lo, hi = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def rewards(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, float],
+            nets: list[int]) -> tuple[list[float], list[float]]:
+    """(proxy reward, long-schedule reward) of each of ``nets``."""
+    return ([reward_of(proxy[i]["result"]["accuracy"], lat[i]) for i in nets],
+            [reward_of(long[i]["result"]["accuracy"], lat[i]) for i in nets])
+
+
+def fidelity(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, float]) -> dict[str, Any]:
+    """Rank agreement of a proxy kind with the long schedule, on the networks both trained, with a 90%
+    bootstrap interval for the reward's tau."""
     nets = sorted(set(proxy) & set(long))
     pa = [proxy[i]["result"]["accuracy"] for i in nets]
     la = [long[i]["result"]["accuracy"] for i in nets]
-    pr = [reward_of(a, lat[i]) for a, i in zip(pa, nets)]
-    lr = [reward_of(a, lat[i]) for a, i in zip(la, nets)]
+    pr, lr = rewards(proxy, long, lat, nets)
     secs = [proxy[i]["result"]["seconds"] for i in nets]
+    reward_ranks = None
+    if len(nets) > 2:
+        reward_ranks = {**ranks(pr, lr), "kendall_90": interval(bootstrap_kendall([(pr, lr)])[:, 0])}
     return {"networks": len(nets), "accuracy": ranks(pa, la) if len(nets) > 2 else None,
-            "reward": ranks(pr, lr) if len(nets) > 2 else None,
+            "reward": reward_ranks,
             "proxy_accuracy": [min(pa, default=np.nan), float(np.median(pa)) if pa else np.nan, max(pa, default=np.nan)],
             "seconds_median": float(np.median(secs)) if secs else np.nan,
             "loadavg": [min((proxy[i]["loadavg_1m"][0] for i in nets), default=np.nan),
@@ -398,7 +449,7 @@ def asha_report(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, fl
 def cmd_report(args: argparse.Namespace) -> int:
     long = {i: d for i, d in load_records("long").items() if i not in TUNING_NETWORKS}
     proxies = [k for k in args.proxies if load_records(k)]
-    out: dict[str, Any] = {"long_networks": len(long), "fidelity": {}, "seed_noise": {}, "asha": []}
+    out: dict[str, Any] = {"long_networks": len(long), "fidelity": {}, "compare": {}, "seed_noise": {}, "asha": []}
     for a, b in args.seed_pairs:
         res = seed_noise(a, b)
         if res:
@@ -413,6 +464,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     for k in proxies:
         out["fidelity"][k] = {**fidelity({i: d for i, d in load_records(k).items() if i not in TUNING_NETWORKS},
                                           long, lat)}
+    for a, b in args.compare:
+        if lat and load_records(a) and load_records(b):
+            res = paired_difference(*(({i: d for i, d in load_records(k).items() if i not in TUNING_NETWORKS})
+                                       for k in (a, b)), long, lat)
+            if res:
+                out["compare"][f"{a} - {b}"] = res
     asha_src = load_records(args.asha_kind)
     if lat and len(set(asha_src) & set(long)) >= 4:
         for grace, rf in args.asha:
@@ -421,11 +478,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
         return 0
     print(f"long schedule: {len(long)} networks")
-    print(f"{'proxy':<24} {'n':>3} {'tau acc':>8} {'rho acc':>8} {'tau rew':>8} {'rho rew':>8} {'s/trial':>8}")
+    print(f"{'proxy':<24} {'n':>3} {'tau acc':>8} {'rho acc':>8} {'tau rew':>8} {'90% interval':>14} "
+          f"{'rho rew':>8} {'s/trial':>8}")
     for k, f in out["fidelity"].items():
         if f["accuracy"]:
+            lo, hi = f["reward"]["kendall_90"]
             print(f"{k:<24} {f['networks']:>3} {f['accuracy']['kendall']:8.3f} {f['accuracy']['spearman']:8.3f} "
-                  f"{f['reward']['kendall']:8.3f} {f['reward']['spearman']:8.3f} {f['seconds_median']:8.0f}")
+                  f"{f['reward']['kendall']:8.3f} {f'{lo:.2f} to {hi:.2f}':>14} {f['reward']['spearman']:8.3f} "
+                  f"{f['seconds_median']:8.0f}")
+    for k, c in out["compare"].items():
+        lo, hi = c["difference_90"]
+        print(f"reward tau, {k}: {c['difference']:+.3f} on {c['networks']} networks (90% bootstrap interval "
+              f"{lo:+.2f} to {hi:+.2f}; above zero in {c['share_above_zero']:.0%} of resamples)")
     for k, v in out["seed_noise"].items():
         print(f"{k}: n={v['networks']}, between-network sd {v['between_sd']:.3f}, seed sd {v['seed_sd']:.3f}, "
               f"val SE {v['val_se']:.3f}, seed-to-seed tau {v['kendall_seed_to_seed']:.2f}, "
@@ -458,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data", default=DEFAULT_CIFAR, help="extracted CIFAR-10 ImageFolder (train/ and test/)")
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("report", help="rank fidelity, seed noise and ASHA's decisions from the records")
-    r.add_argument("--proxies", nargs="+", default=["digits", "cifar10-e1", "cifar10-e2"])
+    r.add_argument("--proxies", nargs="+", default=["digits-r8-e2-s0-v25", "cifar10-e1", "cifar10-e2", "cifar10-e4"])
     r.add_argument("--seed-pairs", nargs="*", type=_pair, default=[], metavar="KIND_A:KIND_B")
+    r.add_argument("--compare", nargs="*", type=_pair, default=[("cifar10-e4", "cifar10-e2")], metavar="KIND_A:KIND_B",
+                   help="the paired difference in reward tau between two proxies, on the same networks")
     r.add_argument("--asha-kind", default="cifar10-e2")
     r.add_argument("--asha", nargs="*", type=_asha, default=[(0.5, 3.0), (0.5, 2.0)], metavar="GRACE:RF")
     r.add_argument("--json", action="store_true")

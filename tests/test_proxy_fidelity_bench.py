@@ -47,3 +47,18 @@ def test_cifar10_kinds_train_on_the_cifar_proxy_images_whatever_their_length(fid
     assert {0.5, 1.0, 1.5, 2.0} <= set(fidelity.kind_named("cifar10-e4").curve)
     digits = fidelity.kind_named("digits-r8-e2-s0-v25").recipe
     assert digits.train_images != 5000 and digits.resolution == 8
+
+
+def test_paired_tau_difference_tells_a_proxy_that_ranks_better_and_one_that_is_the_same(fidelity):
+    n = 16
+    long = {i: {"result": {"accuracy": 0.3 + 0.01 * i}} for i in range(n)}
+    lat = {i: 5.0 for i in range(n)}  # one latency: the reward orders as the accuracy does
+    exact = {i: {"result": {"accuracy": 0.1 + 0.005 * i}} for i in range(n)}
+    shuffled = {i: {"result": {"accuracy": 0.1 + 0.005 * ((7 * i) % n)}} for i in range(n)}
+    same = fidelity.paired_difference(exact, exact, long, lat)
+    assert same["difference"] == 0 and same["difference_90"] == [0.0, 0.0]
+    better = fidelity.paired_difference(exact, shuffled, long, lat)
+    assert better["difference"] > 0.5 and better["difference_90"][0] > 0 and better["share_above_zero"] > 0.95
+    assert fidelity.paired_difference(exact, {0: exact[0]}, long, lat) is None  # too few networks in common
+    lo, hi = fidelity.interval(fidelity.bootstrap_kendall([(list(range(n)), list(range(n)))], resamples=50)[:, 0])
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
