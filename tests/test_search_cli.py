@@ -49,6 +49,22 @@ def test_help_lists_the_options(capsys):
     assert "Does not apply with --address" in " ".join(out.split())
 
 
+def test_a_trial_trains_longer_by_default_on_data_other_than_the_digits(tmp_path):
+    from search.commands import options_from_args
+    from search.options import SearchOptions
+
+    parser = cli.build_parser()
+
+    def epochs(*args: str) -> float:
+        return options_from_args(parser.parse_args(["search", "--target-ms", "15", *args]))[0].epochs
+
+    assert epochs() == epochs("--data", "digits") == 2.0
+    assert epochs("--data", "cifar10") == epochs("--data", str(tmp_path)) == 4.0
+    assert epochs("--data", "cifar10", "--epochs", "1.5") == 1.5
+    # The resolved length is what a run stores, so a resumed run keeps it whatever the default becomes.
+    assert SearchOptions(data=str(tmp_path)).epochs == 4.0 and SearchOptions(data=None, epochs=3.0).epochs == 3.0
+
+
 def test_dashboard_host_reaches_the_options_and_defaults_to_loopback():
     from search.commands import options_from_args
 
