@@ -11,8 +11,9 @@ machine, load, code), so that the benchmark resumes in a later sitting and a fre
 ``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``;
               a fresh checkout builds it again: it only sizes cuts and scores the search's rewards)
 ``target``    the target: MobileNetV3-Large 1.0 at 32x32 with the same reduced stride, measured
-``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, default
-              proxy (2 epochs) on 5,000 training images, validation on 2,000 others, target above
+``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, the proxy
+              (``--search-epochs``, ``--search-scheduler``) on 5,000 training images, validation on
+              2,000 others, target above
 ``netadapt``  each search's best network (trained as NetAdapt trains a seed) adapted to the target,
               with NetAdapt's defaults; the target must be met *measured*. When both networks were
               within the target as found, the controller's is also trimmed to ``TRIM_RATIO`` of its
@@ -121,6 +122,7 @@ class Settings:
     # network can land below it and leave NetAdapt nothing to do.
     search_target_factor: float = 1.1
     search_epochs: float = 2.0
+    search_scheduler: str = "fifo"  # or "asha": the search's early stopping (its default grace and reduction factor)
     proxy_images: int = 5000
     proxy_eval_images: int = 2000
     concurrency: int = 2
@@ -137,10 +139,16 @@ class Settings:
         for f in fields(self):
             v = getattr(self, f.name)
             floor = 0 if f.name == "netadapt_workers" else 1e-12  # 0 workers: proposals in this process
-            if f.name != "table_mode" and not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
+            if isinstance(v, str):
+                continue
+            if not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
                 raise UserError(f"--{f.name.replace('_', '-')} {v} must be a positive number")
         if self.table_mode not in ("quick", "full"):
             raise UserError(f"--table-mode {self.table_mode!r} must be quick or full")
+        from search.options import SCHEDULERS
+
+        if self.search_scheduler not in SCHEDULERS:
+            raise UserError(f"--search-scheduler {self.search_scheduler!r} must be one of {', '.join(SCHEDULERS)}")
 
 
 # ---- the benchmark's own logic --------------------------------------------------------------------------
@@ -278,6 +286,7 @@ def check_settings(settings: Settings, records: Path) -> None:
     p = records / "settings.json"
     if p.exists():
         saved = json.loads(p.read_text())
+        saved = {**asdict(Settings()), **saved}  # a setting the records predate was at its default then
         diff = [k for k, v in asdict(settings).items() if saved.get(k) != v]
         if diff:
             k = diff[0]
@@ -525,7 +534,7 @@ def stage_search(ctx: Ctx) -> None:
         opts = SearchOptions(target_ms=target, trials=s.trials, epochs=s.search_epochs, strategy=strategy,
                              space=SPACE, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
                              data_limit=s.proxy_images, eval_limit=s.proxy_eval_images, split_seed=SPLIT_SEED,
-                             concurrency=s.concurrency, name=run_name, resume=resume)
+                             concurrency=s.concurrency, scheduler=s.search_scheduler, name=run_name, resume=resume)
         summary = run_search(opts)
         if summary.status != "finished" or summary.best is None:
             log(f"search {strategy} {summary.status} ({summary.finished} of {s.trials} trials): run again to resume")
@@ -537,7 +546,8 @@ def stage_search(ctx: Ctx) -> None:
         save(name, {"strategy": strategy, "trials": s.trials, "reward_target_ms": target, "run_dir": summary.run_dir,
                     "best": {k: b[k] for k in ("trial", "tokens", "accuracy", "test_accuracy", "latency_ms", "reward")},
                     "network": spec_doc(searched_net([int(t) for t in b["tokens"].split("-")])),
-                    "compute": {"trials_completed": summary.completed, "failed": summary.failed,
+                    "compute": {"trials_completed": summary.completed, "stopped_early": summary.stopped,
+                                "failed": summary.failed,
                                 "train_seconds": float(trials["train_seconds"].fillna(0).sum()),
                                 "wall_seconds": round(summary.seconds, 1)}}, records, t0, l0)
         log(f"search {strategy} done: best {b['tokens']} val acc {b['accuracy']:.4f}, "

@@ -156,6 +156,15 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert json.loads((tmp_path / "rec" / "settings.json").read_text())["trials"] == e2e.Settings().trials
     assert e2e.main(args + ["--stages", "latency", "--final-epochs", "3"]) == 2
     assert "made with --final-epochs 15.0, not 3.0" in capsys.readouterr().err
+    assert e2e.main(args + ["--search-scheduler", "hyperband"]) == 2
+    assert "--search-scheduler 'hyperband' must be one of fifo, asha" in capsys.readouterr().err
+    # Records older than a setting were made at its default: they stay usable, and other values are refused.
+    saved = json.loads((tmp_path / "rec" / "settings.json").read_text())
+    del saved["search_scheduler"]
+    (tmp_path / "rec" / "settings.json").write_text(json.dumps(saved))
+    assert e2e.main(args + ["--stages", "latency"]) == 0
+    assert e2e.main(args + ["--stages", "latency", "--search-scheduler", "asha"]) == 2
+    assert "made with --search-scheduler fifo, not asha" in capsys.readouterr().err
 
 
 def test_final_shards_split_the_units_disjointly_and_cover_them(e2e):
