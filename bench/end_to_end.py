@@ -9,7 +9,8 @@ each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (ho
 machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout:
 
 ``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``;
-              a fresh checkout builds it again: it only sizes cuts and scores the search's rewards)
+              a fresh checkout builds it again: it only sizes cuts and scores the search's rewards);
+              a table that fails its self-check stops the benchmark and is moved aside
 ``target``    the target: MobileNetV3-Large 1.0 at 32x32 with the same reduced stride, measured
 ``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, the proxy
               (``--search-epochs``, ``--search-scheduler``) on 5,000 training images, validation on
@@ -476,6 +477,23 @@ def have_table() -> bool:
                               for b in read_meta(p).get("builds", []))
 
 
+def refuse_failed_table(check: dict[str, Any] | None) -> None:
+    """Stop the benchmark when the table failed its self-check: every reward and cut would rest on it.
+    The table is moved aside (not deleted: it shows what the machine did), so the next sitting builds
+    a new one."""
+    if not check or not check.get("n") or check.get("passed"):
+        return
+    from common.errors import UserError
+    from latency.files import device_dir
+    from latency.selfcheck import summary
+
+    old = device_dir(DEVICE)
+    aside = old.with_name(f"{old.name}.failed-{time.strftime('%Y%m%dT%H%MZ', time.gmtime())}")
+    old.rename(aside)
+    raise UserError(f"the {SPACE} table failed its {summary(check)}; moved to {aside}. Run the table stage again "
+                    "when the machine is idle and in its fast mode (`python cli.py latency probe` tells)")
+
+
 def stage_table(ctx: Ctx) -> None:
     s, records = ctx.s, ctx.records
     needed = not all(read_record(f"{st}_{x}", records) for st in ("search", "netadapt") for x in STRATEGIES)
@@ -492,6 +510,7 @@ def stage_table(ctx: Ctx) -> None:
                    check_per_family=10)
     log(f"latency table for {SPACE} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
     pred = build(DEVICE, SPACE, RESOLUTION, s.table_mode, plan=plan)
+    refuse_failed_table(pred.meta.get("self_check"))
     save("table", {"device": DEVICE, "space": SPACE, "resolution": RESOLUTION, "mode": s.table_mode,
                    "plan": asdict(plan), "self_check": pred.meta.get("self_check")}, records, t0, l0)
 

@@ -302,3 +302,24 @@ def test_width_and_latency_stages_time_networks_side_by_side(e2e, tmp_path):
     assert rep["target_side_by_side"]["controller+netadapt"] == lat["vs_target"][e2e.OURS]
     rows = {r["network"]: r for r in rep["rows"]}
     assert rows["mobilenet_v3_small@width"]["latency_vs_ours"] == lat["vs_ours"]["mobilenet_v3_small@width"]
+
+
+def test_a_table_that_failed_its_self_check_stops_the_benchmark_and_is_moved_aside(e2e, tmp_path, monkeypatch):
+    from common.errors import UserError
+    from latency.files import device_dir
+
+    monkeypatch.setenv("HWNAS_RESULTS", str(tmp_path))
+    table = device_dir(e2e.DEVICE)
+    table.mkdir(parents=True)
+    (table / "units.csv").write_text("x\n")
+    passed = {"n": 10, "passed": True, "within_10pct": 1.0, "mape": 3.0, "seed": 1,
+              "worst": {"family": "mnasnet_cifar", "error": -0.08}}
+    e2e.refuse_failed_table(passed)
+    e2e.refuse_failed_table(None)  # a build without a self-check: nothing to judge it by
+    assert (table / "units.csv").exists()
+    failed = {**passed, "passed": False, "within_10pct": 0.0, "mape": 25.4, "worst": {"family": "mnasnet_cifar", "error": -0.31}}
+    with pytest.raises(UserError, match=r"failed its self-check: 10 fresh networks .* 0% within \+/-10%"):
+        e2e.refuse_failed_table(failed)
+    assert not table.exists()
+    aside = [p for p in table.parent.iterdir() if p.name.startswith(f"{table.name}.failed-")]
+    assert len(aside) == 1 and (aside[0] / "units.csv").read_text() == "x\n"
