@@ -30,8 +30,8 @@ DIGITS_EPOCHS = 2.0
 """Trial length on the embedded digits: what fits the 15-minute default search (docs/search.md)."""
 IMAGE_EPOCHS = 4.0
 """Trial length on any other data. On CIFAR-10 (5,000 training images, 32x32) a 4-epoch proxy's reward
-ranks 24 networks of the ``mnasnet`` space with Kendall tau 0.62 against a 15-epoch training's reward,
-a 2-epoch one's with 0.50 (docs/benchmarks.md, proxy fidelity)."""
+ranks 24 networks of the ``mnasnet`` space with Kendall tau 0.62 and 0.73 (two training seeds) against a
+15-epoch training's reward, a 2-epoch one's with 0.50 and 0.67 (docs/benchmarks.md, proxy fidelity)."""
 
 
 def default_epochs(data: str | None) -> float:
