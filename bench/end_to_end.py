@@ -481,11 +481,12 @@ def refuse_failed_table(check: dict[str, Any] | None) -> None:
     """Stop the benchmark when the table failed its self-check: every reward and cut would rest on it.
     The table is moved aside (not deleted: it shows what the machine did), so the next sitting builds
     a new one."""
-    if not check or not check.get("n") or check.get("passed"):
+    from latency.selfcheck import failed, summary
+
+    if not failed(check):
         return
     from common.errors import UserError
     from latency.files import device_dir
-    from latency.selfcheck import summary
 
     old = device_dir(DEVICE)
     aside = old.with_name(f"{old.name}.failed-{time.strftime('%Y%m%dT%H%MZ', time.gmtime())}")

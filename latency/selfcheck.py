@@ -64,13 +64,18 @@ def summary(rec: dict[str, Any]) -> str:
             f"MAPE {rec['mape']:.1f}%, worst {w['error']:+.0%} ({w['family']})")
 
 
+def failed(rec: dict[str, Any] | None) -> bool:
+    """Whether a self-check record measured networks and missed (a build without one has nothing to judge)."""
+    return bool(rec and rec.get("n") and not rec.get("passed"))
+
+
 def advice(rec: dict[str, Any] | None, device: str, busy_too: bool = True) -> str | None:
     """What to do about a table whose self-check missed or (``busy_too``) whose build saw a busy
     machine; None when there is nothing to do."""
     if not rec:
         return None
     rebuild = f"delete {device}'s table and run `python cli.py latency build --device {device}` on an idle machine"
-    if rec.get("n") and not rec.get("passed"):
+    if failed(rec):
         why = f" while the machine was busy ({'; '.join(rec['busy'])})" if rec.get("busy") else ""
         return (f"the {device} latency table failed its self-check{why}: {summary(rec)[len('self-check: '):]}; "
                 f"predictions may be off by more than 10%: {rebuild}")
