@@ -447,14 +447,22 @@ def asha_report(proxy: dict[int, dict], long: dict[int, dict], lat: dict[int, fl
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    long = {i: d for i, d in load_records("long").items() if i not in TUNING_NETWORKS}
-    proxies = [k for k in args.proxies if load_records(k)]
+    loaded: dict[str, dict[int, dict[str, Any]]] = {}
+
+    def reported(kind: str) -> dict[int, dict[str, Any]]:
+        """A kind's records on the report's networks (none of the tuning ones), read once."""
+        if kind not in loaded:
+            loaded[kind] = {i: d for i, d in load_records(kind).items() if i not in TUNING_NETWORKS}
+        return loaded[kind]
+
+    long = reported("long")
+    proxies = [k for k in args.proxies if reported(k)]
     out: dict[str, Any] = {"long_networks": len(long), "fidelity": {}, "compare": {}, "seed_noise": {}, "asha": []}
     for a, b in args.seed_pairs:
         res = seed_noise(a, b)
         if res:
             out["seed_noise"][f"{a} vs {b}"] = res
-    nets = sorted(set(long).union(*(load_records(k) for k in proxies)) - set(TUNING_NETWORKS))
+    nets = sorted(set(long).union(*(reported(k) for k in proxies)))
     try:
         lat = latencies(nets) if nets else {}
     except Exception as e:  # no local-cpu table yet: the rank figures need its latencies
@@ -462,12 +470,10 @@ def cmd_report(args: argparse.Namespace) -> int:
               "`python cli.py latency build` and report again", file=sys.stderr)
         proxies, lat = [], {}
     for k in proxies:
-        out["fidelity"][k] = {**fidelity({i: d for i, d in load_records(k).items() if i not in TUNING_NETWORKS},
-                                          long, lat)}
+        out["fidelity"][k] = fidelity(reported(k), long, lat)
     for a, b in args.compare:
-        if lat and load_records(a) and load_records(b):
-            res = paired_difference(*(({i: d for i, d in load_records(k).items() if i not in TUNING_NETWORKS})
-                                       for k in (a, b)), long, lat)
+        if lat and reported(a) and reported(b):
+            res = paired_difference(reported(a), reported(b), long, lat)
             if res:
                 out["compare"][f"{a} - {b}"] = res
     asha_src = load_records(args.asha_kind)
