@@ -61,6 +61,9 @@ class Plan:
 # full: every unit of the space plus about 1,300 more over the range users' networks take (target:
 # under 20 minutes on the 2-core development machine). quick: what a first search builds on a
 # fresh clone, which must leave the search most of its 15 minutes: fewer samples, two sessions.
+# The self-check round is small (the adaptive units and a few networks): more passes give each of its
+# networks more blocks in the machine's fast mode, so that the check judges the table, not the moment.
+CHECK_PASSES = 4
 PLANS = {"full": Plan(40, 200, 30, 2), "quick": Plan(6, 40, 10, 1, passes=2)}
 
 
@@ -154,6 +157,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
         plan = replace(plan, calibration_per_family=n_networks)
     t0, loads = time.time(), [selfcheck.machine_load()]
     probes = [_probe(threads, provider)]
+    _record_probe(probes[0], threads, provider)  # the rounds below gate their blocks against it
     grid = units_to_measure(get_space(space), resolution, mode, **(sample or {}))
     units = _missing(device, grid + range_units(plan.range_per_family))
     nets_df, _ = load_networks(device)
@@ -172,7 +176,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
     checks = check_specs(plan, seed, used)
     got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
-                   plan.passes)
+                   max(plan.passes, CHECK_PASSES))
     loads.append(selfcheck.machine_load())
     probes.append(_probe(threads, provider))
     used_before = LatencyTable.load(units_path(device)).meta.get("used_networks", [])
@@ -299,9 +303,16 @@ def _record_build(device: str, b: dict[str, Any]) -> None:
 
 
 def _run_with_bar(run_folder, folder: str, threads: int, provider: str, progress: bool) -> Path:
-    """Run the runner with a tqdm bar over the manifest's items (the runner itself prints plain lines)."""
+    """Run the runner with a tqdm bar over the manifest's items (the runner itself prints plain lines),
+    its blocks gated by the machine's probe (:mod:`latency.probe`): a table describes the machine's
+    fast mode, as :func:`latency.measure.measure` does, even when a slow spell covers a whole round."""
+    from latency import probe
+    from latency.measure import resolve_clock
+
+    gated = {"probe": probe.probe_model(),
+             "reference": probe.reference_ms(threads, provider, resolve_clock("auto", threads, provider))}
     if not progress:
-        return run_folder(folder, threads=threads, provider=provider, progress=False)
+        return run_folder(folder, threads=threads, provider=provider, progress=False, **gated)
     from tqdm import tqdm
 
     from latency import runner
@@ -317,7 +328,7 @@ def _run_with_bar(run_folder, folder: str, threads: int, provider: str, progress
 
     runner.make_session = counting
     try:
-        return run_folder(folder, threads=threads, provider=provider, progress=False)
+        return run_folder(folder, threads=threads, provider=provider, progress=False, **gated)
     finally:
         runner.make_session = orig
         bar.close()

@@ -126,6 +126,10 @@ CHUNK = 16      # models whose sessions are open together; their blocks take tur
 # share of the probe's fast level; the figure then reads those blocks only.
 PROBE_TOLERANCE = 0.10
 PROBE_RUNS = 8
+# A probe block serves the blocks timed within this many seconds after it: the machine's slow spells
+# last from a fraction of a second to minutes, and a probe before each of many tiny blocks (a table's
+# units) would cost more than the units themselves.
+PROBE_EVERY_S = 0.02
 
 
 def gate(pairs: list[tuple[float, float]], level: float) -> list[float]:
@@ -250,8 +254,8 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
     :func:`summarize`'s statistics per model, in order. ``on_session`` is called after each session
     is made (progress).
 
-    ``probe`` (a model, e.g. :func:`latency.probe.probe_model`): a probe block precedes every block,
-    and a model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference``
+    ``probe`` (a model, e.g. :func:`latency.probe.probe_model`): a probe block precedes the blocks
+    timed within :data:`PROBE_EVERY_S` of it (for one model or large ones, every block), and a model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference``
     (None: the probe's fast level over the whole call); its statistics add ``probe_ms`` (the probe's
     fast level beside its blocks) and ``fast_blocks``."""
     n = len(models)
@@ -274,12 +278,18 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
             for turn in range(max(per[i][1] for i in idx)):
                 if turn and gap_s:
                     time.sleep(gap_s)
+                probed_at = None  # (probe block median, when): one probe serves the blocks that follow closely
                 for i in idx:
-                    if turn < per[i][1]:
-                        if prober is None:
-                            timers[i].block(per[i][2])
-                        else:
-                            pairs[i].append(probed_block(prober, timers[i], per[i][2]))
+                    if turn >= per[i][1]:
+                        continue
+                    if prober is None:
+                        timers[i].block(per[i][2])
+                        continue
+                    if probed_at is None or time.perf_counter() - probed_at[1] > PROBE_EVERY_S:
+                        prober.block(PROBE_RUNS)
+                        probed_at = (float(np.median(prober.blocks[-1])), time.perf_counter())
+                    timers[i].block(per[i][2])
+                    pairs[i].append((probed_at[0], float(np.median(timers[i].blocks[-1]))))
             for i in idx:
                 timed[i].append(timers[i].blocks)
     if prober is None:
@@ -317,11 +327,14 @@ def pass_order(n: int, passes: int, p: int) -> list[int]:
 
 def run_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, threads: int = 1,
                provider: str = "cpu", clock: str = "auto", warmup: int | None = None, runs: int | None = None,
-               progress: bool = True, passes: int | None = None, on_session=None) -> Path:
+               progress: bool = True, passes: int | None = None, on_session=None, probe=None,
+               reference: float | None = None) -> Path:
     """Measure every model of an export folder with :func:`time_models`: ``passes`` sessions per
     model (default: the manifest's), the manifest's warm-up runs, blocks and runs per block for
     units and for networks (``warmup`` and ``runs`` override both). Units and whole networks share
-    the passes, so both see the same machine. Writes the CSV atomically."""
+    the passes, so both see the same machine. ``probe`` and ``reference``: gate the blocks by a probe
+    model, as :func:`time_models` does (a local build does; a device has no probe). Writes the CSV
+    atomically."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     clock = resolve_clock(clock, threads, provider)
@@ -348,7 +361,7 @@ def run_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, 
                   f"{el:.0f} s elapsed, ~{el / done[0] * (total - done[0]):.0f} s left", file=sys.stderr, flush=True)
 
     stats = time_models([folder / it["file"] for it in items], settings, passes, threads, provider, clock,
-                        on_session=tick)
+                        on_session=tick, probe=probe, reference=reference)
     rows = [{"file": it["file"], **{c: st[c] for c in CSV_COLUMNS[1:]}} for it, st in zip(items, stats)]
     out = Path(out) if out else folder / "measurements.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

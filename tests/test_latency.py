@@ -118,6 +118,20 @@ def test_gated_timing_reads_only_blocks_whose_probe_ran_fast():
     assert never["fast_blocks"] == 0 and never["latency_ms"] <= never["median_ms"]  # the fastest fifth of all
 
 
+def test_one_probe_block_serves_the_blocks_timed_right_after_it(monkeypatch):
+    from latency import runner
+    from latency.probe import probe_model
+
+    units = [export_spec(_spec(i, 16)) for i in range(3)]
+    monkeypatch.setattr(runner, "PROBE_EVERY_S", 1e9)  # one probe per turn over the open models
+    shared = runner.time_models(units, (1, 4, 2), sessions=2, probe=probe_model())
+    assert len({(st["probe_ms"], st["fast_blocks"]) for st in shared}) == 1  # every model saw the same probes
+    assert all(st["blocks"] == 8 and 1 <= st["fast_blocks"] <= 8 for st in shared)
+    monkeypatch.setattr(runner, "PROBE_EVERY_S", 0.0)  # a probe before every block
+    own = runner.time_models(units, (1, 4, 2), sessions=2, probe=probe_model())
+    assert len({st["probe_ms"] for st in own}) == 3
+
+
 def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
     st = measure(_spec(1, 32), warmup=1, runs=4, blocks=5, sessions=2, gap_s=0.0, reference_ms=None)
     assert st.probe_ms > 0 and st.slowdown is None and 1 <= st.fast_blocks <= 10 and st.waited_s == 0
