@@ -46,7 +46,8 @@ class Plan:
     ``families`` for the calibration, and ``check_per_family`` fresh ones for the self-check.
     ``family_resolution`` draws the movable families (:func:`latency.families.movable`) at another
     input size (small test tables); ``own`` is the built space and resolution (:func:`for_space`),
-    whose family is drawn at that resolution; ``passes``: fresh sessions of every model."""
+    whose family is drawn at that resolution; ``passes``: fresh sessions of every model;
+    ``wait_fast_s``: how long each round may wait for the machine's fast mode before it starts."""
 
     range_per_family: int
     adaptive: int
@@ -56,15 +57,15 @@ class Plan:
     family_resolution: int | None = None
     passes: int = MEASURE_PASSES
     own: tuple[str, int] | None = None
+    wait_fast_s: float = 0.0
 
 
 # full: every unit of the space plus about 1,300 more over the range users' networks take (target:
 # under 20 minutes on the 2-core development machine). quick: what a first search builds on a
 # fresh clone, which must leave the search most of its 15 minutes: fewer samples, two sessions.
-# The self-check round is small (the adaptive units and a few networks): more passes give each of its
-# networks more blocks in the machine's fast mode, so that the check judges the table, not the moment.
-CHECK_PASSES = 4
-PLANS = {"full": Plan(40, 200, 30, 2), "quick": Plan(6, 40, 10, 1, passes=2)}
+# Both wait up to a minute for a slow spell to pass before each round: a round that starts in one
+# can lie in it throughout, and gating (:func:`_run_with_bar`) then has no fast block to keep.
+PLANS = {"full": Plan(40, 200, 30, 2, wait_fast_s=60.0), "quick": Plan(6, 40, 10, 1, passes=2, wait_fast_s=60.0)}
 
 
 def held_out_references() -> set[str]:
@@ -158,6 +159,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     t0, loads = time.time(), [selfcheck.machine_load()]
     probes = [_probe(threads, provider)]
     _record_probe(probes[0], threads, provider)  # the rounds below gate their blocks against it
+    waited = [_wait_for_fast(threads, provider, plan.wait_fast_s)]
     grid = units_to_measure(get_space(space), resolution, mode, **(sample or {}))
     units = _missing(device, grid + range_units(plan.range_per_family))
     nets_df, _ = load_networks(device)
@@ -175,15 +177,16 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     seed = fresh_seed()
     used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
     checks = check_specs(plan, seed, used)
+    waited.append(_wait_for_fast(threads, provider, plan.wait_fast_s))
     got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
-                   max(plan.passes, CHECK_PASSES))
+                   plan.passes)
     loads.append(selfcheck.machine_load())
     probes.append(_probe(threads, provider))
     used_before = LatencyTable.load(units_path(device)).meta.get("used_networks", [])
     drawn = [s for f in families.FAMILIES for s in families.draw(f, plan.range_per_family, RANGE_SEED)]
     _update_meta(device, {"adaptive": {"units": len(adaptive), "cv_error_before": cv},
                           "probe": {"levels_ms": [round(v, 5) for v in probes], "reference_ms": _record_probe(
-                              min(probes), threads, provider)},
+                              min(probes), threads, provider), "waited_s": waited},
                           "used_networks": list(dict.fromkeys(used_before + [families.fingerprint(s) for s in drawn] +
                                                               [families.fingerprint(s) for _, s in checks]))})
     pred = fit_predictor(device, space, resolution)
@@ -207,6 +210,22 @@ def _probe(threads: int, provider: str) -> float:
     from latency.runner import fast_mean
 
     return fast_mean(probe.time_probe(0.5, threads, provider, resolve_clock("auto", threads, provider)))
+
+
+def _wait_for_fast(threads: int, provider: str, max_s: float) -> float:
+    """Seconds spent (at most about ``max_s``) waiting until the probe runs within
+    :data:`latency.runner.PROBE_TOLERANCE` of the machine's reference; 0 without a reference."""
+    from latency import probe
+    from latency.measure import resolve_clock
+    from latency.runner import PROBE_TOLERANCE, fast_mean
+
+    clock = resolve_clock("auto", threads, provider)
+    ref = probe.reference_ms(threads, provider, clock)
+    t0 = time.monotonic()
+    while ref is not None and time.monotonic() - t0 < max_s:
+        if fast_mean(probe.time_probe(0.3, threads, provider, clock)) <= ref * (1 + PROBE_TOLERANCE):
+            break
+    return round(time.monotonic() - t0, 1)
 
 
 def _record_probe(level: float, threads: int, provider: str) -> float:
