@@ -339,17 +339,9 @@ def _run_with_bar(run_folder, folder: str, threads: int, provider: str, progress
     manifest = runner.read_manifest(Path(folder))
     bar = tqdm(total=len(manifest["items"]) * int(manifest.get("passes", 1)), desc="measuring", unit="model",
                file=sys.stderr)
-    orig = runner.make_session
-
-    def counting(*a, **k):
-        bar.update(1)
-        return orig(*a, **k)
-
-    runner.make_session = counting
     try:
-        return run_folder(folder, threads=threads, provider=provider, progress=False, **gated)
+        return run_folder(folder, threads=threads, provider=provider, progress=False, on_session=bar.update, **gated)
     finally:
-        runner.make_session = orig
         bar.close()
 
 
