@@ -132,6 +132,16 @@ def test_one_probe_block_serves_the_blocks_timed_right_after_it(monkeypatch):
     assert len({st["probe_ms"] for st in own}) == 3
 
 
+def test_a_build_round_waits_for_the_fast_mode_only_as_long_as_its_plan_allows():
+    from latency import probe
+    from latency.build import _wait_for_fast
+
+    assert _wait_for_fast(1, "cpu", 5.0) == 0.0  # no reference yet: nothing to wait for
+    probe.record(1e-4)  # a level no probe reaches: a slow spell that never ends
+    assert 0.5 <= _wait_for_fast(1, "cpu", 0.5) < 2.0
+    assert _wait_for_fast(1, "cpu", 0.0) == 0.0
+
+
 def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
     st = measure(_spec(1, 32), warmup=1, runs=4, blocks=5, sessions=2, gap_s=0.0, reference_ms=None)
     assert st.probe_ms > 0 and st.slowdown is None and 1 <= st.fast_blocks <= 10 and st.waited_s == 0
