@@ -138,7 +138,7 @@ def test_a_build_round_waits_for_the_fast_mode_only_as_long_as_its_plan_allows()
 
     assert _wait_for_fast(1, "cpu", 5.0) == 0.0  # no reference yet: nothing to wait for
     probe.record(1e-4)  # a level no probe reaches: a slow spell that never ends
-    assert 0.5 <= _wait_for_fast(1, "cpu", 0.5) < 2.0
+    assert 0.5 <= _wait_for_fast(1, "cpu", 0.5) < 10.0  # one probe past the limit at most (plus its export)
     assert _wait_for_fast(1, "cpu", 0.0) == 0.0
 
 
