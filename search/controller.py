@@ -63,6 +63,8 @@ class ControllerConfig:
     elite_weight: float = 1.0
     local: float = 0.9             # share of proposals that re-draw one decision of an elite sample
     local_after: int = 0           # rewards heard before those local proposals start
+    local_pool: int = 2            # best samples that local moves may start from: the elite first, the
+    #                                next best once every fresh neighbour of the elite was handed out
 
     def __post_init__(self) -> None:
         if self.advantage not in ("ema", "rank"):
@@ -73,6 +75,8 @@ class ControllerConfig:
             raise UserError("controller batch_size and hidden must be >= 1")
         if not 0.0 <= self.local <= 1.0 or self.local_after < 0:
             raise UserError("controller local must lie in [0, 1] and local_after be >= 0")
+        if self.elite < 0 or self.local_pool < 0:
+            raise UserError("controller elite and local_pool must be >= 0")
 
 
 class _Policy(nn.Module):
@@ -153,6 +157,7 @@ class Controller:
         self.history: list[dict[str, float]] = []  # per update: mean reward, baseline, entropy, loss
         self.window: list[float] = []  # the latest rewards (config.window), for rank advantages
         self.best: list[tuple[list[int], float]] = []  # the best samples so far (config.elite), best first
+        self.pool: list[tuple[list[int], float]] = []  # the best max(elite, local_pool) so far, best first
 
     @classmethod
     def for_space(cls, space: Any, config: ControllerConfig | None = None, seed: int = 0) -> Controller:
@@ -215,28 +220,43 @@ class Controller:
         """An elite sample with one decision re-drawn from the policy's own distribution at that step
         (given the elite's earlier tokens), the elite's current choice and taken networks excluded;
         ``fresh`` (if given) must accept the result (e.g. a network not yet handed out once token
-        lists that build the same network count as one). None when no such network is found in
-        ``tries`` attempts."""
+        lists that build the same network count as one). When ``tries`` attempts from the elite find
+        none (late in a search their neighbourhoods are used up), the rest of the pool is walked in
+        rank order, each of its samples' decisions in turn (hill climbing that goes on from the next
+        best instead of leaving it to the policy's draws). None when nothing fresh is found."""
         movable = [d for d, n in enumerate(self.n_choices) if n > 1]
         if not self.best or not movable:
             return None
         for _ in range(tries):
             elite = self.best[int(torch.randint(len(self.best), (1,), generator=self.generator))][0]
             d = movable[int(torch.randint(len(movable), (1,), generator=self.generator))]
-            h = next(h for step, h in self._states(torch.tensor([elite], dtype=torch.long)) if step == d)
-            p = torch.softmax(self._logits(h, d), dim=-1)[0].clone()
-            p[elite[d]] = 0.0
+            tokens = self._move(elite, [d], taken, fresh)
+            if tokens is not None:
+                return tokens, float(self._evaluate(torch.tensor([tokens], dtype=torch.long))[0][0])
+        for parent, _ in self.pool[len(self.best):]:
+            order = torch.randperm(len(movable), generator=self.generator).tolist()
+            tokens = self._move(parent, [movable[i] for i in order], taken, fresh)
+            if tokens is not None:
+                return tokens, float(self._evaluate(torch.tensor([tokens], dtype=torch.long))[0][0])
+        return None
+
+    def _move(self, parent: list[int], decisions: list[int], taken: Taken | None,
+              fresh: Callable[[list[int]], bool] | None) -> list[int] | None:
+        """``parent`` with the first of ``decisions`` that allows it re-drawn (see :meth:`_local`)."""
+        states = dict(self._states(torch.tensor([parent], dtype=torch.long)))
+        for d in decisions:
+            p = torch.softmax(self._logits(states[d], d), dim=-1)[0].clone()
+            p[parent[d]] = 0.0
             if taken is not None:
                 for c in range(self.n_choices[d]):
-                    if taken.full([*elite[:d], c, *elite[d + 1:]]):
+                    if taken.full([*parent[:d], c, *parent[d + 1:]]):
                         p[c] = 0.0
             if float(p.sum()) <= 0.0:
                 continue
-            tokens = list(elite)
+            tokens = list(parent)
             tokens[d] = int(torch.multinomial(p, 1, generator=self.generator).item())
-            if fresh is not None and not fresh(tokens):
-                continue
-            return tokens, float(self._evaluate(torch.tensor([tokens], dtype=torch.long))[0][0])
+            if fresh is None or fresh(tokens):
+                return tokens
         return None
 
     def sample(self, taken: Taken | None = None, fresh: Callable[[list[int]], bool] | None = None) -> Sample:
@@ -321,10 +341,11 @@ class Controller:
             adv = rewards - self.baseline
             if c.advantage_norm and (self.reward_var or 0.0) > 1e-12:
                 adv = adv / math.sqrt(self.reward_var)
-        best = {tuple(t): r for t, r in self.best}
+        best = {tuple(t): r for t, r in self.pool}
         for sample, r in zip(samples, rewards):
             best[tuple(sample.tokens)] = float(r)
-        self.best = [(list(t), r) for t, r in sorted(best.items(), key=lambda e: -e[1])[:c.elite]]
+        self.pool = [(list(t), r) for t, r in sorted(best.items(), key=lambda e: -e[1])[:max(c.elite, c.local_pool)]]
+        self.best = self.pool[:c.elite]
         tokens = torch.tensor([s.tokens for s in samples], dtype=torch.long)
         old_logp = torch.tensor([s.log_prob for s in samples], dtype=torch.float32)
         elite = torch.tensor([t for t, _ in self.best], dtype=torch.long) if self.best else None
@@ -365,6 +386,7 @@ class Controller:
             "pending": [asdict(s) for s in self.pending.values()],
             "collected": [(asdict(s), r) for s, r in self.collected],
             "window": list(self.window), "best": [[list(t), r] for t, r in self.best],
+            "pool": [[list(t), r] for t, r in self.pool],
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,6 +406,7 @@ class Controller:
         self.collected = [(Sample(**s), r) for s, r in state["collected"]]
         self.window = [float(r) for r in state.get("window", [])]
         self.best = [(list(t), float(r)) for t, r in state.get("best", [])]
+        self.pool = [(list(t), float(r)) for t, r in state.get("pool", state.get("best", []))]
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Controller:

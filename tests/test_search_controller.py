@@ -138,8 +138,36 @@ def test_local_moves_change_one_decision_of_an_elite_and_avoid_taken_networks():
     assert [ctl.sample(taken).tokens for _ in range(3)] == [again.sample(taken).tokens for _ in range(3)]
 
 
+def test_local_moves_go_on_from_the_next_best_once_the_elites_neighbours_are_taken():
+    from search.controller import Taken
+
+    n = [3, 3, 3]
+    rewards = {(a, b, c): 9 * a + 3 * b + c for a in range(3) for b in range(3) for c in range(3)}
+    for pool, from_pool in ((1, False), (3, True)):
+        ctl = Controller(n, ControllerConfig(local=1.0, elite=1, local_pool=pool, batch_size=1), seed=0)
+        taken = Taken(n)
+        for tokens in ([2, 2, 2], [1, 1, 1], [0, 0, 0]):  # the best, then two more that enter the pool
+            s = ctl.adopt(tokens)
+            taken.add(tokens)
+            ctl.feedback(s.key, rewards[tuple(tokens)])
+        assert [t for t, _ in ctl.best] == [[2, 2, 2]] and len(ctl.pool) == pool
+        for d in range(3):  # every neighbour of the elite handed out already
+            for c in range(3):
+                taken.add([2, 2, 2][:d] + [c] + [2, 2, 2][d + 1:])
+        tokens = ctl._local(taken)
+        if not from_pool:
+            assert tokens is None  # the former behaviour: the caller falls back to a policy draw
+            continue
+        assert tokens is not None and not taken.full(tokens[0])
+        assert sum(a != b for a, b in zip(tokens[0], [1, 1, 1])) == 1  # a neighbour of the second best
+    state = ctl.state_dict()
+    assert Controller.from_state_dict(state).pool == ctl.pool  # resumed searches keep the pool
+
+
 def test_local_settings_are_checked():
     with pytest.raises(UserError, match="local"):
         ControllerConfig(local=1.5)
     with pytest.raises(UserError, match="local"):
         ControllerConfig(local_after=-1)
+    with pytest.raises(UserError, match="local_pool"):
+        ControllerConfig(local_pool=-1)
