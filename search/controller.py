@@ -41,9 +41,9 @@ from common.errors import UserError
 
 @dataclass
 class ControllerConfig:
-    """Hyper-parameters for budgets of tens to hundreds of samples; lr, method, advantage, elite and
-    local were chosen on the tabular benchmark's tuning half (docs/benchmarks.md), the rest follow
-    ENAS/NAS practice."""
+    """Hyper-parameters for budgets of tens to hundreds of samples; lr, method, advantage, elite, local
+    and local_pool were chosen on the tabular benchmark's tuning half (docs/benchmarks.md), the rest
+    follow ENAS/NAS practice."""
 
     hidden: int = 64
     lr: float = 0.03
@@ -63,7 +63,7 @@ class ControllerConfig:
     elite_weight: float = 1.0
     local: float = 0.9             # share of proposals that re-draw one decision of an elite sample
     local_after: int = 0           # rewards heard before those local proposals start
-    local_pool: int = 2            # best samples that local moves may start from: the elite first, the
+    local_pool: int = 8            # best samples that local moves may start from: the elite first, the
     #                                next best once every fresh neighbour of the elite was handed out
 
     def __post_init__(self) -> None:
