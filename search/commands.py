@@ -165,6 +165,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"latency {b['latency_ms']:.2f} ms, {b['params']:,} params, {b['macs'] / 1e6:.1f}M MACs -> {summary.seed}")
     else:
         print("no trial trained; see trials.csv for the errors")
+    budget = unused_budget_note(b, summary.run_dir)
+    if budget:
+        print(f"note: {budget}")
     if summary.demonstration and b:
         print(f"note: {summary.trials} trials is a demonstration budget; a search needs at least {DEMO_MIN_TRIALS} "
               "to do clearly better than random sampling (docs/search.md)")
@@ -173,6 +176,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     if summary.resume_command:
         print(f"continue with: {summary.resume_command}")
     return code
+
+
+UNUSED_BUDGET = 0.8  # a best network under this share of the target leaves budget unused worth a note
+
+
+def unused_budget_note(best: dict | None, run_dir: str) -> str | None:
+    """A note when the best network takes less than :data:`UNUSED_BUDGET` of the latency target
+    under the soft reward, which also pays for speed below the target; None otherwise (or under
+    a hard constraint, ``alpha`` 0, which pays nothing for it)."""
+    import json
+    from pathlib import Path
+
+    try:
+        opts = json.loads((Path(run_dir) / "options.json").read_text())
+    except (OSError, ValueError):
+        return None
+    target, alpha = opts.get("target_ms"), opts.get("alpha")
+    if not best or not target or alpha == 0 or best["latency_ms"] >= UNUSED_BUDGET * target:
+        return None
+    return (f"the best network takes {best['latency_ms'] / target:.0%} of the {target:g} ms target: the reward "
+            "(w on both sides of the target) also pays for speed below it. To spend the budget on accuracy, "
+            "search with MnasNet's hard constraint, --alpha 0 --beta -1 (docs/search.md)")
 
 
 def _resume_hint(opts) -> str:

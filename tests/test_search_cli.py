@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import cli
@@ -149,3 +151,18 @@ def test_mlflow_without_mlflow_is_one_line(capsys):
         pytest.skip("mlflow is installed here: --mlflow is taken")
     code, _, err = _cli(capsys, "--target-ms", "15", "--mlflow", "sqlite:///mlflow.db")
     assert code == 2 and "pip install mlflow" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_best_network_far_under_the_target_gets_a_note_on_spending_the_budget(tmp_path):
+    from search.commands import unused_budget_note
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text(json.dumps({"target_ms": 10.0, "alpha": None}))
+    note = unused_budget_note({"latency_ms": 6.0}, str(run))
+    assert "60% of the 10 ms target" in note and "--alpha 0 --beta -1" in note
+    assert unused_budget_note({"latency_ms": 8.5}, str(run)) is None  # within 80% of the target
+    assert unused_budget_note(None, str(run)) is None
+    (run / "options.json").write_text(json.dumps({"target_ms": 10.0, "alpha": 0}))
+    assert unused_budget_note({"latency_ms": 6.0}, str(run)) is None  # a hard constraint pays nothing below it
+    assert unused_budget_note({"latency_ms": 6.0}, str(tmp_path / "missing")) is None
