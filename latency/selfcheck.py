@@ -74,7 +74,8 @@ def advice(rec: dict[str, Any] | None, device: str, busy_too: bool = True) -> st
     machine; None when there is nothing to do."""
     if not rec:
         return None
-    rebuild = f"delete {device}'s table and run `python cli.py latency build --device {device}` on an idle machine"
+    rebuild = (f"delete {device}'s table and run `python cli.py latency build --device {device}` on an idle machine "
+               "(`python cli.py latency probe` tells how much of the time it runs slow by itself)")
     if failed(rec):
         why = f" while the machine was busy ({'; '.join(rec['busy'])})" if rec.get("busy") else ""
         return (f"the {device} latency table failed its self-check{why}: {summary(rec)[len('self-check: '):]}; "
