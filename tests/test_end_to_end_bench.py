@@ -323,3 +323,24 @@ def test_a_table_that_failed_its_self_check_stops_the_benchmark_and_is_moved_asi
     assert not table.exists()
     aside = [p for p in table.parent.iterdir() if p.name.startswith(f"{table.name}.failed-")]
     assert len(aside) == 1 and (aside[0] / "units.csv").read_text() == "x\n"
+
+
+def test_retarget_replaces_a_target_that_measures_otherwise_and_keeps_the_first(e2e, tmp_path, monkeypatch):
+    from common.errors import UserError
+    from latency import probe
+
+    records, work = tmp_path / "records", tmp_path / "work"
+    records.mkdir()
+    monkeypatch.setenv("HWNAS_RESULTS", str(work))
+    probe.record(100.0)  # a reference every block meets: no minute of probing, no waiting for the fast mode
+    first = {"reference": "mobilenet_v3_small", "width": 0.5, "target_ms": 1000.0, "network": {}}
+    e2e.write_record(e2e.record_path("target", records), first)
+    check = e2e.retarget(records, work, processes=1)
+    assert check["replaced"] and len(check["remeasured_ms"]) == 1 and 0 < check["median_ms"] < 100
+    assert e2e.read_record("target_first", records)["target_ms"] == 1000.0
+    assert e2e.target_ms(records) == check["median_ms"]  # NetAdapt now aims at the new figure
+    kept = e2e.retarget(records, work, processes=1, tolerance=1e9)
+    assert not kept["replaced"] and e2e.target_ms(records) == check["median_ms"]
+    e2e.write_record(e2e.record_path("netadapt_random", records), {"unit": "netadapt_random"})
+    with pytest.raises(UserError, match="NetAdapt already ran"):
+        e2e.retarget(records, work, processes=1)
