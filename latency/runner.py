@@ -255,9 +255,10 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
     is made (progress).
 
     ``probe`` (a model, e.g. :func:`latency.probe.probe_model`): a probe block precedes the blocks
-    timed within :data:`PROBE_EVERY_S` of it (for one model or large ones, every block), and a model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference``
-    (None: the probe's fast level over the whole call); its statistics add ``probe_ms`` (the probe's
-    fast level beside its blocks) and ``fast_blocks``."""
+    timed within :data:`PROBE_EVERY_S` of it (for one model or large ones, every block), and a
+    model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference`` (None:
+    the probe's fast level over the whole call); its statistics add ``probe_ms`` (the probe's fast
+    level beside its blocks) and ``fast_blocks``."""
     n = len(models)
     per = [settings] * n if isinstance(settings, tuple) else list(settings)
     for w, b, r in per:
