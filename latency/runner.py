@@ -10,7 +10,8 @@ It times every model the manifest lists and writes a CSV (one row per file: the 
 the median, p10 and p90 of all timed runs, their spread and the spread between sessions) whose first
 line is a ``#`` comment with the device's CPU, onnxruntime version, threads, provider, clock and
 optimisation level; ``python cli.py latency import CSV --device NAME`` turns it into a latency
-table. The project's own measurements use the same functions.
+table. The project's own measurements use the same functions. It is long because it is copied alone to
+the device and must stand by itself (onnxruntime and numpy only).
 
 Method: fixed intra-op threads, one inter-op thread, sequential execution, graph optimisation
 level ORT_ENABLE_ALL, no spinning worker threads. The whole list is measured in ``passes`` passes

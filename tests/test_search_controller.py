@@ -111,7 +111,7 @@ def test_reward_formula():
 
 
 def test_local_moves_change_one_decision_of_an_elite_and_avoid_taken_networks():
-    from search.controller import Taken
+    from search.taken import Taken
 
     n = [3, 4, 2, 3, 5, 3]
     ctl = Controller(n, ControllerConfig(local=1.0, local_after=4, elite=2), seed=1)
@@ -139,7 +139,7 @@ def test_local_moves_change_one_decision_of_an_elite_and_avoid_taken_networks():
 
 
 def test_local_moves_go_on_from_the_next_best_once_the_elites_neighbours_are_taken():
-    from search.controller import Taken
+    from search.taken import Taken
 
     n = [3, 3, 3]
     rewards = {(a, b, c): 9 * a + 3 * b + c for a in range(3) for b in range(3) for c in range(3)}

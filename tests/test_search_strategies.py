@@ -16,10 +16,11 @@ from ray.tune.search import Searcher
 
 from common.errors import UserError
 from search import jsonstate
-from search.controller import Controller, Taken
+from search.controller import Controller
 from search.searcher import NetworkSearcher, network_key, read_state
 from search.strategies import STRATEGIES, make_searcher, searcher_class
 from search.strategies.evolution import EvolutionConfig, EvolutionSearcher
+from search.taken import Taken
 from space.searchspace import get_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from search.controller import Controller, ControllerConfig, Taken
+from search.controller import Controller, ControllerConfig
 from search.searcher import NetworkSearcher, SearchTask, network_key
+from search.taken import Taken
 
 
 class ControllerSearcher(NetworkSearcher):
