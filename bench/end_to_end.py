@@ -502,6 +502,7 @@ def stage_table(ctx: Ctx) -> None:
     if read_record("table", records) and (have_table() or not needed):
         return
     from latency.build import PLANS, build
+    from latency.selfcheck import failed
 
     t0, l0 = time.time(), os.getloadavg()[0]
     # Calibration and self-check networks: this space's own samples at 32x32 (the build adds the
@@ -513,16 +514,12 @@ def stage_table(ctx: Ctx) -> None:
     log(f"latency table for {SPACE} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
     pred = build(DEVICE, SPACE, RESOLUTION, s.table_mode, plan=plan)
     check = pred.meta.get("self_check")
-    accepted = False
-    if ctx.accept_failed_table:
-        from latency.selfcheck import failed
-
-        accepted = failed(check)
-        if accepted:
-            log("the table missed its self-check and is kept (--accept-failed-table): searches steer by it, "
-                "every reported latency is measured")
+    accepted = ctx.accept_failed_table and failed(check)
+    if accepted:
+        log("the table missed its self-check and is kept (--accept-failed-table): searches steer by it, "
+            "every reported latency is measured")
     else:
-        refuse_failed_table(check)
+        refuse_failed_table(check)  # returns when the check passed
     save("table", {"device": DEVICE, "space": SPACE, "resolution": RESOLUTION, "mode": s.table_mode,
                    "plan": asdict(plan), "self_check": check, "accepted_failed_self_check": accepted},
          records, t0, l0)

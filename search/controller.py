@@ -223,7 +223,11 @@ class Controller:
     def _move(self, parent: list[int], decisions: list[int], taken: Taken | None,
               fresh: Callable[[list[int]], bool] | None) -> list[int] | None:
         """``parent`` with the first of ``decisions`` that allows it re-drawn (see :meth:`_local`)."""
-        states = dict(self._states(torch.tensor([parent], dtype=torch.long)))
+        states, last = {}, max(decisions)
+        for step, h in self._states(torch.tensor([parent], dtype=torch.long)):
+            states[step] = h
+            if step == last:  # the LSTM need not run past the last decision asked for
+                break
         for d in decisions:
             p = torch.softmax(self._logits(states[d], d), dim=-1)[0].clone()
             p[parent[d]] = 0.0
