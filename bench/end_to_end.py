@@ -6,10 +6,13 @@ The deployed network is the 32x32 network as trained: the search space is ``mnas
 ``mnasnet`` space with the stem at stride 1, i.e. the search's proxy network at 32px), so the
 latency table, the search's reward, NetAdapt and the reported figures all see that network. Stages,
 each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made,
-machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout:
+machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout. The
+work in progress under ``results/`` (the table, a search's state, a NetAdapt run's newest checkpoint)
+is kept every 5 minutes in ``<records>/state/`` (``bench/workstate.py``) and put back when a sitting
+starts without it, so that a machine that does not keep ``results/`` loses at most those minutes:
 
-``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``;
-              a fresh checkout builds it again: it only sizes cuts and scores the search's rewards);
+``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``,
+              kept in ``state/``: it sizes cuts and scores the search's rewards);
               a table that fails its self-check stops the benchmark and is moved aside
 ``target``    the target: MobileNetV3-Large 1.0 at 32x32 with the same reduced stride, measured
 ``search``    the default strategy (the RNN controller) and random search, ``--trials`` each, the proxy
@@ -84,6 +87,7 @@ repo_first()
 # The record helpers of the proxy fidelity benchmark: one record style for both.
 git_commit, machine, write_record = (getattr(_bench_module("proxy_fidelity"), n)
                                      for n in ("git_commit", "machine", "write_record"))
+workstate = _bench_module("workstate")  # the working files a fresh checkout resumes from
 
 RECORDS = BENCH / "records" / "end_to_end"
 WORK = ROOT / "results" / "end_to_end"  # latency table, search and NetAdapt run folders (not committed)
@@ -470,7 +474,8 @@ class Ctx:
 
 
 def have_table() -> bool:
-    """Whether this checkout holds the table (``results/`` is not committed: a fresh one does not)."""
+    """Whether this checkout holds the table (``results/`` is not committed: a fresh one has it only when
+    the records' ``state/`` put it back)."""
     from latency.files import read_meta, units_path
 
     p = units_path(DEVICE)
@@ -1074,12 +1079,21 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
         check_settings(settings, args.records)
         os.environ["HWNAS_RESULTS"] = str(args.work)  # before Ray starts, so that its workers inherit it
+        state = args.records / "state"
+        back = workstate.restore(state, args.work)
+        if back:
+            log(f"restored {len(back)} working files from {state} (a fresh checkout resumes where the last "
+                "sitting kept)")
         for line in progress(args.records, args.work):
             log(line)
-        for st in STAGES:
-            if st in stages:
-                repo_first()
-                STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work, shard, args.accept_failed_table))
+        keeper = workstate.Keeper(args.work, state).start()
+        try:
+            for st in STAGES:
+                if st in stages:
+                    repo_first()
+                    STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work, shard, args.accept_failed_table))
+        finally:
+            keeper.stop()
         log("done: " + ", ".join(stages))
         return 0
     except UserError as e:

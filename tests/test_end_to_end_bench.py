@@ -344,3 +344,64 @@ def test_retarget_replaces_a_target_that_measures_otherwise_and_keeps_the_first(
     e2e.write_record(e2e.record_path("netadapt_random", records), {"unit": "netadapt_random"})
     with pytest.raises(UserError, match="NetAdapt already ran"):
         e2e.retarget(records, work, processes=1)
+
+
+def test_workstate_keeps_what_a_resume_reads_and_restores_only_what_is_missing(tmp_path):
+    ws = bench_module("workstate")
+    work, state = tmp_path / "work", tmp_path / "state"
+    files = {
+        "latency/local-cpu/units.csv": "a,b\n1,2\n", "latency/local-cpu/units.json": "{}",
+        "latency/probe.json": "{}", "runs/s/options.json": "{}", "runs/s/searcher.json": '{"n": 1}',
+        "runs/s/trials.csv": "x", "runs/s/weights/t1.pt": "w", "runs/s/tune/sitting-1/x.json": "{}",
+        "netadapt/n/state.json": "{}", "netadapt/n/history.csv": "i\n1\n",
+        "netadapt/n/checkpoints/iter_000.json": "{}", "netadapt/n/checkpoints/iter_000.pt": "w0",
+        "netadapt/n/checkpoints/iter_002.json": "{}", "netadapt/n/checkpoints/iter_002.pt": "w2",
+        "netadapt/n/checkpoints/iter_010.pt": "w10",
+    }
+    for rel, text in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(text)
+    big = work / "latency" / "local-cpu" / "huge.json"
+    with big.open("wb") as f:
+        f.truncate(ws.MAX_BYTES + 1)
+    copied = {p.as_posix() for p in ws.keep(work, state)}
+    assert copied == {"latency/local-cpu/units.csv", "latency/local-cpu/units.json", "latency/probe.json",
+                      "runs/s/options.json", "runs/s/searcher.json", "netadapt/n/state.json",
+                      "netadapt/n/history.csv", "netadapt/n/checkpoints/iter_000.json",
+                      "netadapt/n/checkpoints/iter_002.json", "netadapt/n/checkpoints/iter_000.pt",
+                      "netadapt/n/checkpoints/iter_010.pt"}
+    assert ws.keep(work, state) == []  # nothing changed: nothing copied
+    # A newer checkpoint replaces the older weights; a changed file is copied again.
+    (work / "netadapt/n/checkpoints/iter_011.pt").write_text("w11")
+    (work / "runs/s/searcher.json").write_text('{"n": 2}')
+    assert {p.as_posix() for p in ws.keep(work, state)} == {"netadapt/n/checkpoints/iter_011.pt",
+                                                            "runs/s/searcher.json"}
+    assert not (state / "netadapt/n/checkpoints/iter_010.pt").exists()
+    assert (state / "netadapt/n/checkpoints/iter_000.pt").exists()  # the seed's weights stay
+    assert not list(state.rglob("*.tmp"))
+    # Restore fills a fresh folder, and never overwrites what a folder already holds.
+    fresh = tmp_path / "fresh"
+    (fresh / "runs/s").mkdir(parents=True)
+    (fresh / "runs/s/searcher.json").write_text('{"n": 3}')
+    back = {p.as_posix() for p in ws.restore(state, fresh)}
+    assert "runs/s/searcher.json" not in back and "runs/s/options.json" in back and len(back) == 10
+    assert (fresh / "runs/s/searcher.json").read_text() == '{"n": 3}'
+    assert (fresh / "netadapt/n/checkpoints/iter_011.pt").read_text() == "w11"
+    assert ws.restore(tmp_path / "nothing", fresh) == []
+
+
+def test_workstate_keeper_keeps_on_a_timer_and_on_stop(tmp_path):
+    import time
+
+    ws = bench_module("workstate")
+    work, state = tmp_path / "work", tmp_path / "state"
+    (work / "runs/s").mkdir(parents=True)
+    (work / "runs/s/options.json").write_text("{}")
+    keeper = ws.Keeper(work, state, every_s=0.05).start()
+    deadline = time.monotonic() + 10
+    while not (state / "runs/s/options.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (state / "runs/s/options.json").exists()  # kept by the timer, before any stop
+    (work / "runs/s/searcher.json").write_text("{}")
+    keeper.stop()
+    assert (state / "runs/s/searcher.json").exists()

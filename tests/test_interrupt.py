@@ -28,6 +28,7 @@ from search.trial import FAULT_ENV
 from space.builder import build_model
 from train.weights import save_weights
 
+from .bench_scripts import bench_module
 from .test_faults import (
     TINY,
     _env,
@@ -48,6 +49,7 @@ SEARCH = ["search", "--target-ms", "1", "--trials", str(TRIALS), "--concurrency"
 EARLIER_SEED = b'{"an": "earlier seed, which an unfinished search must leave alone"}\n'
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+workstate = bench_module("workstate")
 
 
 def _ctrl_c(proc: subprocess.Popen, times: int = 1) -> float:
@@ -98,6 +100,11 @@ def interrupted_search(tmp_path_factory, tiny_predictor):
                              state=read_state(run / "searcher.json"), seed=(root / "seed.json").read_bytes(),
                              status=json.loads((run / "status.json").read_text()))
 
+    # What the end-to-end benchmark keeps of the working folder now (bench/workstate.py): a fresh checkout
+    # resumes from it (test_a_fresh_folder_resumes_from_the_kept_state).
+    kept = base / "kept"
+    workstate.keep(root, kept)
+
     # 3. Resumed to the end.
     _run_to_end(["search", "--resume", "--name", "k", "--json"], env, base / "third", timeout=400)
     return SimpleNamespace(
@@ -105,6 +112,7 @@ def interrupted_search(tmp_path_factory, tiny_predictor):
         out=json.loads((base / "third.out").read_text()),
         df=pd.read_csv(run / "trials.csv", keep_default_na=False, na_values=[""]),
         state=read_state(run / "searcher.json"), summary=json.loads((run / "summary.json").read_text()),
+        kept=kept, base=base,
     )
 
 
@@ -148,6 +156,26 @@ def test_resume_needs_nothing_else_and_runs_every_trial_once(interrupted_search)
     assert ctl["feedbacks"] == len(k.state["records"]) == TRIALS and k.state["live"] == {}
     assert k.summary["status"] == "finished" and (k.root / "seed.json").read_bytes() != EARLIER_SEED
     assert json.loads((k.root / "seed.json").read_text())["name"].startswith("k/")
+
+
+def test_a_fresh_folder_resumes_from_the_kept_state(interrupted_search):
+    """The benchmark's kept state alone (no weights, no Tune folders, no trials.csv) resumes the search:
+    the trials finished before are heard once and the budget is completed."""
+    k = interrupted_search
+    root = k.base / "fresh" / "results"
+    restored = {p.as_posix() for p in workstate.restore(k.kept, root)}
+    assert {"runs/k/options.json", "runs/k/searcher.json"} <= restored
+    assert any(p.startswith(f"latency/{TINY}/") for p in restored)
+    assert not any(p.endswith(".pt") for p in restored)
+    before = read_state(root / "runs" / "k" / "searcher.json")
+    _run_to_end(["search", "--resume", "--name", "k", "--json"], _env(root), k.base / "fresh-run", timeout=400)
+    out = json.loads((k.base / "fresh-run.out").read_text())
+    df = pd.read_csv(root / "runs" / "k" / "trials.csv", keep_default_na=False, na_values=[""])
+    assert out["status"] == "finished" and out["trials"] == len(df) == TRIALS
+    assert sorted(df["trial"]) == list(range(TRIALS)) and df["trial_id"].is_unique and set(df["status"]) == {"ok"}
+    for r in before["records"]:  # kept, not trained again
+        row = df.set_index("trial").loc[r["sample"]]
+        assert row["trial_id"] == r["trial_id"] and row["accuracy"] == r["accuracy"]
 
 
 def test_a_run_shows_one_short_line_per_trial(interrupted_search):
@@ -206,6 +234,15 @@ def test_netadapt_ctrl_c_then_resume(tmp_path, tiny_predictor):
     hist = pd.read_csv(run / "history.csv")
     assert hist["iteration"].tolist() == list(range(1, done + 1))
 
+    # Resumed on a fresh folder from what the end-to-end benchmark keeps (bench/workstate.py): the run's
+    # JSON files and the weights of the seed and the newest checkpoint only.
+    kept = tmp_path / "kept"
+    workstate.keep(root, kept)
+    weights = sorted(p.name for p in kept.rglob("*.pt"))
+    assert weights == sorted({"iter_000.pt", f"iter_{done:03d}.pt"}), weights
+    root = tmp_path / "fresh" / "results"
+    run = root / "netadapt" / "na"
+    workstate.restore(kept, root)
     _run_to_end(["netadapt", "--resume", "--name", "na", "--json"], _env(root), tmp_path / "resumed", timeout=300)
     result = json.loads((tmp_path / "resumed.out").read_text())
     n = result["iterations"]
