@@ -4,6 +4,7 @@ family on fresh networks (against a FLOPs-linear fit and the plain table sum), e
 against its own measurement, the machine's repeatability, and the predictor's throughput.
 
     python bench/latency.py [--n 60] [--n-space 100] [--results DIR] [--seed S] [--repeat] [--records DIR] [--json]
+    python bench/latency.py --analyse bench/records/latency/<UTC time>     # an earlier run's figures, split
 
 By default it builds a fresh ``local-cpu`` table (``latency build``'s default: full mode) into a new
 results folder, so the build time is what a user pays; ``--results`` reuses a folder's table. Then:
@@ -16,7 +17,9 @@ results folder, so the build time is what a user pays; ``--results`` reuses a fo
 - ``--repeat``: the suite's networks measured a second time and the first measurement scored as a
   predictor of the second (how close this machine comes to itself, family by family);
 - ``predict_many`` on 10,000 fresh networks of every family with a cold unit cache, and one
-  ``cli.py latency predict`` call.
+  ``cli.py latency predict`` call;
+- the suite's figures again, split by whether each network's fresh sessions lay within 10% of each
+  other (``--analyse`` prints this split for an earlier run's records without measuring anything).
 
 It prints the machine and the load average before and after, and writes everything to
 ``--records`` (default ``bench/records/latency/<UTC time>/``) so that later runs can compare
@@ -115,6 +118,39 @@ def remeasure(csv_path: str) -> dict:
     return out
 
 
+def by_repeatability(suite, spread: float = 0.10) -> dict[str, dict]:
+    """Per family, the full predictor's figures on every network and on those whose fresh sessions lay
+    within ``spread`` of each other (``session_spread``): where the machine repeated itself, what is
+    left of the error is the predictor's. ``median_error`` (prediction / measurement - 1) shows a bias
+    that the spread of the other figures hides. ``suite``: a DataFrame of ``suite.csv``."""
+    import numpy as np
+
+    out = {}
+    for fam, g in suite.groupby("family", sort=False):
+        err = g["predicted_ms"].to_numpy(float) / g["measured_ms"].to_numpy(float) - 1
+        rep = g["session_spread"].to_numpy(float) <= spread
+        cut = {}
+        for name, e in (("all", err), ("repeatable", err[rep]), ("not_repeatable", err[~rep])):
+            a = np.abs(e)
+            cut[name] = {"n": len(e)} | ({"within_5pct": float(np.mean(a <= 0.05)), "within_10pct": float(np.mean(a <= 0.10)),
+                                          "mape": float(100 * a.mean()), "median_error": float(np.median(e))}
+                                         if len(e) else {})
+        out[fam] = cut
+    return out
+
+
+def print_by_repeatability(rep: dict[str, dict], spread: float = 0.10) -> None:
+    print(f"repeatable: the network's fresh sessions lay within {spread:.0%} of each other")
+    print("| family | networks | n | within 5% | within 10% | MAPE % | median error |")
+    print("|---|---|---|---|---|---|---|")
+    for fam, cut in rep.items():
+        for name in ("all", "repeatable", "not_repeatable"):
+            c = cut[name]
+            figs = (f"{c['within_5pct']:.2f} | {c['within_10pct']:.2f} | {c['mape']:.1f} | {c['median_error']:+.1%}"
+                    if c["n"] else "- | - | - | -")
+            print(f"| {fam if name == 'all' else ''} | {name.replace('_', ' ')} | {c['n']} | {figs} |")
+
+
 def cells(m: dict) -> str:
     return (f"{m['within_5pct']:.2f} | {m['within_10pct']:.2f} | {m['mape']:.2f} | {m['rmse']:.3f} | "
             f"{m['spearman']:.3f} | {m['kendall']:.3f}")
@@ -149,6 +185,8 @@ def print_report(out: dict) -> None:
         print(f"throughput ({name}): {tp['cold_per_s']:,.0f} networks per CPU second cold cache, "
               f"{tp['warm_per_s']:,.0f} warm")
     print(f"one `cli.py latency predict`: {out['cli_predict_seconds']:.2f} s")
+    if out.get("by_repeatability"):
+        print_by_repeatability(out["by_repeatability"])
     print(f"records: {out['records']}")
 
 
@@ -162,7 +200,24 @@ def main() -> int:
     ap.add_argument("--repeat", action="store_true", help="measure the suite's networks a second time")
     ap.add_argument("--records", help="folder for the records (default bench/records/latency/<UTC time>)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--analyse", metavar="RECORDS",
+                    help="measure nothing: the figures of an earlier run's records (its suite.csv) split by whether "
+                         "each network's sessions lay within 10%% of each other")
     args = ap.parse_args()
+    if args.analyse:
+        import pandas as pd
+
+        csv = Path(args.analyse) / "suite.csv"
+        if not csv.is_file():
+            print(f"error: --analyse {args.analyse}: no suite.csv there; give a folder under bench/records/latency/",
+                  file=sys.stderr)
+            return 2
+        rep = by_repeatability(pd.read_csv(csv))
+        if args.json:
+            print(json.dumps(rep, indent=2))
+        else:
+            print_by_repeatability(rep)
+        return 0
     results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
     os.environ["HWNAS_RESULTS"] = results
     from latency import families
@@ -198,7 +253,7 @@ def main() -> int:
            "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
            "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,
            "references": refs, "repeat": repeat, "throughput": tp, "cli_predict_seconds": cli_s,
-           "records": str(records)}
+           "by_repeatability": by_repeatability(pd.read_csv(records / "suite.csv")), "records": str(records)}
     (records / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
     if args.json:
         print(json.dumps(out, indent=2))

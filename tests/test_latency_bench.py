@@ -1,0 +1,52 @@
+"""bench/latency.py's analysis of a suite's records: the figures split by the machine's repeatability."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from .cli_helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # Registered under another name: ``latency`` is the package's.
+    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "bench" / "latency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _suite() -> pd.DataFrame:
+    rows = [  # family, measured, predicted, session spread
+        ("a", 1.00, 1.02, 0.01), ("a", 2.00, 2.30, 0.02), ("a", 1.00, 1.04, 0.30), ("a", 4.00, 3.00, 0.50),
+        ("b", 1.00, 0.97, 0.05),
+    ]
+    return pd.DataFrame(rows, columns=["family", "measured_ms", "predicted_ms", "session_spread"])
+
+
+def test_figures_split_by_whether_the_sessions_agreed(bench):
+    rep = bench.by_repeatability(_suite())
+    a = rep["a"]
+    assert a["all"]["n"] == 4 and a["repeatable"]["n"] == 2 and a["not_repeatable"]["n"] == 2
+    assert a["all"]["within_10pct"] == pytest.approx(0.5)  # +2%, +4% in; +15%, -25% out
+    assert a["repeatable"]["within_5pct"] == pytest.approx(0.5) and a["repeatable"]["within_10pct"] == pytest.approx(0.5)
+    assert a["repeatable"]["median_error"] == pytest.approx((0.02 + 0.15) / 2)
+    assert a["not_repeatable"]["mape"] == pytest.approx(100 * (0.04 + 0.25) / 2)
+    assert rep["b"]["not_repeatable"] == {"n": 0}
+    assert rep["b"]["repeatable"]["median_error"] == pytest.approx(-0.03)
+
+
+def test_analyse_prints_an_earlier_runs_split_and_refuses_a_folder_without_records(tmp_path):
+    _suite().to_csv(tmp_path / "suite.csv", index=False)
+    ok = subprocess.run([sys.executable, "bench/latency.py", "--analyse", str(tmp_path)], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "| a | all | 4 | 0.50 | 0.50 | 11.5 | +3.0% |" in ok.stdout
+    bad = subprocess.run([sys.executable, "bench/latency.py", "--analyse", str(tmp_path / "nothing")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no suite.csv" in bad.stderr
