@@ -43,6 +43,8 @@ _COL = {f: i for i, f in enumerate(CALIB_FEATURES)}
 CANDIDATES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "scale": (False, ()),
     "scale+inputs": (False, ("in_melems",)),
+    "scale+units": (False, ("units",)),
+    "scale+units+inputs": (False, ("units", "in_melems")),
     "scale+weights": (False, ("params_m",)),
     "scale+weights+inputs": (False, ("params_m", "in_melems")),
     "per-op": (True, ("units", "in_melems", "params_m")),

@@ -317,6 +317,24 @@ def test_calibration_keeps_the_candidate_that_transfers_to_families_it_was_not_f
     assert Calibration.fit(F, y).transfer_mape == {}  # one family: the 10-fold choice
 
 
+def test_calibration_prices_a_per_unit_overhead_that_transfers_to_networks_of_many_small_units():
+    # Each unit timed alone paid a session call that a network pays once: a family of many small
+    # units (trimmed networks) is over-predicted by a scale alone.
+    from latency.predictor import CALIB_FEATURES
+
+    rng = np.random.default_rng(3)
+    F = _calib_features(rng, 90)
+    F[:30, :4] *= 0.3  # family a: short networks...
+    F[:30, 4] += 20  # ...of many units
+    groups = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
+    y = (F @ np.array([0.9, 0.9, 0.9, 0.9, -0.04, 0.0, 0.0])) * np.exp(0.01 * rng.standard_normal(90))
+    cal = Calibration.fit(F, y, groups)
+    assert cal.kind.startswith("scale+units")  # with or without an input term the noise cannot rule out
+    w = dict(zip(CALIB_FEATURES, cal.weights))
+    assert w["units"] == pytest.approx(-0.04, rel=0.15) and abs(w["in_melems"]) < 0.01
+    assert cal.transfer_mape["scale"]["a"] > 3 * cal.transfer_mape["scale+units"]["a"]
+
+
 def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
     # Input elements that "explain" most of the time on a narrow set would reorder networks outside
     # it (a trimmed network predicted slower than its seed): candidates with that term are dropped.
