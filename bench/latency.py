@@ -82,17 +82,20 @@ def cli_predict_seconds(results: str, device: str) -> float:
 
 
 def references(pred) -> list[dict]:
-    """Each reference network at width 1.0 and 224x224: ``latency measure``'s figure and the prediction."""
+    """Each reference network at width 1.0 and 224x224: ``latency measure``'s figure (with its wait for the
+    fast mode) and the prediction."""
+    from latency.commands import DEFAULT_WAIT_S
     from latency.measure import measure
     from space.references import REFERENCES, reference
 
     out = []
     for name in REFERENCES:
         spec = reference(name)
-        st = measure(spec)
+        st = measure(spec, wait_s=DEFAULT_WAIT_S)
         p = float(pred.predict(spec))
         out.append({"network": name, "measured_ms": st.latency_ms, "predicted_ms": p, "error": p / st.latency_ms - 1,
-                    "session_spread": st.session_spread, "loadavg_1m": os.getloadavg()[0]})
+                    "session_spread": st.session_spread, "slowdown": st.slowdown, "waited_s": st.waited_s,
+                    "loadavg_1m": os.getloadavg()[0]})
     return out
 
 
