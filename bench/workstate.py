@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -98,8 +99,8 @@ class Keeper:
         while not self._stop.wait(self.every_s):
             try:
                 keep(self.work, self.state)
-            except OSError:  # a file that vanished mid-copy: the next interval copies it
-                pass
+            except Exception as e:  # e.g. a file that vanished mid-copy: the next interval tries again
+                print(f"warning: keeping {self.work} in {self.state} failed this time ({e})", file=sys.stderr)
 
     def start(self) -> Keeper:
         self._thread.start()
