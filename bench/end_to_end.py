@@ -1024,11 +1024,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ret.add_argument("--tolerance", type=float, default=RETARGET_TOLERANCE, help=argparse.SUPPRESS)
     ret.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
     ret.add_argument("--work", type=Path, default=WORK, help=argparse.SUPPRESS)
+    kp = sub.add_parser("keep", help="keep the working files a resume reads in <records>/state/ now (a run "
+                                     "does so every 5 minutes and when it stops)")
+    kp.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
+    kp.add_argument("--work", type=Path, default=WORK, help=argparse.SUPPRESS)
     rep = sub.add_parser("report", help="the table, the targets and the plot from the records")
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--plot", type=Path, default=None, help="write the accuracy-latency plot here")
     rep.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def state_dir(records: Path) -> Path:
+    """Where the run's resumable working files are kept (``bench/workstate.py``)."""
+    return records / "state"
+
+
+def restore_work(records: Path, work: Path) -> None:
+    back = workstate.restore(state_dir(records), work)
+    if back:
+        log(f"restored {len(back)} working files from {state_dir(records)} (a fresh checkout resumes where the "
+            "last sitting kept)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -1052,7 +1068,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "retarget":
             if args.processes < 1:
                 raise UserError(f"--processes {args.processes} must be at least 1")
+            restore_work(args.records, args.work)  # the probe's reference, which the measurements compare against
             retarget(args.records, args.work, args.processes, args.tolerance)
+            return 0
+        if args.cmd == "keep":
+            copied = workstate.keep(args.work, state_dir(args.records))
+            print(f"kept {len(copied)} changed working files of {args.work} in {state_dir(args.records)}")
             return 0
         if args.cmd == "report":
             rep = summarize(args.records)
@@ -1079,21 +1100,19 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
         check_settings(settings, args.records)
         os.environ["HWNAS_RESULTS"] = str(args.work)  # before Ray starts, so that its workers inherit it
-        state = args.records / "state"
-        back = workstate.restore(state, args.work)
-        if back:
-            log(f"restored {len(back)} working files from {state} (a fresh checkout resumes where the last "
-                "sitting kept)")
+        restore_work(args.records, args.work)
         for line in progress(args.records, args.work):
             log(line)
-        keeper = workstate.Keeper(args.work, state).start()
+        # One keeper: shards of the final stage (which keeps its work as records) leave it to shard 0.
+        keeper = workstate.Keeper(args.work, state_dir(args.records)).start() if shard[0] == 0 else None
         try:
             for st in STAGES:
                 if st in stages:
                     repo_first()
                     STAGE_FNS[st](Ctx(settings, args.records, args.data, args.work, shard, args.accept_failed_table))
         finally:
-            keeper.stop()
+            if keeper is not None:
+                keeper.stop()
         log("done: " + ", ".join(stages))
         return 0
     except UserError as e:

@@ -254,6 +254,7 @@ def main() -> int:
     pd.read_csv(suite["csv"]).drop(columns=["spec"]).to_csv(records / "suite.csv", index=False)
     out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
            "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
+           "calibration": {k: getattr(pred.calibration, k) for k in ("kind", "weights", "cv_mape", "transfer_mape")},
            "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,
            "references": refs, "repeat": repeat, "throughput": tp, "cli_predict_seconds": cli_s,
            "by_repeatability": by_repeatability(pd.read_csv(records / "suite.csv")), "records": str(records)}

@@ -172,6 +172,10 @@ class NetAdaptRun:
             raise UserError(f"{self.dir}: nothing to resume (no state.json); start the run without --resume") from None
         except (ValueError, TypeError) as e:
             raise UserError(f"{self.state_path}: unreadable run state ({e}); start a new run with another --name") from None
+        # The checkpoint of the state's iteration in this folder, wherever the folder was when it was
+        # written (a run copied or moved elsewhere resumes from its own files).
+        spec_path, w_path = self.ckpt(st.iteration)
+        st.spec_path, st.weights_path = str(spec_path), str(w_path)
         self.history = read_rows(self.dir / "history.csv", HISTORY_COLUMNS)[:st.iteration]
         self.proposal_rows = [r for r in read_rows(self.dir / "proposals.csv", PROPOSAL_COLUMNS)
                               if r["iteration"] is not None and int(r["iteration"]) <= st.iteration]

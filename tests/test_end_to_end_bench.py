@@ -346,17 +346,19 @@ def test_retarget_replaces_a_target_that_measures_otherwise_and_keeps_the_first(
         e2e.retarget(records, work, processes=1)
 
 
-def test_workstate_keeps_what_a_resume_reads_and_restores_only_what_is_missing(tmp_path):
+def test_workstate_keeps_what_a_resume_reads_and_restores_only_what_is_missing(tmp_path, capsys):
     ws = bench_module("workstate")
     work, state = tmp_path / "work", tmp_path / "state"
     files = {
         "latency/local-cpu/units.csv": "a,b\n1,2\n", "latency/local-cpu/units.json": "{}",
+        "latency/local-cpu.failed-20261130T0016Z/units.csv": "old", "latency/local-cpu/.units.json.x1.json": "half",
         "latency/probe.json": "{}", "runs/s/options.json": "{}", "runs/s/searcher.json": '{"n": 1}',
+        "runs/s/stopping.json": "{}", "runs/s/trials/net_1-0-2.json": "{}",
         "runs/s/trials.csv": "x", "runs/s/weights/t1.pt": "w", "runs/s/tune/sitting-1/x.json": "{}",
-        "netadapt/n/state.json": "{}", "netadapt/n/history.csv": "i\n1\n",
+        "netadapt/n/state.json": '{"iteration": 2}', "netadapt/n/history.csv": "i\n1\n",
         "netadapt/n/checkpoints/iter_000.json": "{}", "netadapt/n/checkpoints/iter_000.pt": "w0",
         "netadapt/n/checkpoints/iter_002.json": "{}", "netadapt/n/checkpoints/iter_002.pt": "w2",
-        "netadapt/n/checkpoints/iter_010.pt": "w10",
+        "netadapt/n/checkpoints/iter_003.pt": "w3",  # saved, but state.json does not name it yet
     }
     for rel, text in files.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -364,29 +366,36 @@ def test_workstate_keeps_what_a_resume_reads_and_restores_only_what_is_missing(t
     big = work / "latency" / "local-cpu" / "huge.json"
     with big.open("wb") as f:
         f.truncate(ws.MAX_BYTES + 1)
+    with (work / "netadapt/n/checkpoints/iter_002.pt").open("ab") as f:  # weights are kept whatever their size
+        f.truncate(ws.MAX_BYTES + 1)
     copied = {p.as_posix() for p in ws.keep(work, state)}
     assert copied == {"latency/local-cpu/units.csv", "latency/local-cpu/units.json", "latency/probe.json",
-                      "runs/s/options.json", "runs/s/searcher.json", "netadapt/n/state.json",
-                      "netadapt/n/history.csv", "netadapt/n/checkpoints/iter_000.json",
-                      "netadapt/n/checkpoints/iter_002.json", "netadapt/n/checkpoints/iter_000.pt",
-                      "netadapt/n/checkpoints/iter_010.pt"}
+                      "runs/s/options.json", "runs/s/searcher.json", "runs/s/stopping.json",
+                      "runs/s/trials/net_1-0-2.json", "netadapt/n/state.json", "netadapt/n/history.csv",
+                      "netadapt/n/checkpoints/iter_000.json", "netadapt/n/checkpoints/iter_002.json",
+                      "netadapt/n/checkpoints/iter_000.pt", "netadapt/n/checkpoints/iter_002.pt"}
     assert ws.keep(work, state) == []  # nothing changed: nothing copied
-    # A newer checkpoint replaces the older weights; a changed file is copied again.
-    (work / "netadapt/n/checkpoints/iter_011.pt").write_text("w11")
+    # The state moves on to iteration 3: its weights replace iteration 2's; a changed file is copied again.
+    (work / "netadapt/n/state.json").write_text('{"iteration": 3}')
     (work / "runs/s/searcher.json").write_text('{"n": 2}')
-    assert {p.as_posix() for p in ws.keep(work, state)} == {"netadapt/n/checkpoints/iter_011.pt",
+    assert {p.as_posix() for p in ws.keep(work, state)} == {"netadapt/n/state.json", "netadapt/n/checkpoints/iter_003.pt",
                                                             "runs/s/searcher.json"}
-    assert not (state / "netadapt/n/checkpoints/iter_010.pt").exists()
+    assert not (state / "netadapt/n/checkpoints/iter_002.pt").exists()
     assert (state / "netadapt/n/checkpoints/iter_000.pt").exists()  # the seed's weights stay
-    assert not list(state.rglob("*.tmp"))
-    # Restore fills a fresh folder, and never overwrites what a folder already holds.
+    # A finished run: its final weights too.
+    (work / "netadapt/n/result.json").write_text("{}")
+    (work / "netadapt/n/netadapt.pt").write_text("final")
+    assert {p.as_posix() for p in ws.keep(work, state)} == {"netadapt/n/result.json", "netadapt/n/netadapt.pt"}
+    assert not list(state.rglob(".*"))
+    # Restore fills a fresh folder, and never overwrites what a folder already holds (saying so).
     fresh = tmp_path / "fresh"
     (fresh / "runs/s").mkdir(parents=True)
     (fresh / "runs/s/searcher.json").write_text('{"n": 3}')
     back = {p.as_posix() for p in ws.restore(state, fresh)}
-    assert "runs/s/searcher.json" not in back and "runs/s/options.json" in back and len(back) == 10
+    assert "runs/s/searcher.json" not in back and "runs/s/options.json" in back and len(back) == 14
     assert (fresh / "runs/s/searcher.json").read_text() == '{"n": 3}'
-    assert (fresh / "netadapt/n/checkpoints/iter_011.pt").read_text() == "w11"
+    assert "1 working files differ" in capsys.readouterr().err
+    assert (fresh / "netadapt/n/checkpoints/iter_003.pt").read_text() == "w3"
     assert ws.restore(tmp_path / "nothing", fresh) == []
 
 

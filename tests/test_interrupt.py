@@ -105,6 +105,7 @@ def interrupted_search(tmp_path_factory, tiny_predictor):
     # Tune folders, no trials.csv.
     kept = base / "kept"
     workstate.keep(root, kept)
+    root.rename(base / "gone")  # nothing of the first folder is there to fall back on
     root = base / "fresh" / "results"
     restored = {p.as_posix() for p in workstate.restore(kept, root)}
     run = root / "runs" / "k"
@@ -230,6 +231,7 @@ def test_netadapt_ctrl_c_then_resume(tmp_path, tiny_predictor):
     workstate.keep(root, kept)
     weights = sorted(p.name for p in kept.rglob("*.pt"))
     assert weights == sorted({"iter_000.pt", f"iter_{done:03d}.pt"}), weights
+    root.rename(tmp_path / "gone")  # nothing of the first folder is there to fall back on
     root = tmp_path / "fresh" / "results"
     run = root / "netadapt" / "na"
     workstate.restore(kept, root)
