@@ -2,6 +2,7 @@
 """How well this machine's latency measurements repeat: the previous method against the current one.
 
     python bench/latency_repeat.py [--processes 6] [--units 40] [--methods cli,cli-ungated,...] [--records DIR] [--json]
+                                   [--min-fast N] [--width W] [--resolution R]     (passed to `cli`'s latency measure)
 
 Each round starts fresh processes (pin the script to a core with ``taskset -c 1``; children inherit
 it) that time the same models:
@@ -108,21 +109,21 @@ def child(method: str, n_units: int) -> dict:
     return best
 
 
-def run_process(method: str, n_units: int) -> dict:
+def run_process(method: str, n_units: int, cli_args: tuple[str, ...] = ()) -> dict:
     load0 = os.getloadavg()[0]
     t0 = time.time()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if method == "cli":
         ms = {}
         for n in NETWORKS:
-            out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "latency", "measure", n, "--json"],
+            out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "latency", "measure", n, *cli_args, "--json"],
                                  capture_output=True, text=True, check=True, env=env)
             ms[n] = json.loads(out.stdout)["latency_ms"]
     else:
         out = subprocess.run([sys.executable, __file__, "--child", method, "--units", str(n_units)],
                              capture_output=True, text=True, check=True, env=env)
         ms = json.loads(out.stdout)
-    return {"method": method, "ms": ms, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+    return {"method": method, "ms": ms, **({"cli_args": list(cli_args)} if method == "cli" else {}), "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
             "seconds": round(time.time() - t0, 1), "loadavg_1m": [load0, os.getloadavg()[0]]}
 
 
@@ -155,6 +156,9 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=40, help="table units in the unit methods (default 40)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)} (default all)")
     ap.add_argument("--records", help="folder for the per-process rows (default: a new temporary folder)")
+    ap.add_argument("--min-fast", type=int, default=None, help="cli: `latency measure --min-fast` (default its own)")
+    ap.add_argument("--width", type=float, default=None, help="cli: the reference networks at this width (default 1.0)")
+    ap.add_argument("--resolution", type=int, default=None, help="cli: ... at this resolution (default 224)")
     ap.add_argument("--child", choices=METHODS[1:], help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -171,11 +175,18 @@ def main() -> int:
     records.mkdir(parents=True, exist_ok=True)
     path = records / "processes.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    cli_args = tuple(f"--{k.replace('_', '-')}={v}" for k, v in (("min_fast", args.min_fast), ("width", args.width),
+                                                                   ("resolution", args.resolution)) if v is not None)
+    other = {tuple(r.get("cli_args", [])) for r in rows if r["method"] == "cli"} - {cli_args}
+    if "cli" in methods and other:
+        print(f"error: {path} holds cli rows measured with {list(other.pop()) or 'the defaults'}; give the same "
+              "--min-fast/--width/--resolution or another --records folder", file=sys.stderr)
+        return 2
     for i in range(args.processes):
         for method in methods:  # interleaved, so that the methods see the same spells of load
             if sum(r["method"] == method for r in rows) > i:
                 continue
-            row = run_process(method, args.units)
+            row = run_process(method, args.units, cli_args)
             rows.append(row)
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

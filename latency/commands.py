@@ -19,6 +19,7 @@ from common.errors import UserError
 from latency.build import DEFAULT_MODE
 from latency.families import FAMILIES
 from latency.measure import DEFAULT_BLOCKS, DEFAULT_RUNS, DEFAULT_SESSIONS, DEFAULT_WARMUP
+from latency.probe import MIN_FAST
 from latency.suite import SUITE_N, VALIDATE_N
 from latency.units import MEASURE_PASSES
 from space.resolve import add_width_arg
@@ -65,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--wait", type=non_negative_float, default=DEFAULT_WAIT_S, metavar="SECONDS",
                    help=f"when the probe says the machine runs in a slow spell, measure on for up to this long until "
                         f"it runs at its fast level again (default {DEFAULT_WAIT_S:g}; 0: do not wait)")
+    m.add_argument("--min-fast", type=positive_int, default=MIN_FAST, metavar="BLOCKS",
+                   help=f"with --wait: measure on until this many blocks ran at the fast level (default {MIN_FAST})")
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_measure)
 
@@ -154,7 +157,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         target = _load(args)
         name = target.name or args.spec
     st = measure(target, threads=args.threads, provider=args.provider, warmup=args.warmup, runs=args.runs,
-                 blocks=args.blocks, sessions=args.sessions, clock=args.clock, wait_s=args.wait)
+                 blocks=args.blocks, sessions=args.sessions, clock=args.clock, wait_s=args.wait,
+                 min_fast=args.min_fast)
     if args.json:
         print_json({"name": name, **st.to_dict()})
     else:

@@ -161,7 +161,8 @@ def export_layer(layer: Layer, res: int, path: str | os.PathLike | None = None) 
 def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, provider: str = "cpu",
             warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, resolution: int | None = None,
             blocks: int = DEFAULT_BLOCKS, sessions: int = DEFAULT_SESSIONS, clock: str = "auto",
-            gap_s: float = BLOCK_GAP_S, wait_s: float = 0.0, reference_ms: float | None | str = "auto") -> LatencyStats:
+            gap_s: float = BLOCK_GAP_S, wait_s: float = 0.0, reference_ms: float | None | str = "auto",
+            min_fast: int | None = None) -> LatencyStats:
     """Measure a whole network end to end: an :class:`ArchSpec` (exported here; ``resolution``
     overrides its input size) or an existing ``.onnx`` file; ``sessions`` fresh sessions of
     ``blocks`` blocks of ``runs`` timed runs, ``gap_s`` apart (see :class:`LatencyStats`).
@@ -169,9 +170,10 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
     A probe block precedes every block (:mod:`latency.probe`); ``latency_ms`` is read from the
     blocks whose probe ran within 10% of ``reference_ms`` (``"auto"``: this machine's recorded
     reference; None, or none recorded: the fastest probe level of this measurement). With a
-    reference and ``wait_s`` > 0, more sessions follow, for at most ``wait_s`` seconds, until 3 such
-    blocks were kept; when none was, the figure falls back to all blocks and ``slowdown`` says how
-    much slower the machine ran than its fast mode."""
+    reference and ``wait_s`` > 0, more sessions follow, for at most ``wait_s`` seconds, until
+    ``min_fast`` such blocks were kept (default :data:`latency.probe.MIN_FAST`); when none was, the
+    figure falls back to all blocks and ``slowdown`` says how much slower the machine ran than its
+    fast mode."""
     from dataclasses import replace
 
     if warmup < 0 or runs < 1 or blocks < 1 or sessions < 1:
@@ -179,6 +181,10 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
                         f"blocks={blocks}, sessions={sessions}")
     if wait_s < 0:
         raise UserError(f"wait must be >= 0 seconds, got {wait_s:g}")
+    if min_fast is None:
+        from latency.probe import MIN_FAST as min_fast
+    if min_fast < 1:
+        raise UserError(f"min_fast must be at least 1 block, got {min_fast}")
     resolve_provider(provider)
     clock = resolve_clock(clock, threads, provider)
     if isinstance(spec_or_onnx_path, ArchSpec):
@@ -206,11 +212,11 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
 
         reference_ms = machine_reference(threads, provider, clock)
     return _user_errors(_time_gated, model, warmup, runs, blocks, sessions, provider, threads, clock, gap_s,
-                        reference_ms, wait_s)
+                        reference_ms, wait_s, min_fast)
 
 
 def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provider: str, threads: int, clock: str,
-                gap_s: float, reference: float | None, wait_s: float) -> LatencyStats:
+                gap_s: float, reference: float | None, wait_s: float, min_fast: int) -> LatencyStats:
     import time
 
     import numpy as np
@@ -234,11 +240,12 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
         if len(timed) < sessions:
             continue
         level = reference if reference is not None else fast_mean([a for a, _ in pairs])
-        if reference is None or len(gate(pairs, level)) >= probe.MIN_FAST or time.monotonic() >= deadline:
+        if reference is None or len(gate(pairs, level)) >= min_fast or time.monotonic() >= deadline:
             break
-        pause = min(1.0, max(0.0, deadline - time.monotonic()))  # a slow spell: give it time to pass
-        time.sleep(pause)
-        waited += pause
+        if not gate(pairs[-blocks:], level):  # a slow spell: give it time to pass
+            pause = min(1.0, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            waited += pause
     st = summarize_gated(timed, pairs, level)
     return LatencyStats(**st, warmup=warmup, provider=resolve_provider(provider), threads=threads, opt_level=OPT_LEVEL,
                         ort_version=ort_version(), clock=clock,

@@ -158,6 +158,17 @@ def test_measure_waits_for_the_fast_mode_and_says_when_it_never_came():
     assert quick.sessions == 1 and quick.waited_s == 0  # no time to wait: no waiting
 
 
+def test_measure_measures_on_until_it_has_min_fast_blocks():
+    # A reference every probe beats: every block is fast; 2 blocks a session, so 7 take 4 sessions.
+    st = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e6, wait_s=30,
+                 min_fast=7)
+    assert st.sessions == 4 and st.fast_blocks == 8 and st.waited_s == 0  # fast blocks: no pause
+    assert measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e6,
+                   wait_s=30).sessions == 2  # the default, 3 blocks
+    with pytest.raises(UserError, match="min_fast"):
+        measure(_spec(1, 32), min_fast=0)
+
+
 def test_the_probe_reference_only_goes_down_and_survives_a_bad_file(capsys):
     from latency import probe
 

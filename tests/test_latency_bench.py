@@ -1,8 +1,10 @@
-"""bench/latency.py's analysis of a suite's records: the figures split by the machine's repeatability."""
+"""bench/latency.py's analysis of a suite's records (the figures split by the machine's repeatability) and
+bench/latency_repeat.py's report and its records folder."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -50,3 +52,23 @@ def test_analyse_prints_an_earlier_runs_split_and_refuses_a_folder_without_recor
     bad = subprocess.run([sys.executable, "bench/latency.py", "--analyse", str(tmp_path / "nothing")], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no suite.csv" in bad.stderr
+
+
+def test_repeat_refuses_to_mix_measure_settings_in_one_records_folder(tmp_path):
+    row = {"method": "cli", "ms": {"mobilenet_v1": 8.0}, "cli_args": [], "start": "", "seconds": 1.0,
+           "loadavg_1m": [0.5, 0.5]}
+    (tmp_path / "processes.jsonl").write_text(json.dumps(row) + "\n")
+    bad = subprocess.run([sys.executable, "bench/latency_repeat.py", "--methods", "cli", "--min-fast", "8",
+                          "--records", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--min-fast" in bad.stderr, bad.stderr
+
+
+def test_repeat_report_shares_off_the_median():
+    spec = importlib.util.spec_from_file_location("bench_latency_repeat", ROOT / "bench" / "latency_repeat.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"method": "cli", "ms": {"a": a, "b": 2.0}, "loadavg_1m": [0.1, 0.2]} for a in (1.0, 1.0, 1.0, 1.05, 1.2)]
+    r = mod.report(rows)["cli"]
+    assert r["processes"] == 5 and r["models"] == 2
+    assert r["share_off_3pct"] == pytest.approx(2 / 10) and r["share_off_10pct"] == pytest.approx(1 / 10)
+    assert r["max_off"] == pytest.approx(0.2) and r["per_network"]["a"]["median_ms"] == pytest.approx(1.0)
