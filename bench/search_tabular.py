@@ -54,19 +54,24 @@ BASELINES = ("tpe",)
 DURATION_SIGMA = 0.3
 
 
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("the tpe baseline needs optuna (pip install optuna); leave tpe out of --strategies "
+                        "to run without it") from None
+    return optuna
+
+
 class TpeSearcher:
     """Optuna's TPE sampler behind Ray Tune's ``OptunaSearch``, one categorical per decision."""
 
     name = "tpe"
 
     def __init__(self, task: TableTask, seed: int) -> None:
-        try:
-            import optuna
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError:
-            raise UserError("the tpe baseline needs optuna (pip install optuna); leave tpe out of --strategies "
-                            "to run without it") from None
+        optuna = _optuna()
         from optuna.distributions import CategoricalDistribution
+        from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.n = len(task.space.decisions)
@@ -186,9 +191,7 @@ def _key(args: argparse.Namespace, table_sha: str, strategy: str, config: Any, s
             "w": args.w, "concurrency": args.concurrency, "strategy": strategy, "config": repr(config), "seed": seed,
             "budgets": budgets, "sigma": DURATION_SIGMA, "code": _code_sha()}
     if strategy == "tpe":
-        import optuna
-
-        what["optuna"] = optuna.__version__
+        what["optuna"] = _optuna().__version__
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
