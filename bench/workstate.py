@@ -16,12 +16,13 @@ whose working folder is given by the same relative path (``--work``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
 import threading
 from pathlib import Path
+
+from common.atomic import atomic_path
 
 # What a resume reads, as patterns on paths relative to the working folder.
 KEEP = (
@@ -70,10 +71,8 @@ def selected(work: Path) -> list[Path]:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dst)  # a reader never sees half a file
+    with atomic_path(dst) as tmp:  # a reader never sees half a file; its dot-named temporary is never selected
+        shutil.copy2(src, tmp)
 
 
 def _same(a: Path, b: Path) -> bool:
