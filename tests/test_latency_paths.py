@@ -1,0 +1,52 @@
+"""bench/latency_paths.py: the offsets between the ways a network is timed, and its refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from .cli_helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def paths():
+    spec = importlib.util.spec_from_file_location("bench_latency_paths", ROOT / "bench" / "latency_paths.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _frame() -> pd.DataFrame:
+    rows = []
+    for r, drift in enumerate((1.0, 1.1)):  # the second round runs 10% slower on every path alike
+        for net, base in enumerate((2.0, 4.0, 8.0)):
+            rows.append({"round": r, "path": "build", "network": net, "family": "f", "latency_ms": base * drift})
+            rows.append({"round": r, "path": "suite", "network": net, "family": "f",
+                         "latency_ms": base * drift * (1.03 if net < 2 else 0.99)})
+    return pd.DataFrame(rows)
+
+
+def test_report_divides_by_the_build_path_within_each_round(paths):
+    rep = paths.report(_frame())
+    assert rep.loc["build", "median_ratio"] == pytest.approx(1.0)
+    # Drift between rounds cancels: each round's figures are compared with the same round's.
+    assert rep.loc["suite", "median_ratio"] == pytest.approx(1.03)
+    assert rep.loc["suite", "pairs"] == 6
+    assert rep.loc["suite", "p10"] == pytest.approx(0.99)
+
+
+def test_round_to_round_spread_shows_the_drift(paths):
+    spread = paths.round_to_round(_frame())["round_spread"]
+    assert spread["build"] == pytest.approx(0.1)
+    assert spread["suite"] == pytest.approx(0.1)
+
+
+def test_refuses_paths_without_the_build_baseline(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "latency_paths.py"), "--paths", "suite,measure",
+                          "--records", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "must include build" in out.stderr and "Traceback" not in out.stderr
