@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
+from .bench_scripts import bench_module
 from .cli_helpers import ROOT
 
 
 @pytest.fixture(scope="module")
 def paths():
-    spec = importlib.util.spec_from_file_location("bench_latency_paths", ROOT / "bench" / "latency_paths.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("latency_paths")
 
 
 def _frame() -> pd.DataFrame:
