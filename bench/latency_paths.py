@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Do the ways this project times a whole network agree? The same networks, side by side.
 
-    python bench/latency_paths.py [--n 8] [--units 150] [--rounds 3] [--paths build,suite,measure]
+    python bench/latency_paths.py [--n 8] [--units 150] [--rounds 3] [--paths build,alone,suite,measure]
                                   [--seed S] [--records DIR]
 
 A table's calibration and self-check networks are timed by the standalone runner among thousands
-of tiny units (``build``: :func:`latency.runner.run_folder`, gated by the probe, as
-``latency build`` does); ``latency validate --suite`` times its networks in-process among other
-whole networks (``suite``: :func:`latency.units.measure_networks` with the probe); a user's
+of tiny units (``build``: :func:`latency.runner.run_folder`, gated by the probe, as ``latency build``
+does; ``alone``: the same with no units among them); ``latency validate --suite`` times its
+networks in-process among other whole networks (``suite``: :func:`latency.units.measure_networks` with the probe); a user's
 ``latency measure`` times one network alone, waiting for fast blocks (``measure``:
 :func:`latency.measure.measure`). A level offset between the paths shows up as prediction error
 in the suite even when the predictor is right. Each round times every path once, in an order
@@ -37,7 +37,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PATHS = ("build", "suite", "measure")
+PATHS = ("build", "alone", "suite", "measure")
 FAMILIES = ("mnasnet", "mobilenet_v3", "references")
 
 
@@ -85,7 +85,8 @@ def time_measure(specs: list) -> list[float]:
     return [measure(s, wait_s=DEFAULT_WAIT_S).latency_ms for s in specs]
 
 
-TIMERS = {"build": lambda specs, units: time_build(specs, units), "suite": lambda specs, units: time_suite(specs),
+TIMERS = {"build": lambda specs, units: time_build(specs, units), "alone": lambda specs, units: time_build(specs, []),
+          "suite": lambda specs, units: time_suite(specs),
           "measure": lambda specs, units: time_measure(specs)}
 
 
