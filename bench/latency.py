@@ -48,6 +48,8 @@ def machine() -> dict:
     from latency.runner import cpu_model, ort_version
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "ort_version": ort_version(),
+            # Which cores this process may run on (`taskset -c 1` gives [1]): pinned runs repeat better.
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "loadavg_1m": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

@@ -125,6 +125,9 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
                           "flops_ms": flops.predict(specs), "spread": [r["spread"] for r in rows],
                           "session_spread": [r["session_spread"] for r in rows],
                           "fast_blocks": [r["fast_blocks"] for r in rows],
+                          # The probe's fast level beside each network's blocks: how the machine's own
+                          # level moved over the suite (a drift the figures share).
+                          "probe_ms": [r["probe_ms"] for r in rows],
                           "spec": [s.to_json(indent=None) for s in specs]})
     out_dir = device_dir(device)
     report["csv"] = str(atomic_write_text(out_dir / f"validation-suite-{seed}.csv", frame.to_csv(index=False)))

@@ -479,6 +479,7 @@ def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results
     assert str(rep["seed"]) in rep["csv"]  # every run its own seed, and its own files
     assert rep["never_fast"] == 0  # gated against the validation's own probe level: some blocks always pass
     assert (scored["fast_blocks"] >= 1).all()
+    assert (scored["probe_ms"] > 0).all()  # the machine's level beside each network, for drift analyses
 
 
 def test_validate_scores_the_samples_of_any_space_at_its_resolution(tiny_results, capsys):
