@@ -14,7 +14,10 @@ in the suite even when the predictor is right. Each round times every path once,
 rotated from round to round (drift over the rounds falls on every path alike); per network and
 round the figure of each path is divided by the ``build`` path's. Reports the median ratio per
 path with its spread over networks and rounds, and writes every figure to ``--records``
-(``paths.csv``; a finished round is kept and not measured again on a rerun).
+(``paths.csv``; a finished round is kept and not measured again on a rerun). ``suite`` and
+``measure`` also record the probe's fast level beside each figure, and the report gives their
+round-to-round spread of the figure over it: whether dividing by the machine's level would cancel
+its drift.
 
 Networks: ``--n`` fresh samples of each space family and ``--n`` reference networks (random
 widths and resolutions), drawn from ``--seed``; the units around them in the ``build`` path are a
@@ -56,7 +59,7 @@ def sample_units(n: int, seed: int) -> list:
     return [grid[i] for i in sorted(idx)]
 
 
-def time_build(specs: list, units: list) -> list[float]:
+def time_build(specs: list, units: list) -> list[tuple[float, float | None]]:
     """The networks timed as a table build times them: one runner pass list with the units."""
     from latency import probe
     from latency.measure import resolve_clock
@@ -69,20 +72,20 @@ def time_build(specs: list, units: list) -> list[float]:
         csv_path = run_folder(tmp, progress=False, probe=probe.probe_model(), reference=ref)
         files = [it["file"] for it in read_manifest(Path(tmp))["items"] if it["kind"] == "network"]
         got = {r["file"]: float(r["latency_ms"]) for r in read_measurements(csv_path)[1]}
-    return [got[f] for f in files]
+    return [(got[f], None) for f in files]  # the runner's CSV has no probe level
 
 
-def time_suite(specs: list) -> list[float]:
+def time_suite(specs: list) -> list[tuple[float, float | None]]:
     from latency.units import measure_networks
 
-    return [r["latency_ms"] for r in measure_networks(specs, progress=False, probe=True)]
+    return [(r["latency_ms"], r["probe_ms"]) for r in measure_networks(specs, progress=False, probe=True)]
 
 
-def time_measure(specs: list) -> list[float]:
+def time_measure(specs: list) -> list[tuple[float, float | None]]:
     from latency.commands import DEFAULT_WAIT_S
     from latency.measure import measure
 
-    return [measure(s, wait_s=DEFAULT_WAIT_S).latency_ms for s in specs]
+    return [(st.latency_ms, st.probe_ms) for st in (measure(s, wait_s=DEFAULT_WAIT_S) for s in specs)]
 
 
 TIMERS = {"build": lambda specs, units: time_build(specs, units), "alone": lambda specs, units: time_build(specs, []),
@@ -104,11 +107,21 @@ def report(frame: pd.DataFrame, base: str = "build") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("path")
 
 
+def _spread(frame: pd.DataFrame, col: str) -> pd.Series:
+    g = frame.groupby(["path", "network"])[col]
+    return ((g.max() - g.min()) / g.min()).groupby(level="path").median()
+
+
 def round_to_round(frame: pd.DataFrame) -> pd.DataFrame:
     """Per path: how far a network's figure moves between rounds (median over networks of
-    (max - min) / min), the path's own repeatability beside the offsets."""
-    g = frame.groupby(["path", "network"])["latency_ms"]
-    return ((g.max() - g.min()) / g.min()).groupby(level="path").median().rename("round_spread").to_frame()
+    (max - min) / min), the path's own repeatability beside the offsets; and, where the path
+    records the probe's fast level beside each figure, the same for the figure divided by it (a
+    drift of the machine that slows probe and network alike cancels there)."""
+    out = _spread(frame, "latency_ms").rename("round_spread").to_frame()
+    if "probe_ms" in frame and frame["probe_ms"].notna().any():
+        per_probe = frame.dropna(subset=["probe_ms"]).assign(ratio=lambda d: d["latency_ms"] / d["probe_ms"])
+        out = out.join(_spread(per_probe, "ratio").rename("round_spread_over_probe"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for p in order:
             t0, load = time.time(), os.getloadavg()[0]
-            ms = TIMERS[p](specs, units)
+            got = TIMERS[p](specs, units)
             rows += [{"round": r, "path": p, "family": f, "network": i, "name": s.name, "latency_ms": m,
-                      "loadavg_1m": round(load, 2)} for i, ((f, s), m) in enumerate(zip(nets, ms))]
+                      "probe_ms": pm, "loadavg_1m": round(load, 2)}
+                     for i, ((f, s), (m, pm)) in enumerate(zip(nets, got))]
             print(f"round {r + 1}/{settings['rounds']}: {p} in {time.time() - t0:.0f} s (load {load:.2f})", flush=True)
         frame = pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
         tmp = csv_path.with_suffix(".tmp")

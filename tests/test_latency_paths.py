@@ -21,9 +21,11 @@ def _frame() -> pd.DataFrame:
     rows = []
     for r, drift in enumerate((1.0, 1.1)):  # the second round runs 10% slower on every path alike
         for net, base in enumerate((2.0, 4.0, 8.0)):
-            rows.append({"round": r, "path": "build", "network": net, "family": "f", "latency_ms": base * drift})
+            rows.append({"round": r, "path": "build", "network": net, "family": "f", "latency_ms": base * drift,
+                         "probe_ms": None})
+            # The probe slowed by the same drift: over it, the suite's figures do not move between rounds.
             rows.append({"round": r, "path": "suite", "network": net, "family": "f",
-                         "latency_ms": base * drift * (1.03 if net < 2 else 0.99)})
+                         "latency_ms": base * drift * (1.03 if net < 2 else 0.99), "probe_ms": 0.4 * drift})
     return pd.DataFrame(rows)
 
 
@@ -36,10 +38,12 @@ def test_report_divides_by_the_build_path_within_each_round(paths):
     assert rep.loc["suite", "p10"] == pytest.approx(0.99)
 
 
-def test_round_to_round_spread_shows_the_drift(paths):
+def test_round_to_round_spread_shows_the_drift_and_what_the_probe_cancels(paths):
     spread = paths.round_to_round(_frame())["round_spread"]
     assert spread["build"] == pytest.approx(0.1)
     assert spread["suite"] == pytest.approx(0.1)
+    over_probe = paths.round_to_round(_frame())["round_spread_over_probe"]
+    assert over_probe["suite"] == pytest.approx(0.0) and pd.isna(over_probe["build"])
 
 
 def test_refuses_paths_without_the_build_baseline(tmp_path):
