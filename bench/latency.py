@@ -3,7 +3,8 @@
 family on fresh networks (against a FLOPs-linear fit and the plain table sum), each reference network
 against its own measurement, the machine's repeatability, and the predictor's throughput.
 
-    python bench/latency.py [--n 60] [--n-space 100] [--results DIR] [--seed S] [--repeat] [--records DIR] [--json]
+    python bench/latency.py [--n 60] [--n-space 100] [--results DIR] [--seed S] [--repeat] [--suite-wait S]
+                            [--records DIR] [--json]
     python bench/latency.py --analyse bench/records/latency/<UTC time>     # an earlier run's figures, split
 
 By default it builds a fresh ``local-cpu`` table (``latency build``'s default: full mode) into a new
@@ -11,7 +12,7 @@ results folder, so the build time is what a user pays; ``--results`` reuses a fo
 
 - the validation suite (:mod:`latency.suite`): ``--n`` fresh networks of each family, ``--n-space``
   of each space, none used in any fit, drawn from a new seed (printed and recorded; ``--seed``
-  repeats one) and measured here;
+  repeats one) and measured here (``--suite-wait``: each network as ``latency measure`` measures it);
 - every reference network at width 1.0 and 224x224 measured the way ``latency measure`` measures it
   and predicted, in the same run;
 - ``--repeat``: the suite's networks measured a second time and the first measurement scored as a
@@ -170,7 +171,8 @@ def print_report(out: dict) -> None:
         print(f"build: {out['build_seconds']:.0f} s, {out['table_units']} units, {out['calibration_networks']} calibration "
               f"networks; self-check {sc['within_10pct']:.0%} within 10% (MAPE {sc['mape']:.1f}%)")
     print(f"suite seed {rep['seed']} (load {rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}), "
-          f"calibration {rep['calibration']}")
+          f"calibration {rep['calibration']}" + (f", each network waiting up to {rep['wait_s']:g} s for the fast mode"
+                                                 if rep.get("wait_s") else ""))
     print("| family | n | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall | "
           "sessions within 5% / 10% |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -203,6 +205,9 @@ def main() -> int:
     ap.add_argument("--results", help="results folder with an existing table (default: build a fresh one)")
     ap.add_argument("--seed", type=int, help="the suite's seed (default: a new one)")
     ap.add_argument("--repeat", action="store_true", help="measure the suite's networks a second time")
+    ap.add_argument("--suite-wait", type=float, default=0.0, metavar="SECONDS",
+                    help="measure each suite network as `latency measure` does, waiting up to this long for the "
+                         "machine's fast mode (`latency validate --wait`; default 0: as the build times networks)")
     ap.add_argument("--records", help="folder for the records (default bench/records/latency/<UTC time>)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--analyse", metavar="RECORDS",
@@ -243,7 +248,7 @@ def main() -> int:
     pred = load_predictor(args.device)
     seed = fresh_seed() if args.seed is None else args.seed
     sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in families.FAMILIES}
-    suite = run_suite(args.device, list(sizes), sizes, seed)
+    suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait)
     refs = references(pred)
     repeat = remeasure(suite["csv"]) if args.repeat else None
     tp = throughput(pred)

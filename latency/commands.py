@@ -124,6 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--passes", type=positive_int, default=None,
                    help=f"fresh sessions of every network, a pass over the list apart (default {MEASURE_PASSES}, as the "
                    "table build)")
+    v.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS",
+                   help="measure each network as `latency measure` does, waiting up to this long for the machine's "
+                        "fast mode (slower; far more repeatable on a machine with slow spells; default 0: time them "
+                        "together, as the table build does)")
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-suite-SEED.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -318,7 +322,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         get_space(args.space or "mnasnet")
         names, n = [args.space or "mnasnet"], args.n or VALIDATE_N
     rep = run_suite(args.device, names, n, args.seed, args.threads, args.provider, args.plot, passes=args.passes,
-                    resolution=args.resolution if args.suite is None and args.resolution != 224 else None)
+                    resolution=args.resolution if args.suite is None and args.resolution != 224 else None,
+                    wait_s=args.wait)
     if args.json:
         print_json(rep)
         return 0

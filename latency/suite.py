@@ -68,9 +68,11 @@ def score(pred, flops, specs: list[ArchSpec], rows: list[dict[str, Any]]) -> dic
 
 def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int | None = None, threads: int = 1,
               provider: str = "cpu", plot: str | Path | None = None, progress: bool = True, passes: int | None = None,
-              resolution: int | None = None) -> dict[str, Any]:
+              resolution: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
     """Draw ``n`` fresh networks of each family in ``names`` (``seed``: a new one when None;
-    ``resolution``: the space families' input size, default 224), measure them here, score them."""
+    ``resolution``: the space families' input size, default 224), measure them here, score them.
+    ``wait_s`` > 0: each network measured as ``latency measure`` does, waiting up to that long for
+    the machine's fast mode (:func:`latency.units.measure_networks`)."""
     import os
 
     import pandas as pd
@@ -104,11 +106,11 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
               f"none used in the fit", file=sys.stderr)
     load = [os.getloadavg()[0]]
     rows = measure_networks([s for _, s in flat], threads, provider, progress=progress, desc="measuring the suite",
-                            passes=passes or MEASURE_PASSES, probe=True)
+                            passes=passes or MEASURE_PASSES, probe=True, wait_s=wait_s)
     load.append(os.getloadavg()[0])
     flops = FlopsLinear.fit([ArchSpec.from_json(s) for s in nets["spec"]], nets["latency_ms"].to_numpy(float))
     report: dict[str, Any] = {"device": device, "seed": seed, "n_per_family": n, "resolution": resolution,
-                              "loadavg_1m": load,
+                              "loadavg_1m": load, "wait_s": wait_s,
                               # Networks none of whose blocks ran in the machine's fast mode (latency.probe):
                               # their figures are the fastest fifth of slow blocks.
                               "never_fast": sum(1 for r in rows if not r["fast_blocks"]),

@@ -47,16 +47,24 @@ def stats_row(stats: LatencyStats) -> dict[str, Any]:
 
 def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "cpu", warmup: int = NET_WARMUP,
                      runs: int = NET_RUNS, progress: bool = True, desc: str = "measuring networks",
-                     passes: int = MEASURE_PASSES, blocks: int = NET_BLOCKS, probe: bool = False) -> list[dict[str, Any]]:
+                     passes: int = MEASURE_PASSES, blocks: int = NET_BLOCKS, probe: bool = False,
+                     wait_s: float = 0.0) -> list[dict[str, Any]]:
     """Time whole networks end to end (graphs from :mod:`latency.onnx_units`) the way a table's
     networks are timed: ``passes`` fresh sessions each, a pass over the whole list apart; ``probe``:
     each block after a probe block, the figure read from the blocks run in the machine's fast mode
-    (:mod:`latency.probe`). Rows with the spec's JSON and its statistics."""
+    (:mod:`latency.probe`). Rows with the spec's JSON and its statistics.
+
+    ``wait_s`` > 0: each network instead as ``latency measure`` times it (:func:`latency.measure.measure`
+    with its own runs and blocks, ``passes`` sessions, waiting up to ``wait_s`` seconds for
+    :data:`latency.probe.MIN_FAST` fast blocks), one after the other: slower, and on a machine with
+    slow spells far more repeatable (``docs/benchmarks.md``, the paths comparison)."""
     import tempfile
     from pathlib import Path
 
     from latency.onnx_units import network_onnx_bytes
 
+    if wait_s > 0:
+        return _measure_waiting(specs, threads, provider, passes, wait_s, progress, desc)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -75,6 +83,27 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
             if bar:
                 bar.close()
     seconds = (time.perf_counter() - t0) / max(1, len(specs))
-    extra = ("probe_ms", "fast_blocks", "slowdown") if probe else ()
+    extra = PROBE_KEYS if probe else ()
     return [{"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in extra},
              "seconds": seconds} for spec, st in zip(specs, stats)]
+
+
+PROBE_KEYS = ("probe_ms", "fast_blocks", "slowdown")
+
+
+def _measure_waiting(specs: list[ArchSpec], threads: int, provider: str, sessions: int, wait_s: float,
+                     progress: bool, desc: str) -> list[dict[str, Any]]:
+    from latency.measure import measure
+
+    it = specs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(specs, desc=desc, unit="net", file=sys.stderr, smoothing=0.1)
+    rows = []
+    for spec in it:
+        t0 = time.perf_counter()
+        st = measure(spec, threads, provider, sessions=sessions, wait_s=wait_s)
+        rows.append({"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in PROBE_KEYS},
+                     "waited_s": st.waited_s, "seconds": time.perf_counter() - t0})
+    return rows

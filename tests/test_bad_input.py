@@ -315,6 +315,7 @@ CASES = [
     case("measure-negative-wait", "latency measure mobilenet_v3_small --wait -1", "--wait", "must be >= 0"),
     case("probe-zero-seconds", "latency probe --seconds 0", "--seconds", "must be > 0"),
     # -- latency validate (must refuse before refitting or measuring)
+    case("validate-negative-wait", "latency validate --suite --wait -1", "--wait", "must be >= 0"),
     case("validate-n-zero", "latency validate --n 0", "--n", "must be >= 1"),
     case("validate-passes-zero", "latency validate --passes 0", "--passes"),
     case("validate-unknown-space", "latency validate --device good --space nas", "unknown search space"),

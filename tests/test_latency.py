@@ -482,6 +482,18 @@ def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results
     assert (scored["probe_ms"] > 0).all()  # the machine's level beside each network, for drift analyses
 
 
+def test_validation_can_measure_each_network_as_latency_measure_does(tiny_results, capsys):
+    import pandas as pd
+
+    assert cli.main(["latency", "validate", "--device", TINY_DEVICE, "--space", "mnasnet", "--resolution",
+                     str(TINY_RESOLUTION), "--n", "2", "--passes", "1", "--wait", "5", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["wait_s"] == 5 and rep["families"]["mnasnet"]["n"] == 2
+    scored = pd.read_csv(rep["csv"])
+    # latency measure's blocks, not the build's: its default 3 blocks per session, gated by the probe
+    assert (scored["fast_blocks"] >= 1).all() and (scored["probe_ms"] > 0).all()
+
+
 def test_validate_scores_the_samples_of_any_space_at_its_resolution(tiny_results, capsys):
     assert cli.main(["latency", "validate", "--device", TINY_DEVICE, "--space", "mnasnet_cifar", "--resolution", "32",
                      "--n", "2", "--passes", "1", "--json"]) == 0
