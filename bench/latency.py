@@ -102,9 +102,9 @@ def references(pred) -> list[dict]:
     return out
 
 
-def remeasure(csv_path: str) -> dict:
-    """Measure the suite's networks again (same method) and score the first measurement as a predictor
-    of the second, family by family."""
+def remeasure(csv_path: str, wait_s: float = 0.0) -> dict:
+    """Measure the suite's networks again (same method: gated by the probe, ``wait_s`` as the suite
+    had) and score the first measurement as a predictor of the second, family by family."""
     import numpy as np
     import pandas as pd
 
@@ -114,7 +114,8 @@ def remeasure(csv_path: str) -> dict:
 
     first = pd.read_csv(csv_path)
     t0 = time.time()
-    rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], progress=False)
+    rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], progress=False, probe=True,
+                            wait_s=wait_s)
     second = np.array([r["latency_ms"] for r in rows])
     out = {"minutes": (time.time() - t0) / 60, "loadavg_1m": os.getloadavg()[0], "families": {}}
     for f in dict.fromkeys(first["family"]):
@@ -214,6 +215,9 @@ def main() -> int:
                     help="measure nothing: the figures of an earlier run's records (its suite.csv) split by whether "
                          "each network's sessions lay within 10%% of each other")
     args = ap.parse_args()
+    if args.suite_wait < 0:
+        print(f"error: --suite-wait must be >= 0 seconds, got {args.suite_wait:g}", file=sys.stderr)
+        return 2
     if args.analyse:
         import pandas as pd
 
@@ -250,7 +254,7 @@ def main() -> int:
     sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in families.FAMILIES}
     suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait)
     refs = references(pred)
-    repeat = remeasure(suite["csv"]) if args.repeat else None
+    repeat = remeasure(suite["csv"], args.suite_wait) if args.repeat else None
     tp = throughput(pred)
     cli_s = cli_predict_seconds(results, args.device)
     records = Path(args.records) if args.records else \

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 PATHS = ("build", "alone", "suite", "measure")
+DEFAULTS = {"n": 8, "units": 150, "rounds": 3, "seed": None}
 FAMILIES = ("mnasnet", "mobilenet_v3", "references")
 
 
@@ -126,17 +127,20 @@ def round_to_round(frame: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=8, help="networks per family (default 8)")
-    ap.add_argument("--units", type=int, default=150, help="table units around the networks in the build path")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, from {','.join(PATHS)}")
+    ap.add_argument("--n", type=int, help=f"networks per family (default {DEFAULTS['n']})")
+    ap.add_argument("--units", type=int, help=f"table units around the networks in the build path "
+                    f"(default {DEFAULTS['units']})")
+    ap.add_argument("--rounds", type=int, help=f"default {DEFAULTS['rounds']}")
+    ap.add_argument("--paths", help=f"comma-separated, from {','.join(PATHS)} (default all)")
     ap.add_argument("--seed", type=int, default=None, help="network and unit draw (default: a fresh one, recorded)")
     ap.add_argument("--records", default=None, help="folder for paths.csv and summary.json "
-                    "(default bench/records/latency_paths/<UTC time>)")
+                    "(default bench/records/latency_paths/<UTC time>); an existing one is resumed with its settings")
     args = ap.parse_args(argv)
-    paths = [p for p in args.paths.split(",") if p]
+    given = {"n": args.n, "units": args.units, "rounds": args.rounds, "seed": args.seed,
+             "paths": [p for p in args.paths.split(",") if p] if args.paths is not None else None}
+    paths = given["paths"] or list(PATHS)
     bad = [p for p in paths if p not in PATHS]
-    if bad or "build" not in paths or args.n < 1 or args.rounds < 1:
+    if bad or "build" not in paths or (args.n is not None and args.n < 1) or (args.rounds is not None and args.rounds < 1):
         print(f"error: --paths takes {','.join(PATHS)} and must include build (got {args.paths}); --n and --rounds "
               "must be at least 1", file=sys.stderr)
         return 2
@@ -145,11 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     settings_path = records / "settings.json"
     if settings_path.exists():
         settings = json.loads(settings_path.read_text())
+        differ = [k for k, v in given.items() if v is not None and v != settings[k]]
+        if differ:
+            print(f"resuming {records}: its settings.json applies, not the {', '.join(differ)} given",
+                  file=sys.stderr)
     else:
         from latency.suite import fresh_seed
 
-        settings = {"n": args.n, "units": args.units, "rounds": args.rounds, "paths": paths,
-                    "seed": args.seed if args.seed is not None else fresh_seed()}
+        settings = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}, "paths": paths}
+        settings["seed"] = settings["seed"] if settings["seed"] is not None else fresh_seed()
         settings_path.write_text(json.dumps(settings, indent=1) + "\n")
     from latency import probe
     from latency.runner import cpu_model
@@ -163,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     specs = [s for _, s in nets]
     csv_path = records / "paths.csv"
     frame = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame()
+    if len(frame):
+        kept = frame.drop_duplicates("network").sort_values("network")["name"].tolist()
+        if kept != [s.name for s in specs][:len(kept)]:
+            print(f"error: {csv_path} holds other networks than seed {settings['seed']} draws with this code; "
+                  "measure into a new --records folder", file=sys.stderr)
+            return 2
     print(f"{cpu_model()}, {os.cpu_count()} cores; seed {settings['seed']}: {len(specs)} networks, "
           f"{len(units)} units, paths {','.join(settings['paths'])}", flush=True)
     for r in range(settings["rounds"]):

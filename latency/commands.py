@@ -126,8 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "table build)")
     v.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS",
                    help="measure each network as `latency measure` does, waiting up to this long for the machine's "
-                        "fast mode (slower; far more repeatable on a machine with slow spells; default 0: time them "
-                        "together, as the table build does)")
+                        "fast mode where it has a probe reference (slower; far more repeatable on a machine with slow "
+                        "spells; default 0: time them together, as the table build does)")
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-suite-SEED.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")

@@ -74,6 +74,7 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
     ``wait_s`` > 0: each network measured as ``latency measure`` does, waiting up to that long for
     the machine's fast mode (:func:`latency.units.measure_networks`)."""
     import os
+    import warnings
 
     import pandas as pd
 
@@ -104,6 +105,13 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
     if progress:
         print(f"validation suite (seed {seed}): {', '.join(f'{len(v)} {f}' for f, v in suite.items())} networks, "
               f"none used in the fit", file=sys.stderr)
+    if wait_s > 0:
+        from latency import probe
+        from latency.measure import resolve_clock
+
+        if probe.reference_ms(threads, provider, resolve_clock("auto", threads, provider)) is None:
+            warnings.warn("--wait: this machine has no probe reference yet, so a measurement cannot tell its fast "
+                          "mode and will not wait; run `python cli.py latency probe` first", stacklevel=2)
     load = [os.getloadavg()[0]]
     rows = measure_networks([s for _, s in flat], threads, provider, progress=progress, desc="measuring the suite",
                             passes=passes or MEASURE_PASSES, probe=True, wait_s=wait_s)
@@ -126,7 +134,7 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
                           "predicted_ms": pred.predict_many(specs), "lut_sum_ms": pred.unit_sum_many(specs),
                           "flops_ms": flops.predict(specs), "spread": [r["spread"] for r in rows],
                           "session_spread": [r["session_spread"] for r in rows],
-                          "fast_blocks": [r["fast_blocks"] for r in rows],
+                          "fast_blocks": [r["fast_blocks"] for r in rows], "runs": [r["runs"] for r in rows],
                           # The probe's fast level beside each network's blocks: how the machine's own
                           # level moved over the suite (a drift the figures share).
                           "probe_ms": [r["probe_ms"] for r in rows],

@@ -56,8 +56,10 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
 
     ``wait_s`` > 0: each network instead as ``latency measure`` times it (:func:`latency.measure.measure`
     with its own runs and blocks, ``passes`` sessions, waiting up to ``wait_s`` seconds for
-    :data:`latency.probe.MIN_FAST` fast blocks), one after the other: slower, and on a machine with
-    slow spells far more repeatable (``docs/benchmarks.md``, the paths comparison)."""
+    :data:`latency.probe.MIN_FAST` fast blocks where this machine has a probe reference; without one
+    it cannot tell the fast mode and does not wait), one after the other: slower, and on a machine
+    with slow spells far more repeatable (``docs/benchmarks.md``, the paths comparison). ``seconds``
+    is then each network's own time, else the average over the list."""
     import tempfile
     from pathlib import Path
 

@@ -480,17 +480,28 @@ def test_validation_reports_every_figure_with_a_recorded_fresh_seed(tiny_results
     assert rep["never_fast"] == 0  # gated against the validation's own probe level: some blocks always pass
     assert (scored["fast_blocks"] >= 1).all()
     assert (scored["probe_ms"] > 0).all()  # the machine's level beside each network, for drift analyses
+    from latency.units import NET_BLOCKS, NET_RUNS
+
+    assert (scored["runs"] == NET_BLOCKS * NET_RUNS * 2).all()  # the build's blocks, in each of 2 passes
 
 
 def test_validation_can_measure_each_network_as_latency_measure_does(tiny_results, capsys):
     import pandas as pd
 
+    from latency.measure import DEFAULT_BLOCKS, DEFAULT_RUNS
+    from latency.units import NET_BLOCKS, NET_RUNS
+
+    # The tiny results folder has no probe reference: the validation says it cannot wait, and goes on.
     assert cli.main(["latency", "validate", "--device", TINY_DEVICE, "--space", "mnasnet", "--resolution",
                      str(TINY_RESOLUTION), "--n", "2", "--passes", "1", "--wait", "5", "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    assert "no probe reference yet" in out.err
+    rep = json.loads(out.out)
     assert rep["wait_s"] == 5 and rep["families"]["mnasnet"]["n"] == 2
     scored = pd.read_csv(rep["csv"])
-    # latency measure's blocks, not the build's: its default 3 blocks per session, gated by the probe
+    # latency measure's blocks and runs in its one session, not the build's
+    assert DEFAULT_BLOCKS * DEFAULT_RUNS != NET_BLOCKS * NET_RUNS
+    assert (scored["runs"] == DEFAULT_BLOCKS * DEFAULT_RUNS).all()
     assert (scored["fast_blocks"] >= 1).all() and (scored["probe_ms"] > 0).all()
 
 

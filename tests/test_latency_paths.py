@@ -51,3 +51,22 @@ def test_refuses_paths_without_the_build_baseline(tmp_path):
                           "--records", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert "must include build" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_refuses_to_resume_records_of_other_networks(paths, tmp_path, monkeypatch, capsys):
+    import json
+
+    from latency import probe
+
+    monkeypatch.setenv("HWNAS_RESULTS", str(tmp_path / "results"))
+    probe.record(0.4, 1, "cpu", "cpu")  # a reference, so that the script gets as far as its records
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "settings.json").write_text(json.dumps({"n": 1, "units": 2, "rounds": 2, "seed": 5,
+                                                       "paths": ["build", "suite"]}))
+    pd.DataFrame([{"round": 0, "path": "build", "family": "mnasnet", "network": 0, "name": "not-this-one",
+                   "latency_ms": 1.0}]).to_csv(records / "paths.csv", index=False)
+    assert paths.main(["--records", str(records), "--n", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "settings.json applies, not the n given" in err
+    assert "holds other networks" in err and err.strip().count("\n") == 1
