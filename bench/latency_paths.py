@@ -62,15 +62,13 @@ def sample_units(n: int, seed: int) -> list:
 
 def time_build(specs: list, units: list) -> list[tuple[float, float | None]]:
     """The networks timed as a table build times them: one runner pass list with the units."""
-    from latency import probe
-    from latency.measure import resolve_clock
+    from latency.build import _run_with_bar  # the build's own gated call of the runner
     from latency.runner import read_manifest, run_folder
     from latency.transfer import export_folder, read_measurements
 
-    ref = probe.reference_ms(1, "cpu", resolve_clock("auto", 1, "cpu"))
     with tempfile.TemporaryDirectory(prefix="hwnas-paths-") as tmp:
         export_folder(tmp, units, [("paths", "check", s) for s in specs], progress=False)
-        csv_path = run_folder(tmp, progress=False, probe=probe.probe_model(), reference=ref)
+        csv_path = _run_with_bar(run_folder, tmp, 1, "cpu", progress=False)
         files = [it["file"] for it in read_manifest(Path(tmp))["items"] if it["kind"] == "network"]
         got = {r["file"]: float(r["latency_ms"]) for r in read_measurements(csv_path)[1]}
     return [(got[f], None) for f in files]  # the runner's CSV has no probe level
@@ -83,10 +81,11 @@ def time_suite(specs: list) -> list[tuple[float, float | None]]:
 
 
 def time_measure(specs: list) -> list[tuple[float, float | None]]:
+    """Each network as ``latency measure`` times it, waiting as long as it does by default."""
     from latency.commands import DEFAULT_WAIT_S
-    from latency.measure import measure
+    from latency.units import measure_networks
 
-    return [(st.latency_ms, st.probe_ms) for st in (measure(s, wait_s=DEFAULT_WAIT_S) for s in specs)]
+    return [(r["latency_ms"], r["probe_ms"]) for r in measure_networks(specs, progress=False, wait_s=DEFAULT_WAIT_S)]
 
 
 TIMERS = {"build": lambda specs, units: time_build(specs, units), "alone": lambda specs, units: time_build(specs, []),

@@ -74,7 +74,6 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
     ``wait_s`` > 0: each network measured as ``latency measure`` does, waiting up to that long for
     the machine's fast mode (:func:`latency.units.measure_networks`)."""
     import os
-    import warnings
 
     import pandas as pd
 
@@ -105,13 +104,6 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
     if progress:
         print(f"validation suite (seed {seed}): {', '.join(f'{len(v)} {f}' for f, v in suite.items())} networks, "
               f"none used in the fit", file=sys.stderr)
-    if wait_s > 0:
-        from latency import probe
-        from latency.measure import resolve_clock
-
-        if probe.reference_ms(threads, provider, resolve_clock("auto", threads, provider)) is None:
-            warnings.warn("--wait: this machine has no probe reference yet, so a measurement cannot tell its fast "
-                          "mode and will not wait; run `python cli.py latency probe` first", stacklevel=2)
     load = [os.getloadavg()[0]]
     rows = measure_networks([s for _, s in flat], threads, provider, progress=progress, desc="measuring the suite",
                             passes=passes or MEASURE_PASSES, probe=True, wait_s=wait_s)

@@ -85,18 +85,26 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
             if bar:
                 bar.close()
     seconds = (time.perf_counter() - t0) / max(1, len(specs))
-    extra = PROBE_KEYS if probe else ()
-    return [{"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in extra},
-             "seconds": seconds} for spec, st in zip(specs, stats)]
+    return [_row(spec, st, PROBE_KEYS if probe else (), seconds=seconds) for spec, st in zip(specs, stats)]
 
 
 PROBE_KEYS = ("probe_ms", "fast_blocks", "slowdown")
 
 
+def _row(spec: ArchSpec, st: LatencyStats, extra: tuple[str, ...], **more: Any) -> dict[str, Any]:
+    return {"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in extra}, **more}
+
+
 def _measure_waiting(specs: list[ArchSpec], threads: int, provider: str, sessions: int, wait_s: float,
                      progress: bool, desc: str) -> list[dict[str, Any]]:
-    from latency.measure import measure
+    import warnings
 
+    from latency import probe
+    from latency.measure import measure, resolve_clock
+
+    if probe.reference_ms(threads, provider, resolve_clock("auto", threads, provider)) is None:
+        warnings.warn("waiting for the fast mode: this machine has no probe reference yet, so a measurement cannot "
+                      "tell its fast mode and will not wait; run `python cli.py latency probe` first", stacklevel=3)
     it = specs
     if progress:
         from tqdm import tqdm
@@ -106,6 +114,5 @@ def _measure_waiting(specs: list[ArchSpec], threads: int, provider: str, session
     for spec in it:
         t0 = time.perf_counter()
         st = measure(spec, threads, provider, sessions=sessions, wait_s=wait_s)
-        rows.append({"spec": spec.to_json(indent=None), **stats_row(st), **{k: getattr(st, k) for k in PROBE_KEYS},
-                     "waited_s": st.waited_s, "seconds": time.perf_counter() - t0})
+        rows.append(_row(spec, st, PROBE_KEYS, waited_s=st.waited_s, seconds=time.perf_counter() - t0))
     return rows
