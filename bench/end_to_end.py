@@ -112,9 +112,14 @@ LATENCY_ROUNDS = 5
 # time networks together, interleaved, because separate measurements minutes apart differ by up to 10%
 # here (a first width stage matched separately left every reference 8-10% faster than ours side by side).
 SIDE_BY_SIDE_SESSIONS = 5
-# When NetAdapt trims neither search's network (both within the target as found), NetAdapt against the
-# width multiplier alone is measured on the controller's network trimmed to this share of its latency.
+# When NetAdapt trims neither search's network enough (both within the target as found, or cut by less
+# than MIN_COMPARISON_CUT), NetAdapt against the width multiplier alone is measured on the controller's
+# searched network trimmed to this share of its latency.
 TRIM_RATIO = 0.8
+# NetAdapt against the width multiplier needs a real cut: a search's NetAdapt run that took off less than
+# this share of its seed's measured latency (a seed just above the target) leaves a width match at about
+# 1.0, the seed itself; the comparison then goes to the next search, else to the TRIM_RATIO run.
+MIN_COMPARISON_CUT = 0.10
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,11 @@ def measure_ms(spec) -> float:
 
     ensure_probe_reference()
     # Up to a minute for the machine's fast mode (latency.probe): slow spells here last up to two.
-    return float(measure(spec, threads=1, wait_s=60.0).latency_ms)
+    st = measure(spec, threads=1, wait_s=60.0)
+    if st.slowdown is not None and not st.fast_blocks:
+        log(f"warning: {spec.name or 'a network'} measured with the machine {st.slowdown:.2f}x slower than its fast "
+            f"mode throughout; its {st.latency_ms:.3f} ms is likely that much high")
+    return float(st.latency_ms)
 
 
 def side_by_side(models: list) -> list:
@@ -384,13 +393,24 @@ def cut(rec: dict[str, Any] | None) -> bool:
     return bool(rec) and rec.get("iterations", 0) > 0
 
 
+def cut_for_comparison(rec: dict[str, Any] | None) -> bool:
+    """Whether a NetAdapt record trimmed its seed by at least :data:`MIN_COMPARISON_CUT` of the seed's
+    measured latency (NetAdapt's own ``speedup_measured``, seed and result timed in one process; a record
+    without it counts every cut)."""
+    if not cut(rec):
+        return False
+    speedup = rec.get("speedup_measured")
+    return speedup is None or 1 - 1 / float(speedup) >= MIN_COMPARISON_CUT
+
+
 def adapted_search(records: Path) -> str | None:
     """The search whose network NetAdapt against the width multiplier alone is measured on: the first of
-    ``STRATEGIES`` whose best network NetAdapt trimmed. None while the NetAdapt records cannot tell yet,
-    and when NetAdapt trimmed neither network (then there is nothing to compare)."""
+    ``STRATEGIES`` whose best network NetAdapt trimmed by :data:`MIN_COMPARISON_CUT` or more. None while
+    the NetAdapt records cannot tell yet, and when NetAdapt trimmed neither network that much (then the
+    ``netadapt_trim`` run makes the comparison)."""
     for strategy in STRATEGIES:
         rec = read_record(f"netadapt_{strategy}", records)
-        if rec is None or cut(rec):
+        if rec is None or cut_for_comparison(rec):
             return strategy if rec else None
     return None
 
@@ -401,7 +421,7 @@ def netadapt_done(records: Path) -> bool:
 
 def trim_needed(records: Path) -> bool:
     """Whether the extra NetAdapt run ``netadapt_trim`` (:data:`TRIM_RATIO`) is due: NetAdapt is done for
-    every search and trimmed neither network."""
+    every search and trimmed neither network by :data:`MIN_COMPARISON_CUT` or more."""
     return netadapt_done(records) and adapted_search(records) is None
 
 
@@ -414,6 +434,13 @@ class WidthComparison:
     trimmed: str
     search: str
     unit: str
+
+
+def seed_trained_as(records: Path, c: WidthComparison) -> str:
+    """The final network that is ``c``'s searched network before NetAdapt: ``<search>+netadapt`` when that
+    search's NetAdapt kept its network as found (the ``netadapt_trim`` case), so that the same network is
+    not trained and timed twice under two names; else ``c.seed``."""
+    return c.seed if cut(read_record(f"netadapt_{c.search}", records)) else f"{c.search}+netadapt"
 
 
 def width_comparison(records: Path) -> WidthComparison | None:
@@ -429,8 +456,9 @@ def width_comparison(records: Path) -> WidthComparison | None:
 def final_networks(records: Path) -> dict[str, dict[str, Any]]:
     """The networks the final training trains, by name, from the records so far (``spec``, ``method``):
     each search's network after NetAdapt, the width-scaled references, and the networks of NetAdapt
-    against the width multiplier (:func:`width_comparison`): the searched network before NetAdapt and
-    width-scaled, and ``controller+trim`` when that comparison needed a NetAdapt run of its own."""
+    against the width multiplier (:func:`width_comparison`): the searched network before NetAdapt (unless
+    it is already in the set as kept by NetAdapt, :func:`seed_trained_as`) and width-scaled, and
+    ``controller+trim`` when that comparison needed a NetAdapt run of its own."""
     out: dict[str, dict[str, Any]] = {}
     for strategy in STRATEGIES:
         if rec := read_record(f"netadapt_{strategy}", records):
@@ -440,7 +468,7 @@ def final_networks(records: Path) -> dict[str, dict[str, Any]]:
         out["controller+trim"] = {**rec["network"], "method": f"controller search + NetAdapt to {TRIM_RATIO}x its latency"}
     c = width_comparison(records)
     seeds = (c.seed,) if c else ()
-    if c and (rec := read_record(f"search_{c.search}", records)):
+    if c and seed_trained_as(records, c) == c.seed and (rec := read_record(f"search_{c.search}", records)):
         out[c.seed] = {**rec["network"], "method": f"{c.search} search, before NetAdapt"}
     for name in REFERENCES + seeds:
         if rec := read_record(f"width_{name}", records):
@@ -561,6 +589,9 @@ def retarget(records: Path, work: Path, processes: int = 3, tolerance: float = R
         raise UserError("no target yet: run the target stage first (--stages target)")
     if read_record("netadapt_controller", records) or read_record("netadapt_random", records):
         raise UserError("NetAdapt already ran against this target; re-measuring it now would mix two targets")
+    if read_record("target_check", records) or read_record("target_first", records):
+        raise UserError("the target was already checked (target_check.json or target_first.json exists); the check is "
+                        "made once, so that the first target record is never overwritten")
     t0, l0 = time.time(), os.getloadavg()[0]
     name, width = rec["reference"], rec["width"]
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import bench.end_to_end as e; "
@@ -568,9 +599,12 @@ def retarget(records: Path, work: Path, processes: int = 3, tolerance: float = R
     env = {**os.environ, "HWNAS_RESULTS": str(work)}
     got = []
     for i in range(processes):
-        out = subprocess.run([sys.executable, "-c", code, str(ROOT), name, str(width)], env=env, check=True,
-                             capture_output=True, text=True).stdout.split()
-        got.append(float(out[-1]))
+        proc = subprocess.run([sys.executable, "-c", code, str(ROOT), name, str(width)], env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"retarget: the measuring process {i + 1} failed (exit {proc.returncode}): {tail}")
+        got.append(float(proc.stdout.split()[-1]))
         log(f"retarget: {name} x{width} measures {got[-1]:.3f} ms (process {i + 1} of {processes})")
     median = float(statistics.median(got))
     change = median / float(rec["target_ms"]) - 1
@@ -643,9 +677,9 @@ def proxy_data(s: Settings, data: str):
 
 def stage_netadapt(ctx: Ctx) -> None:
     s, records, data = ctx.s, ctx.records, ctx.data
-    from common.errors import UserError
     from latency import load_predictor
     from netadapt.api import adapt
+    from netadapt.loop import SeedWithinTarget
 
     target = target_ms(records)
     bundle = None
@@ -664,7 +698,9 @@ def stage_netadapt(ctx: Ctx) -> None:
     def outcome(res) -> dict[str, Any]:
         return {"measured_ms": res.measured_ms, "predicted_ms": res.predicted_ms, "target_met": res.target_met,
                 "iterations": res.iterations, "accuracy_proxy_test": res.accuracy, "compute": res.compute,
-                "network": spec_doc(res.spec)}
+                # the seed and the result timed in one process, as NetAdapt's result.json gives them
+                "seed_measured_ms": res.summary.get("seed_latency_ms"),
+                "speedup_measured": res.summary.get("speedup_measured"), "network": spec_doc(res.spec)}
 
     for strategy in STRATEGIES:
         name = f"netadapt_{strategy}"
@@ -678,27 +714,27 @@ def stage_netadapt(ctx: Ctx) -> None:
         log(f"netadapt {strategy}: {seed['best']['tokens']} to {target:.3f} ms measured")
         try:
             res = run(seed["network"], target, strategy)
-        except UserError:
-            # NetAdapt refuses a seed that already meets the target: then the searched network is ours as it is.
-            ms = measure_ms(load_spec(seed["network"]))
-            if ms > target:
-                raise
-            save(name, {"strategy": strategy, "target_ms": target, "measured_ms": ms, "target_met": True,
-                        "iterations": 0, "note": "the searched network already meets the target",
+        except SeedWithinTarget as e:
+            # NetAdapt refuses a seed its own measurement (median of its repeats) puts within the target:
+            # the searched network is then kept as it is, on that measurement, not on another one.
+            save(name, {"strategy": strategy, "target_ms": target, "measured_ms": e.seed_ms, "target_met": True,
+                        "iterations": 0, "note": f"the searched network already meets the target ({e.basis})",
                         "compute": {}, "network": seed["network"]}, records, t0, l0)
-            log(f"netadapt {strategy}: the searched network measures {ms:.3f} ms, already within the target")
+            log(f"netadapt {strategy}: the searched network measures {e.seed_ms:.3f} ms, already within the target")
             continue
         save(name, {"strategy": strategy, "target_ms": target, **outcome(res)}, records, t0, l0)
         log(f"netadapt {strategy}: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
             f"(target {'met' if res.target_met else 'NOT met'})")
     if trim_needed(records) and not read_record("netadapt_trim", records):
-        # Neither searched network needed NetAdapt: NetAdapt against the width multiplier gets its own run.
+        # Neither search's NetAdapt cut enough for it: NetAdapt against the width multiplier gets its own
+        # run, from the controller's searched network (the seed the width multiplier also scales).
         ours = read_record("netadapt_controller", records)
-        to_ms = TRIM_RATIO * float(ours["measured_ms"])
+        from_ms = float(ours["seed_measured_ms"] if cut(ours) else ours["measured_ms"])
+        to_ms = TRIM_RATIO * from_ms
         t0, l0 = time.time(), os.getloadavg()[0]
-        log(f"netadapt trim: neither searched network needed NetAdapt; the controller's from "
-            f"{ours['measured_ms']:.3f} to {to_ms:.3f} ms measured ({TRIM_RATIO}x), for the width comparison")
-        res = run(ours["network"], to_ms, "trim")
+        log(f"netadapt trim: no search's NetAdapt run cut {MIN_COMPARISON_CUT:.0%} or more; the controller's "
+            f"searched network from {from_ms:.3f} to {to_ms:.3f} ms measured ({TRIM_RATIO}x), for the width comparison")
+        res = run(read_record("search_controller", records)["network"], to_ms, "trim")
         save("netadapt_trim", {"strategy": "controller", "ratio": TRIM_RATIO, "target_ms": to_ms, **outcome(res)},
              records, t0, l0)
         log(f"netadapt trim: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
@@ -824,6 +860,11 @@ def stage_final(ctx: Ctx) -> None:
     from train.recipes import load_recipe_data, start_training
 
     nets = final_networks(records)
+    if ctx.shard[1] > 1 and not final_set_complete(records):
+        # A shard's units are every n-th of the whole list: while networks are still joining it, two shards
+        # started at different moments would split different lists and could train the same units.
+        log("final: shards wait for every final network (--stages netadapt,width first)")
+        return
     recipe, bundle = final_recipe(s), None
     torch.set_num_threads(1)  # as the search's trials and NetAdapt's proposals train
     for seed, name in final_units(list(nets), s.seeds, ctx.shard):
@@ -911,7 +952,8 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     # NetAdapt against the width multiplier alone, on the network NetAdapt trimmed (width_comparison)
     c = width_comparison(records)
     out["netadapt_vs_width_on"] = c.trimmed if c else None
-    trimmed, seed, wide = (by.get(x) for x in (c.trimmed, c.seed, f"{c.seed}@width")) if c else (None, None, None)
+    trimmed, seed, wide = ((by.get(x) for x in (c.trimmed, seed_trained_as(records, c), f"{c.seed}@width")) if c
+                           else (None, None, None))
     if trimmed and seed and wide and trimmed["seeds"] and seed["seeds"] and wide["seeds"] and lat:
         out["netadapt_vs_width"] = speedup_at_equal_accuracy(
             [(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
@@ -1032,6 +1074,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--plot", type=Path, default=None, help="write the accuracy-latency plot here")
     rep.add_argument("--records", type=Path, default=RECORDS, help=argparse.SUPPRESS)
+    rep.add_argument("--work", type=Path, default=WORK, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -1077,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "report":
             rep = summarize(args.records)
-            rep["progress"] = progress(args.records)
+            rep["progress"] = progress(args.records, args.work)
             if args.plot:
                 rep["plot"] = str(plot(rep, args.plot))
             if not args.json:

@@ -2,9 +2,11 @@
 
 Starting from a trained seed network, iteration i cuts ``delta_i = delta * seed_latency *
 decay ** (i - 1)`` off the current network's *measured* latency (never more than what is left to
-the target; halved while no single group can cut it). The predictor sizes the cut: for every group
-it finds the fewest filters to remove so that the predicted latency falls by ``delta_i`` divided by
-the current network's measured / predicted ratio (:mod:`netadapt.steer`). Each proposal is trimmed
+``steer.AIM_BELOW`` under the target; halved while no single group can cut it). The predictor sizes
+the cut: for every group it finds the fewest filters to remove so that the predicted latency falls by
+``delta_i`` over the measured ms one predicted ms buys: the current network's measured / predicted
+ratio until the measured latency has fallen far enough to fit a slope through the kept networks
+(:func:`netadapt.steer.ms_per_predicted_ms`). Each proposal is trimmed
 (keeping the most important filters, :mod:`netadapt.surgery`), fine-tuned for ``T`` steps (every
 proposal of an iteration on the same batches) and scored on the validation split. Proposals of one
 iteration run in parallel as Ray tasks; a proposal that fails is skipped. The kept proposal is the
@@ -45,6 +47,16 @@ from netadapt.proposals import Proposal, make_proposals, smallest_network
 from netadapt.resource import predict_ms
 from netadapt.runner import ProposalRunner, model_for_data, per_image_correct
 from space.archspec import ArchSpec
+
+
+class SeedWithinTarget(UserError):
+    """The target is not below the seed's latency: nothing to trim. ``seed_ms`` is the figure it was
+    compared with (``basis`` "measured" or "predicted"), so that a caller can keep the seed as it is
+    without measuring it again."""
+
+    def __init__(self, message: str, seed_ms: float, basis: str) -> None:
+        super().__init__(message)
+        self.seed_ms, self.basis = seed_ms, basis
 
 
 def log(msg: str) -> None:
@@ -117,8 +129,8 @@ class NetAdaptRun:
         seed_ms = seed_meas if seed_meas is not None else seed_pred
         target = cfg.target_ms if cfg.target_ms is not None else cfg.target_ratio * seed_ms
         if target >= seed_ms:
-            raise UserError(f"target {target:.3f} ms is not below the seed's {how} latency {seed_ms:.3f} ms; "
-                            "pass a smaller --target-ms or a --target-ratio below 1")
+            raise SeedWithinTarget(f"target {target:.3f} ms is not below the seed's {how} latency {seed_ms:.3f} ms; "
+                                   "pass a smaller --target-ms or a --target-ratio below 1", seed_ms, how)
         smallest = smallest_network(seed_spec, cfg.min_channels, cfg.channel_step)
         floor = (self.device.ms(smallest) if seed_meas is not None else None) or float(predict_ms(self.predictor, [smallest])[0])
         if target < floor:

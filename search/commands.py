@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                    help="GPUs per trial (default: 1 when the cluster has a GPU, else 0)")
     p.add_argument("--device", default=None, help="latency table's device name (default local-cpu)")
-    p.add_argument("--space", default=None, help="search space: mnasnet | mobilenet_v3 (default mnasnet)")
+    p.add_argument("--space", default=None, help="search space: mnasnet | mnasnet_cifar | mobilenet_v3 | tiny (default mnasnet)")
     p.add_argument("--latency-resolution", type=positive_int, default=None,
                    help="input size the latency is predicted at (deployment; default 224)")
     p.add_argument("--measure", action="store_true", default=None,

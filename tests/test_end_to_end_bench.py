@@ -210,6 +210,13 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     write(rec / "width_random_seed.json", {"network": net, "width": 0.9, "seconds": 10.0})
     assert e2e.final_set_complete(rec) and len(e2e.final_networks(rec)) == 2 + 4 + 2
 
+    # A cut of less than MIN_COMPARISON_CUT of its seed's latency (a seed just above the target) is no
+    # comparison: a width match would land on the seed itself. The controller's NetAdapt run is due instead.
+    write(rec / "netadapt_random.json", {**within, "iterations": 1, "seconds": 50.0, "speedup_measured": 1.05})
+    assert e2e.cut(e2e.read_record("netadapt_random", rec)) and e2e.trim_needed(rec)
+    write(rec / "netadapt_random.json", {**within, "iterations": 3, "seconds": 50.0, "speedup_measured": 1.25})
+    assert e2e.width_comparison(rec).search == "random" and not e2e.trim_needed(rec)
+
     # Both within the target as found: the comparison waits for NetAdapt's own run of the controller's network.
     write(rec / "netadapt_random.json", within)
     assert e2e.trim_needed(rec) and e2e.width_comparison(rec) is None and not e2e.final_set_complete(rec)
@@ -222,13 +229,24 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     assert not e2e.final_set_complete(rec)  # the seed's width match is still missing
     write(rec / "width_controller_seed.json", {"network": net, "width": 0.9, "seconds": 10.0})
     assert e2e.final_set_complete(rec)
+    # the controller's searched network is in the set once: NetAdapt kept it as found (controller+netadapt)
+    assert e2e.seed_trained_as(rec, c) == "controller+netadapt"
     assert sorted(e2e.final_networks(rec)) == sorted(
-        ["controller+netadapt", "random+netadapt", "controller+trim", "controller_seed", "controller_seed@width"]
+        ["controller+netadapt", "random+netadapt", "controller+trim", "controller_seed@width"]
         + [f"{n}@width" for n in e2e.REFERENCES])
     assert e2e.compute_seconds("controller+trim", rec) == pytest.approx(100 + 70)
     rep = e2e.summarize(rec)
     assert rep["netadapt_vs_width_on"] == "controller+trim" and "netadapt_vs_width" not in rep  # nothing trained yet
     assert rep["netadapt_target_met"] == {"controller": True, "random": True, "trim": True}
+    # with the trainings and latencies on record, the width curve starts at controller+netadapt's row
+    names = list(e2e.final_networks(rec))
+    write(rec / "latency.json", {"ms": {n: {"controller+netadapt": 1.5, "controller+trim": 1.2}.get(n, 1.0) for n in names}})
+    acc = {"controller+netadapt": 0.74, "controller+trim": 0.70, "controller_seed@width": 0.66}
+    for n in names:
+        write(rec / "final" / f"{n}_s0.json", {"result": {"accuracy": acc.get(n, 0.6)}, "seconds": 1.0})
+    rep = e2e.summarize(rec)
+    assert rep["netadapt_vs_width"]["kind"] == "exact"  # 0.70 lies between 0.66 at 1.0 ms and 0.74 at 1.5 ms
+    assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.5 / 1.2)
 
 
 def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
@@ -246,11 +264,19 @@ def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
     tiny = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.25))
     for s in e2e.STRATEGIES:
         write(rec / f"netadapt_{s}.json", {"network": tiny, "iterations": 0, "target_met": True})
+    write(rec / "netadapt_trim.json", {"network": tiny, "iterations": 1, "target_met": True})
+    for n in e2e.REFERENCES:
+        write(rec / f"width_{n}.json", {"network": tiny, "width": 0.5})
     settings = e2e.Settings(final_images=20, final_epochs=0.05, seeds=2)
+    e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work", (0, 2)))
+    assert not (rec / "final").exists()  # a shard waits while networks are still joining the set
+    write(rec / "width_controller_seed.json", {"network": tiny, "width": 0.9})
+    names = list(e2e.final_networks(rec))
+    assert len(names) == 8 and e2e.final_set_complete(rec)
     for k in (1, 0):
         e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work", (k, 2)))
     done = sorted(p.name for p in (rec / "final").glob("*.json"))
-    assert done == sorted(f"{s}+netadapt_s{seed}.json" for s in e2e.STRATEGIES for seed in range(2))
+    assert done == sorted(f"{n}_s{seed}.json" for n in names for seed in range(2))
     first = {p: p.stat().st_mtime_ns for p in (rec / "final").glob("*.json")}
     doc = json.loads((rec / "final" / "random+netadapt_s1.json").read_text())
     assert doc["seed"] == 1 and doc["recipe"]["epochs"] == 0.05 and 0.0 <= doc["result"]["accuracy"] <= 1.0
@@ -339,8 +365,15 @@ def test_retarget_replaces_a_target_that_measures_otherwise_and_keeps_the_first(
     assert check["replaced"] and len(check["remeasured_ms"]) == 1 and 0 < check["median_ms"] < 100
     assert e2e.read_record("target_first", records)["target_ms"] == 1000.0
     assert e2e.target_ms(records) == check["median_ms"]  # NetAdapt now aims at the new figure
-    kept = e2e.retarget(records, work, processes=1, tolerance=1e9)
-    assert not kept["replaced"] and e2e.target_ms(records) == check["median_ms"]
+    # the check is made once: a second one would overwrite target_first.json with the replaced record
+    with pytest.raises(UserError, match="already checked"):
+        e2e.retarget(records, work, processes=1)
+    assert e2e.read_record("target_first", records)["target_ms"] == 1000.0
+    other = tmp_path / "other"
+    other.mkdir()
+    e2e.write_record(e2e.record_path("target", other), first)
+    kept = e2e.retarget(other, work, processes=1, tolerance=1e9)
+    assert not kept["replaced"] and e2e.target_ms(other) == 1000.0 and e2e.read_record("target_first", other) is None
     e2e.write_record(e2e.record_path("netadapt_random", records), {"unit": "netadapt_random"})
     with pytest.raises(UserError, match="NetAdapt already ran"):
         e2e.retarget(records, work, processes=1)

@@ -232,9 +232,14 @@ def test_targets_that_cannot_be_met_are_user_errors(data, tmp_path):
     for target, msg in ((top * 1.01, "not below the seed's predicted latency"),
                         (floor * 0.9, "below anything reachable")):
         run = NetAdaptRun(tmp_path / "bad", config(MACS, spec, target_ms=target), data, MACS)
-        with pytest.raises(UserError, match=msg):
+        with pytest.raises(UserError, match=msg) as err:
             run.run(spec, None)
         assert not (tmp_path / "bad").exists()  # nothing written
+        if target > top:  # a seed within the target says so in a type of its own, with the figure it compared
+            from netadapt.loop import SeedWithinTarget
+
+            assert isinstance(err.value, SeedWithinTarget)
+            assert (err.value.seed_ms, err.value.basis) == (pytest.approx(top), "predicted")
     with pytest.raises(UserError, match="--select"):
         NetAdaptConfig(select="fastest").check()
 

@@ -49,6 +49,9 @@ def test_help_lists_the_options(capsys):
         assert opt in out
     # The help says that --dashboard-host does not apply to a cluster attached to with --address.
     assert "Does not apply with --address" in " ".join(out.split())
+    from space.searchspace import SPACES
+
+    assert all(name in out for name in SPACES), "--space's help names every search space"
 
 
 def test_a_trial_trains_longer_by_default_on_data_other_than_the_digits(tmp_path):
