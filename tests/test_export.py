@@ -80,3 +80,28 @@ def test_export_search_trial(tmp_path):
     assert json.loads(out.stdout)["weights"].endswith("w.pt")
     assert_one_line_error(run_cli("export", str(run), "--trial", "zzz", "--onnx", str(tmp_path / "u.onnx")), "zzz")
     assert not (tmp_path / "u.onnx").exists()
+
+
+def test_export_as_trained_gives_the_network_the_weights_were_trained_as(tmp_path):
+    """`--as-trained 8`: the digits' network a trial trains (early strides at 1), with its weights."""
+    from space.proxy import proxy_spec
+
+    spec = replace(mobilenet_v3_small(), num_classes=10, in_channels=1)
+    trained, _ = proxy_spec(spec, 8)
+    spec.save(tmp_path / "seed.json")
+    torch.manual_seed(4)
+    model = build_model(trained).eval()
+    torch.save(model.state_dict(), tmp_path / "seed.pt")
+    out = run_cli("export", str(tmp_path / "seed.json"), "--onnx", str(tmp_path / "m.onnx"), "--as-trained", "8", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)["as_trained"]
+    assert (plan["total_stride"], plan["deploy_total_stride"], plan["final_map"]) == (4, 32, 2)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+    assert_one_line_error(run_cli("export", str(tmp_path / "seed.json"), "--onnx", str(tmp_path / "n.onnx"),
+                                  "--as-trained", "8", "--resolution", "8"), "not allowed with")
+    assert_one_line_error(run_cli("export", str(tmp_path / "seed.json"), "--onnx", str(tmp_path / "n.onnx"),
+                                  "--as-trained", "1"), "too small")
+    assert not (tmp_path / "n.onnx").exists()
