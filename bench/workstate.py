@@ -36,13 +36,14 @@ KEEP = (
 MAX_BYTES = 8 << 20  # a JSON or CSV file over this is no resume state (this space's table is about 1 MB)
 
 
-def _netadapt_weights(work: Path) -> list[Path]:
-    """The weights each NetAdapt run under ``work`` loads on resume, relative to ``work``."""
+def _netadapt_weights(work: Path, states: Path | None = None) -> list[Path]:
+    """The weights each NetAdapt run under ``work`` loads on resume, relative to ``work``: those its
+    ``state.json`` names, read under ``states`` (the kept copy) when given, else under ``work``."""
     out = []
     for run in sorted(p for p in (work / "netadapt").glob("*") if p.is_dir()):
         names = ["checkpoints/iter_000.pt"]
         try:
-            st = json.loads((run / "state.json").read_text())
+            st = json.loads(((states / run.relative_to(work) if states else run) / "state.json").read_text())
             names.append(f"checkpoints/iter_{int(st['iteration']):03d}.pt")
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no state yet (the seed is training), or one being replaced: the next keep reads it
@@ -84,13 +85,22 @@ def keep(work: Path, state: Path) -> list[Path]:
     selected (an older checkpoint's weights). Returns the paths copied."""
     want = selected(work)
     copied = []
-    for r in want:
-        try:
-            if not _same(work / r, state / r):
-                _copy(work / r, state / r)
-                copied.append(r)
-        except FileNotFoundError:  # gone since it was selected (replaced by its writer): the next keep has it
-            continue
+
+    def mirror(rels: list[Path]) -> None:
+        for r in rels:
+            try:
+                if not _same(work / r, state / r):
+                    _copy(work / r, state / r)
+                    copied.append(r)
+            except FileNotFoundError:  # gone since it was selected (replaced by its writer): the next keep has it
+                continue
+
+    mirror(want)
+    # A NetAdapt iteration that finished between choosing the weights and copying its state.json leaves
+    # a kept state.json naming a checkpoint not chosen: keep the weights the kept state.json names too.
+    late = [r for r in _netadapt_weights(work, state) if r not in set(want)]
+    mirror(late)
+    want += late
     if state.is_dir():
         wanted = set(want)
         for p in sorted(state.rglob("*"), reverse=True):

@@ -432,6 +432,29 @@ def test_workstate_keeps_what_a_resume_reads_and_restores_only_what_is_missing(t
     assert ws.restore(tmp_path / "nothing", fresh) == []
 
 
+def test_workstate_keeps_the_weights_the_kept_state_names_when_an_iteration_ends_mid_keep(tmp_path, monkeypatch):
+    ws = bench_module("workstate")
+    work, state = tmp_path / "work", tmp_path / "state"
+    run = work / "netadapt" / "n"
+    (run / "checkpoints").mkdir(parents=True)
+    for name, text in (("state.json", '{"iteration": 3}'), ("checkpoints/iter_000.pt", "w0"),
+                       ("checkpoints/iter_003.pt", "w3")):
+        (run / name).write_text(text)
+    chosen = ws.selected
+
+    def iteration_ends_after_choosing(w):  # NetAdapt saves iteration 4 right after the weights were chosen
+        out = chosen(w)
+        (run / "checkpoints/iter_004.pt").write_text("w4")
+        (run / "state.json").write_text('{"iteration": 4}')
+        return out
+
+    monkeypatch.setattr(ws, "selected", iteration_ends_after_choosing)
+    ws.keep(work, state)
+    kept = state / "netadapt" / "n"
+    assert json.loads((kept / "state.json").read_text())["iteration"] == 4
+    assert (kept / "checkpoints/iter_004.pt").read_text() == "w4"  # a resume from the kept state finds it
+
+
 def test_workstate_keeper_keeps_on_a_timer_and_on_stop(tmp_path):
     import time
 
