@@ -260,11 +260,11 @@ def speedup_at_equal_accuracy(curve: list[tuple[float, float]], ms: float, acc: 
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
+    """Mean and sample standard deviation (NaN for one value: a spread of one training is unknown, not 0)."""
     if not xs:
         return math.nan, math.nan
     m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
     return m, s
 
 
@@ -926,6 +926,11 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
                      "compute_s": compute_seconds(name, records)})
     by = {r["network"]: r for r in rows}
     ours_ms = (by.get(OURS) or {}).get("latency_ms")
+    wanted = json.loads((records / "settings.json").read_text()).get("seeds") if (records / "settings.json").exists() else None
+
+    def partial(*compared: dict[str, Any]) -> bool:  # a comparison before every seed of the settings is trained
+        return wanted is not None and any(r["seeds"] < wanted for r in compared)
+
     for r in rows:  # the match within 3% as the final measurement sees it: round by round when timed side by side
         n = r["network"]
         r["latency_vs_ours"] = vs[n] if n in vs else r["latency_ms"] / ours_ms - 1 if r["latency_ms"] and ours_ms else None
@@ -942,10 +947,12 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
         d = difference(ours, best)
         gaps = [r["latency_vs_ours"] for r in refs]  # None until the latency stage has run
         out["vs_best_reference"] = {"reference": best["network"], **d, "met": d["points"] >= 1.0,
+                                    "seeds": [ours["seeds"], best["seeds"]], "partial": partial(ours, best),
                                     "matched_within_3pct": None if None in gaps else all(abs(g) <= TOLERANCE for g in gaps)}
     if ours and rnd and ours["seeds"] and rnd["seeds"]:
         d = difference(ours, rnd)
-        out["vs_random"] = {**d, "met": d["points"] >= 0.0}
+        out["vs_random"] = {**d, "met": d["points"] >= 0.0, "seeds": [ours["seeds"], rnd["seeds"]],
+                            "partial": partial(ours, rnd)}
     out["netadapt_target_met"] = {s: (read_record(f"netadapt_{s}", records) or {}).get("target_met") for s in STRATEGIES}
     if trim := read_record("netadapt_trim", records):
         out["netadapt_target_met"]["trim"] = trim.get("target_met")
@@ -1004,7 +1011,8 @@ def markdown(rep: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         ms = f"{r['latency_ms']:.3f} ({r['latency_vs_ours']:+.1%})" if r["latency_vs_ours"] is not None else "-"
-        acc = f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}" if r["seeds"] else "-"
+        acc = (f"{100 * r['accuracy']:.2f}" + (f" ± {100 * r['accuracy_std']:.2f}" if r["seeds"] > 1 else "")
+               if r["seeds"] else "-")
         w = f"{r['width']:.3f}" if r["width"] else "-"
         lines.append(f"| {r['network']} | {r['method']} | {w} | {ms} | {r['params'] / 1e6:.2f}M | "
                      f"{r['macs'] / 1e6:.1f}M | {acc} | {r['seeds']} | {r['compute_s']:.0f} |")
@@ -1023,7 +1031,8 @@ def plot(rep: dict[str, Any], path: Path) -> Path:
             ax.plot([], [], " ", label=f"{r['network']} (not trained or measured yet)")
             continue
         ours = r["network"].endswith("+netadapt")
-        ax.errorbar(r["latency_ms"], 100 * r["accuracy"], yerr=100 * r["accuracy_std"], fmt="*" if ours else "o",
+        err = 100 * r["accuracy_std"] if r["seeds"] > 1 else None
+        ax.errorbar(r["latency_ms"], 100 * r["accuracy"], yerr=err, fmt="*" if ours else "o",
                     markersize=12 if ours else 7, capsize=3, label=r["network"])
     if t := rep.get("target_side_by_side"):
         name, width = TARGET_REFERENCE

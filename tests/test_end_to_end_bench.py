@@ -142,6 +142,15 @@ def test_report_from_records(e2e, tmp_path):
     assert lines[4] == "width: 5 of 5 matched" and lines[5] == "latency: done"
     assert lines[6] == "final: 16 of 24 trainings (3 seeds per network)"  # two of three seeds written
     assert e2e.plot(rep, tmp_path / "plot.png").stat().st_size > 0
+    assert not rep["vs_best_reference"]["partial"] and rep["vs_best_reference"]["seeds"] == [2, 2]
+    write(rec / "settings.json", {"seeds": 3})  # the settings want 3 seeds: a comparison on 2 says it is partial
+    assert e2e.summarize(rec)["vs_best_reference"]["partial"]
+    for p in (rec / "final").glob("*_s1.json"):  # one seed each: no spread is claimed
+        p.unlink()
+    one = e2e.summarize(rec)
+    assert all(r["seeds"] == 1 and math.isnan(r["accuracy_std"]) for r in one["rows"])
+    assert math.isnan(one["vs_best_reference"]["points_se"]) and "±" not in e2e.markdown(one).split("\n", 2)[2]
+    assert e2e.plot(one, tmp_path / "plot1.png").stat().st_size > 0
 
 
 def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
