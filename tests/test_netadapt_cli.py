@@ -55,6 +55,9 @@ def test_cli_runs_proposals_as_ray_tasks(results, tiny_predictor):
     assert out["target_basis"] == "measured" and out["stop_reason"] == "target met (measured)"
     hist = pd.read_csv(run_dir / "history.csv")
     assert (hist["measured_ms"] > 0).all()
+    # every proposal ran as a Ray task: the node column is filled only inside Ray
+    props = pd.read_csv(run_dir / "proposals.csv", keep_default_na=False)
+    assert len(props) and (props["node"].astype(str) != "").all()
     assert hist["measured_ms"].iloc[-1] <= out["target_ms"] == pytest.approx(0.85 * json.loads(
         (run_dir / "state.json").read_text())["seed_measured_ms"])
     assert out["compute"]["proposals"] >= out["iterations"] and out["compute"]["proposal_steps"] > 0

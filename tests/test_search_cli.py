@@ -37,7 +37,11 @@ def test_bad_input_is_one_line_exit_2(capsys, args, needle):
     assert code == 2, err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert "Traceback" not in err
-    assert needle in lines[-1], lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    from common.paths import results_dir
+
+    runs = results_dir() / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no run folder: refused before any work
 
 
 def test_help_lists_the_options(capsys):

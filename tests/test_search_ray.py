@@ -132,11 +132,19 @@ def test_asha_stops_poor_trials_and_the_strategy_hears_each_once(dashboard, tiny
     doc = json.loads((run / "summary.json").read_text())
     assert doc["searcher"]["feedbacks"] == 6 and doc["epochs_if_all_full"] == 12.0
     assert doc["epochs_trained"] == pytest.approx(df["epochs"].sum()) and doc["epochs_trained"] < 12.0
-    # A stopped trial taught the strategy its reward projected with a finished trial's gain, when one had the rung.
+    # A stopped trial taught the strategy its reward projected with a finished trial's gain, when one had the rung:
+    # the latency term unchanged, so the learned reward is the reward at the stop scaled by the accuracies.
     fed = json.loads((run / "stopping.json").read_text())["fed"]
     assert set(fed) == set(df["trial_id"].astype(str))
-    assert all(fed[t]["corrected"] or fed[t]["estimated_accuracy"] is None or
-               fed[t]["learned_reward"] == pytest.approx(r) for t, r in zip(df["trial_id"].astype(str), df["reward"]))
+    for row in df.itertuples():
+        f = fed[str(row.trial_id)]
+        assert f["learned_reward"] == pytest.approx(row.learned_reward)
+        if row.status == "ok":
+            assert f["estimated_accuracy"] is None and not f["corrected"] and f["learned_reward"] == pytest.approx(row.reward)
+        else:
+            est = f["estimated_accuracy"]
+            assert est is not None and (f["corrected"] or est == pytest.approx(row.accuracy))
+            assert f["learned_reward"] == pytest.approx(row.reward * est / row.accuracy)
 
 
 def test_each_trial_result_is_in_its_actor_log_on_the_dashboard():
