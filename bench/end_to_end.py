@@ -594,16 +594,19 @@ def retarget(records: Path, work: Path, processes: int = 3, tolerance: float = R
                         "made once, so that the first target record is never overwritten")
     t0, l0 = time.time(), os.getloadavg()[0]
     name, width = rec["reference"], rec["width"]
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import bench.end_to_end as e; "
-            "print(e.measure_ms(e.reference_net(sys.argv[2], float(sys.argv[3]))))")
+    # the network as the target record holds it (not rebuilt from code, which may have moved since)
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import bench.end_to_end as e; "
+            "print(e.measure_ms(e.load_spec(e.read_record('target', Path(sys.argv[2]))['network'])))")
     env = {**os.environ, "HWNAS_RESULTS": str(work)}
     got = []
     for i in range(processes):
-        proc = subprocess.run([sys.executable, "-c", code, str(ROOT), name, str(width)], env=env,
+        proc = subprocess.run([sys.executable, "-c", code, str(ROOT), str(records.resolve())], env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"retarget: the measuring process {i + 1} failed (exit {proc.returncode}): {tail}")
+        for line in proc.stderr.strip().splitlines():  # what the measuring process logged (a slow machine's warning)
+            print(line, file=sys.stderr, flush=True)
         got.append(float(proc.stdout.split()[-1]))
         log(f"retarget: {name} x{width} measures {got[-1]:.3f} ms (process {i + 1} of {processes})")
     median = float(statistics.median(got))

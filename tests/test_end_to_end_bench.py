@@ -368,7 +368,8 @@ def test_retarget_replaces_a_target_that_measures_otherwise_and_keeps_the_first(
     records.mkdir()
     monkeypatch.setenv("HWNAS_RESULTS", str(work))
     probe.record(100.0)  # a reference every block meets: no minute of probing, no waiting for the fast mode
-    first = {"reference": "mobilenet_v3_small", "width": 0.5, "target_ms": 1000.0, "network": {}}
+    net = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.5))
+    first = {"reference": "mobilenet_v3_small", "width": 0.5, "target_ms": 1000.0, "network": net}
     e2e.write_record(e2e.record_path("target", records), first)
     check = e2e.retarget(records, work, processes=1)
     assert check["replaced"] and len(check["remeasured_ms"]) == 1 and 0 < check["median_ms"] < 100
