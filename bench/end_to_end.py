@@ -351,7 +351,7 @@ def measure_ms(spec) -> float:
     ensure_probe_reference()
     # Up to a minute for the machine's fast mode (latency.probe): slow spells here last up to two.
     st = measure(spec, threads=1, wait_s=60.0)
-    if st.slowdown is not None and not st.fast_blocks:
+    if st.slow_throughout:
         log(f"warning: {spec.name or 'a network'} measured with the machine {st.slowdown:.2f}x slower than its fast "
             f"mode throughout; its {st.latency_ms:.3f} ms is likely that much high")
     return float(st.latency_ms)
@@ -929,7 +929,8 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
                      "compute_s": compute_seconds(name, records)})
     by = {r["network"]: r for r in rows}
     ours_ms = (by.get(OURS) or {}).get("latency_ms")
-    wanted = json.loads((records / "settings.json").read_text()).get("seeds") if (records / "settings.json").exists() else None
+    settings = json.loads((records / "settings.json").read_text()) if (records / "settings.json").exists() else None
+    wanted = settings.get("seeds") if settings else None
 
     def partial(*compared: dict[str, Any]) -> bool:  # a comparison before every seed of the settings is trained
         return wanted is not None and any(r["seeds"] < wanted for r in compared)
@@ -937,9 +938,7 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     for r in rows:  # the match within 3% as the final measurement sees it: round by round when timed side by side
         n = r["network"]
         r["latency_vs_ours"] = vs[n] if n in vs else r["latency_ms"] / ours_ms - 1 if r["latency_ms"] and ours_ms else None
-    out: dict[str, Any] = {"settings": json.loads((records / "settings.json").read_text())
-                           if (records / "settings.json").exists() else None,
-                           "target": read_record("target", records), "rows": rows}
+    out: dict[str, Any] = {"settings": settings, "target": read_record("target", records), "rows": rows}
     if TARGET in lat:  # the target network timed beside the final ones: is each search's network within it?
         vt = latency.get("vs_target", {})
         out["target_side_by_side"] = {"ms": lat[TARGET], **{f"{s}+netadapt": vt.get(f"{s}+netadapt") for s in STRATEGIES}}

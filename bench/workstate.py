@@ -98,11 +98,11 @@ def keep(work: Path, state: Path) -> list[Path]:
     mirror(want)
     # A NetAdapt iteration that finished between choosing the weights and copying its state.json leaves
     # a kept state.json naming a checkpoint not chosen: keep the weights the kept state.json names too.
-    late = [r for r in _netadapt_weights(work, state) if r not in set(want)]
+    wanted = set(want)
+    late = [r for r in _netadapt_weights(work, state) if r not in wanted]
     mirror(late)
-    want += late
+    wanted.update(late)
     if state.is_dir():
-        wanted = set(want)
         for p in sorted(state.rglob("*"), reverse=True):
             if p.name.startswith("."):  # another process's copy in flight
                 continue

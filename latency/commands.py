@@ -169,7 +169,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         print(f"{name}: {st.latency_ms:.3f} ms (all {st.runs} runs: median {st.median_ms:.3f}, p10 {st.p10_ms:.3f}, "
               f"p90 {st.p90_ms:.3f}; sessions {st.session_spread:.1%} apart; {st.threads} thread(s), {st.provider}, "
               f"{st.clock} clock, onnxruntime {st.ort_version})")
-    if st.slowdown is not None and not st.fast_blocks:
+    if st.slow_throughout:
         print(f"warning: the machine ran {st.slowdown:.2f}x slower than its fast mode throughout (probe "
               f"{st.probe_ms:.3f} ms against {st.probe_ms / st.slowdown:.3f} ms), so this figure is likely that much "
               f"high; measure again on an idle machine or with a longer --wait", file=sys.stderr)

@@ -74,6 +74,12 @@ class LatencyStats:
     fast_blocks: int | None = None
     waited_s: float = 0.0
 
+    @property
+    def slow_throughout(self) -> bool:
+        """Whether the machine had a probe reference and no block ran in its fast mode: the figure is then
+        likely high by about ``slowdown``."""
+        return self.slowdown is not None and not self.fast_blocks
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

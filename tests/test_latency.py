@@ -151,7 +151,7 @@ def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
 def test_measure_waits_for_the_fast_mode_and_says_when_it_never_came():
     # A reference no probe can reach: every block counts as run in a slow spell.
     st = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e-6, wait_s=1.5)
-    assert st.fast_blocks == 0 and st.slowdown > 1000 and st.waited_s > 0
+    assert st.fast_blocks == 0 and st.slowdown > 1000 and st.waited_s > 0 and st.slow_throughout
     assert st.sessions > 1  # it measured on while it waited
     assert st.min_ms <= st.latency_ms <= st.p90_ms  # the fastest fifth of all blocks, as without a probe
     quick = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e-6)
@@ -163,6 +163,7 @@ def test_measure_measures_on_until_it_has_min_fast_blocks():
     st = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e6, wait_s=30,
                  min_fast=7)
     assert st.sessions == 4 and st.fast_blocks == 8 and st.waited_s == 0  # fast blocks: no pause
+    assert not st.slow_throughout
     from latency.probe import MIN_FAST
 
     assert measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e6,
