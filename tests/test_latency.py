@@ -142,10 +142,27 @@ def test_a_build_round_waits_for_the_fast_mode_only_as_long_as_its_plan_allows()
     assert _wait_for_fast(1, "cpu", 0.0) == 0.0
 
 
-def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level():
+def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level(monkeypatch):
+    from latency import runner
+
+    # Real timing, with every other block turned into a slow spell: its probe and its model both 3x slower.
+    real, seen = runner.probed_block, []
+
+    def spell_every_other_block(prober, timer, runs):
+        a, m = real(prober, timer, runs)
+        if len(seen) % 2:
+            a, m = 3 * a, 3 * m
+        seen.append((a, m))
+        return a, m
+
+    monkeypatch.setattr(runner, "probed_block", spell_every_other_block)
     st = measure(_spec(1, 32), warmup=1, runs=4, blocks=5, sessions=2, gap_s=0.0, reference_ms=None)
-    assert st.probe_ms > 0 and st.slowdown is None and 1 <= st.fast_blocks <= 10 and st.waited_s == 0
-    assert st.min_ms <= st.latency_ms <= st.p90_ms
+    assert len(seen) == st.blocks == 10 and st.slowdown is None and st.waited_s == 0
+    level = runner.fast_mean([a for a, _ in seen])
+    kept = runner.gate(seen, level)
+    assert st.probe_ms == pytest.approx(level) and st.fast_blocks == len(kept)
+    assert 1 <= st.fast_blocks <= 5 and set(kept) <= {m for _, m in seen[0::2]}  # no block of a slow spell counts
+    assert st.latency_ms == pytest.approx(runner.fast_mean(kept))
 
 
 def test_measure_waits_for_the_fast_mode_and_says_when_it_never_came():
