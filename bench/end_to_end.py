@@ -19,9 +19,10 @@ starts without it, so that a machine that does not keep ``results/`` loses at mo
               (``--search-epochs``, ``--search-scheduler``) on 5,000 training images, validation on
               2,000 others, target above
 ``netadapt``  each search's best network (trained as NetAdapt trains a seed) adapted to the target,
-              with NetAdapt's defaults; the target must be met *measured*. When both networks were
-              within the target as found, the controller's is also trimmed to ``TRIM_RATIO`` of its
-              measured latency (``netadapt_trim``), for the width comparison below
+              with NetAdapt's defaults; the target must be met *measured*. When neither run cut
+              ``MIN_COMPARISON_CUT`` or more of its seed's measured latency (e.g. both networks within
+              the target as found), the controller's searched network is also trimmed to ``TRIM_RATIO``
+              of its latency as that run measures it (``netadapt_trim``), for the width comparison below
 ``width``     each reference network (MobileNetV3-Large/Small, MobileNetV2, MobileNetV1 at 32x32,
               reduced strides) at the width multiplier whose latency is within 3% of ours, each width
               timed side by side with our network (interleaved, probe-gated: ratios, not separate
@@ -240,23 +241,27 @@ def uniform_width(spec, alpha: float, step: int = 8):
 
 def speedup_at_equal_accuracy(curve: list[tuple[float, float]], ms: float, acc: float) -> dict[str, Any]:
     """How much slower the width-multiplier curve ``curve`` ([(ms, accuracy)], any order) is where it
-    reaches accuracy ``acc`` than the adapted network (``ms``, ``acc``): log latency interpolated
-    linearly in accuracy between the curve's neighbouring points. Outside the curve only a bound is
-    known: ``kind`` says ``exact``, ``at_least`` (the curve never reaches ``acc``) or ``at_most``
-    (its least accurate point is already above ``acc``)."""
-    pts = sorted(curve, key=lambda p: p[1])
+    first reaches accuracy ``acc`` than the adapted network (``ms``, ``acc``): walking the curve from its
+    fastest point, log latency interpolated linearly in accuracy on the first segment that climbs to
+    ``acc``. Outside the curve only a bound is known: ``kind`` says ``exact``, ``at_least`` (no point
+    of the curve reaches ``acc``: its slowest latency is the bound) or ``at_most`` (its fastest point is
+    already at or above ``acc``). ``monotone`` is False when a slower point of the curve scored lower
+    than a faster one (noise over seeds larger than the width's effect): read the figure as weak."""
+    pts = sorted(curve)
     if not pts:
-        return {"speedup": math.nan, "kind": "none", "width_ms": math.nan}
-    if acc >= pts[-1][1]:
-        return {"speedup": max(p[0] for p in pts) / ms, "kind": "at_least", "width_ms": max(p[0] for p in pts)}
-    if acc <= pts[0][1]:
-        return {"speedup": pts[0][0] / ms, "kind": "at_most", "width_ms": pts[0][0]}
+        return {"speedup": math.nan, "kind": "none", "width_ms": math.nan, "monotone": True}
+    monotone = all(a0 <= a1 for (_, a0), (_, a1) in zip(pts, pts[1:]))
+
+    def result(at: float, kind: str) -> dict[str, Any]:
+        return {"speedup": at / ms, "kind": kind, "width_ms": at, "monotone": monotone}
+
+    if pts[0][1] >= acc:
+        return result(pts[0][0], "at_most")
     for (m0, a0), (m1, a1) in zip(pts, pts[1:]):
-        if a0 <= acc <= a1:
-            f = (acc - a0) / (a1 - a0) if a1 > a0 else 0.0
-            at = math.exp(math.log(m0) + f * (math.log(m1) - math.log(m0)))
-            return {"speedup": at / ms, "kind": "exact", "width_ms": at}
-    raise AssertionError("unreachable")
+        if a0 < acc <= a1:
+            f = (acc - a0) / (a1 - a0)
+            return result(math.exp(math.log(m0) + f * (math.log(m1) - math.log(m0))), "exact")
+    return result(pts[-1][0], "at_least")
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -472,7 +477,8 @@ def final_networks(records: Path) -> dict[str, dict[str, Any]]:
         out[c.seed] = {**rec["network"], "method": f"{c.search} search, before NetAdapt"}
     for name in REFERENCES + seeds:
         if rec := read_record(f"width_{name}", records):
-            what = "searched network, width multiplier only" if name in seeds else f"{name}, width multiplier"
+            what = (f"{c.search} search's network (width 1.0: {seed_trained_as(records, c)}), width multiplier only"
+                    if c and name == c.seed else f"{name}, width multiplier")
             out[f"{name}@width"] = {**rec["network"], "method": what, "width": rec["width"]}
     return out
 
@@ -687,14 +693,14 @@ def stage_netadapt(ctx: Ctx) -> None:
     target = target_ms(records)
     bundle = None
 
-    def run(seed_doc: dict[str, Any], to_ms: float, folder: str):
+    def run(seed_doc: dict[str, Any], folder: str, **target: float):
         nonlocal bundle
         bundle = bundle or proxy_data(s, data)
         pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
         ensure_probe_reference()  # NetAdapt's measurements are gated against it
         # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
         # is trained from scratch by the final stage like every other, so no long-term fine-tune here.
-        return adapt(load_spec(seed_doc), None, bundle, pred, ctx.work / "netadapt" / folder, target_ms=to_ms,
+        return adapt(load_spec(seed_doc), None, bundle, pred, ctx.work / "netadapt" / folder, **target,
                      final_epochs=0, workers=s.netadapt_workers, delta=s.netadapt_delta,
                      progress=lambda m: log(f"  {m}"))
 
@@ -716,7 +722,7 @@ def stage_netadapt(ctx: Ctx) -> None:
         t0, l0 = time.time(), os.getloadavg()[0]
         log(f"netadapt {strategy}: {seed['best']['tokens']} to {target:.3f} ms measured")
         try:
-            res = run(seed["network"], target, strategy)
+            res = run(seed["network"], strategy, target_ms=target)
         except SeedWithinTarget as e:
             # NetAdapt refuses a seed its own measurement (median of its repeats) puts within the target:
             # the searched network is then kept as it is, on that measurement, not on another one.
@@ -730,16 +736,16 @@ def stage_netadapt(ctx: Ctx) -> None:
             f"(target {'met' if res.target_met else 'NOT met'})")
     if trim_needed(records) and not read_record("netadapt_trim", records):
         # Neither search's NetAdapt cut enough for it: NetAdapt against the width multiplier gets its own
-        # run, from the controller's searched network (the seed the width multiplier also scales).
-        ours = read_record("netadapt_controller", records)
-        from_ms = float(ours["seed_measured_ms"] if cut(ours) else ours["measured_ms"])
-        to_ms = TRIM_RATIO * from_ms
+        # run, from the controller's searched network (the seed the width multiplier also scales), to
+        # TRIM_RATIO of the seed's latency as this run measures it (`netadapt --target-ratio`): a target
+        # taken from an earlier measurement could fall at or above the seed's own figure if the machine
+        # drifted in between, and NetAdapt would then refuse the seed.
         t0, l0 = time.time(), os.getloadavg()[0]
         log(f"netadapt trim: no search's NetAdapt run cut {MIN_COMPARISON_CUT:.0%} or more; the controller's "
-            f"searched network from {from_ms:.3f} to {to_ms:.3f} ms measured ({TRIM_RATIO}x), for the width comparison")
-        res = run(read_record("search_controller", records)["network"], to_ms, "trim")
-        save("netadapt_trim", {"strategy": "controller", "ratio": TRIM_RATIO, "target_ms": to_ms, **outcome(res)},
-             records, t0, l0)
+            f"searched network to {TRIM_RATIO}x its measured latency, for the width comparison")
+        res = run(read_record("search_controller", records)["network"], "trim", target_ratio=TRIM_RATIO)
+        save("netadapt_trim", {"strategy": "controller", "ratio": TRIM_RATIO, "target_ms": res.target_ms,
+                               **outcome(res)}, records, t0, l0)
         log(f"netadapt trim: {res.iterations} iterations, {res.measured_ms:.3f} ms measured "
             f"(target {'met' if res.target_met else 'NOT met'})")
 
@@ -907,7 +913,10 @@ def compute_seconds(name: str, records: Path) -> float:
         total += read_record(f"search_{strategy}", records)["compute"]["train_seconds"]
         total += read_record(f"netadapt_{strategy}", records)["seconds"]
     elif name.endswith("@width"):
-        total += read_record(f"width_{name[:-len('@width')]}", records)["seconds"]
+        base = name[:-len("@width")]
+        total += read_record(f"width_{base}", records)["seconds"]
+        if base.endswith("_seed"):  # a searched network scaled: its search's trials too
+            total += read_record(f"search_{base[:-len('_seed')]}", records)["compute"]["train_seconds"]
     elif name == "controller+trim":
         total += read_record("search_controller", records)["compute"]["train_seconds"]
         total += read_record("netadapt_trim", records)["seconds"]
@@ -964,9 +973,12 @@ def summarize(records: Path = RECORDS) -> dict[str, Any]:
     trimmed, seed, wide = ((by.get(x) for x in (c.trimmed, seed_trained_as(records, c), f"{c.seed}@width")) if c
                            else (None, None, None))
     if trimmed and seed and wide and trimmed["seeds"] and seed["seeds"] and wide["seeds"] and lat:
-        out["netadapt_vs_width"] = speedup_at_equal_accuracy(
-            [(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
-            trimmed["latency_ms"], trimmed["accuracy"])
+        out["netadapt_vs_width"] = {
+            **speedup_at_equal_accuracy([(seed["latency_ms"], seed["accuracy"]), (wide["latency_ms"], wide["accuracy"])],
+                                        trimmed["latency_ms"], trimmed["accuracy"]),
+            # the two networks matched to one latency, compared directly: NetAdapt's less the width multiplier's
+            "vs_width": difference(trimmed, wide), "width_latency_vs_trimmed": wide["latency_ms"] / trimmed["latency_ms"] - 1,
+            "seeds": [trimmed["seeds"], seed["seeds"], wide["seeds"]], "partial": partial(trimmed, seed, wide)}
     return out
 
 
@@ -1032,7 +1044,7 @@ def plot(rep: dict[str, Any], path: Path) -> Path:
         if not r["seeds"] or not r["latency_ms"]:
             ax.plot([], [], " ", label=f"{r['network']} (not trained or measured yet)")
             continue
-        ours = r["network"].endswith("+netadapt")
+        ours = r["network"] == OURS
         err = 100 * r["accuracy_std"] if r["seeds"] > 1 else None
         ax.errorbar(r["latency_ms"], 100 * r["accuracy"], yerr=err, fmt="*" if ours else "o",
                     markersize=12 if ours else 7, capsize=3, label=r["network"])

@@ -86,7 +86,14 @@ def test_speedup_at_equal_accuracy(e2e):
     r = e2e.speedup_at_equal_accuracy(curve, 0.5, 0.85)
     assert r["kind"] == "at_least" and r["speedup"] == pytest.approx(2.0)
     r = e2e.speedup_at_equal_accuracy(curve, 0.6, 0.65)
-    assert r["kind"] == "at_most" and r["speedup"] == pytest.approx(1.0)
+    assert r["kind"] == "at_most" and r["speedup"] == pytest.approx(1.0) and r["monotone"]
+    # A curve whose faster point scored higher (seed noise above the width's effect): the width multiplier
+    # already reaches that accuracy at its faster point, never at the slower one's latency.
+    wrong_way = [(0.70, 0.55), (0.57, 0.56)]
+    r = e2e.speedup_at_equal_accuracy(wrong_way, 0.56, 0.555)
+    assert r["kind"] == "at_most" and r["width_ms"] == 0.57 and not r["monotone"]
+    r = e2e.speedup_at_equal_accuracy(wrong_way, 0.56, 0.565)
+    assert r["kind"] == "at_least" and r["width_ms"] == 0.70 and not r["monotone"]
 
 
 def write(path: Path, doc: dict) -> None:
@@ -122,6 +129,9 @@ def test_report_from_records(e2e, tmp_path):
     assert rows["controller+netadapt"]["accuracy_std"] == pytest.approx(math.sqrt(2e-4))
     assert rows["controller+netadapt"]["compute_s"] == pytest.approx(100 + 50 + 400)
     assert rows["mobilenet_v2@width"]["compute_s"] == pytest.approx(10 + 400)
+    assert rows["controller_seed@width"]["compute_s"] == pytest.approx(100 + 10 + 400)  # its search's trials too
+    assert rows["controller_seed@width"]["method"] == ("controller search's network (width 1.0: controller_seed), "
+                                                       "width multiplier only")
     assert rep["vs_best_reference"]["reference"] == "mobilenet_v3_large@width"
     assert rep["vs_best_reference"]["points"] == pytest.approx(3.0)
     # ours 0.70/0.72 (std 0.0141), MobileNetV3-Large 0.68/0.68: SE of the difference 0.0141 / sqrt(2)
@@ -133,7 +143,11 @@ def test_report_from_records(e2e, tmp_path):
     write(rec / "latency.json", {"ms": {n: lat.get(n, 1.01) for n in names}})
     # NetAdapt's 0.71 at 1.0 ms; the width curve reaches 0.71 between 0.66 at 1.0 ms and 0.74 at 1.5 ms
     assert rep["netadapt_vs_width"]["kind"] == "exact"
-    assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.625)
+    assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.625) and rep["netadapt_vs_width"]["monotone"]
+    # and directly, at one latency: NetAdapt's 0.71 against the width multiplier's 0.66
+    assert rep["netadapt_vs_width"]["vs_width"]["points"] == pytest.approx(5.0)
+    assert rep["netadapt_vs_width"]["width_latency_vs_trimmed"] == pytest.approx(0.0)
+    assert rep["netadapt_vs_width"]["seeds"] == [2, 2, 2] and not rep["netadapt_vs_width"]["partial"]
     assert rep["netadapt_target_met"] == {"controller": True, "random": True}
     assert e2e.markdown(rep).count("\n") == 1 + 8
     lines = e2e.progress(rec, tmp_path / "work")
