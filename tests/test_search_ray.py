@@ -21,8 +21,6 @@ from search.options import SearchOptions  # noqa: E402
 from search.run import run_search  # noqa: E402
 from space.archspec import ArchSpec  # noqa: E402
 
-_FIRST_RUN: dict = {}  # what the first test's run left for the dashboard log test after it
-
 
 @pytest.fixture(scope="module")
 def dashboard():
@@ -47,12 +45,11 @@ def _get(url: str, headers: dict) -> tuple[int, str]:
         return e.code, ""
 
 
-def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
-    assert dashboard and dashboard.startswith("http://127.0.0.1:")
+@pytest.fixture(scope="module")
+def first_run(dashboard, tiny_predictor, tmp_path_factory):
+    """One search of 3 trials, watched on the dashboard while it ran: what the two tests below read. Its own
+    results folder, since a module's fixture outlives each test's."""
     headers = dashboard_headers()
-    assert "authorization" in {k.lower() for k in headers}, "Ray's token authentication should be on"
-    assert _get(f"{dashboard}/api/v0/actors", {})[0] in (401, 403)  # no token: refused
-
     seen: set[str] = set()
     actor_ids: set[str] = set()
     done = threading.Event()
@@ -68,13 +65,28 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
                         actor_ids.add(a["actor_id"])
             time.sleep(0.5)
 
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    try:
-        summary = run_search(_opts(), predictor=tiny_predictor)
-    finally:
-        done.set()
-        t.join(timeout=15)
+    results = tmp_path_factory.mktemp("first_run") / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HWNAS_RESULTS", str(results))
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        try:
+            summary = run_search(_opts(), predictor=tiny_predictor)
+        finally:
+            done.set()
+            t.join(timeout=15)
+    df = pd.read_csv(results / "runs" / "t" / "trials.csv")
+    return {"results": results, "summary": summary, "df": df, "seen": seen, "actor_ids": actor_ids,
+            "dashboard": dashboard, "headers": headers}
+
+
+def test_search_runs_and_dashboard_shows_its_trials(dashboard, first_run, tiny_predictor, monkeypatch):
+    assert dashboard and dashboard.startswith("http://127.0.0.1:")
+    headers = first_run["headers"]
+    assert "authorization" in {k.lower() for k in headers}, "Ray's token authentication should be on"
+    assert _get(f"{dashboard}/api/v0/actors", {})[0] in (401, 403)  # no token: refused
+    monkeypatch.setenv("HWNAS_RESULTS", str(first_run["results"]))
+    summary, seen = first_run["summary"], first_run["seen"]
 
     run = results_dir() / "runs" / "t"
     df = pd.read_csv(run / "trials.csv")
@@ -82,7 +94,6 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, tiny_predictor):
     assert summary.dashboard_url == dashboard
     assert df["node"].nunique() == 1 and df["node"].iloc[0] == ray.get_runtime_context().get_node_id()
     assert seen and seen <= set(df["trial_id"]), (seen, list(df["trial_id"]))
-    _FIRST_RUN.update(dashboard=dashboard, headers=headers, actor_ids=set(actor_ids), df=df)
     assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
     row = df.iloc[0]
     spec = ArchSpec.from_json(row["arch"])
@@ -147,11 +158,9 @@ def test_asha_stops_poor_trials_and_the_strategy_hears_each_once(dashboard, tiny
             assert f["learned_reward"] == pytest.approx(row.reward * est / row.accuracy)
 
 
-def test_each_trial_result_is_in_its_actor_log_on_the_dashboard():
-    """Actors -> an hwnas-trial actor -> its log: the line each trial prints (of the run above)."""
-    if not _FIRST_RUN:
-        pytest.skip("needs the run of test_search_runs_and_dashboard_shows_its_trials")
-    r = _FIRST_RUN
+def test_each_trial_result_is_in_its_actor_log_on_the_dashboard(first_run):
+    """Actors -> an hwnas-trial actor -> its log: the line each trial prints (of the module's first run)."""
+    r = first_run
     logs, answers = "", []
     for _ in range(20):  # the log agent may need a moment after the actor ends
         answers = [_get(f"{r['dashboard']}/api/v0/logs/file?actor_id={a}&suffix=out", r["headers"])
