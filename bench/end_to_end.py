@@ -907,21 +907,20 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 def compute_seconds(name: str, records: Path) -> float:
     """Seconds spent on a network: its search (training seconds of every trial), NetAdapt, width search
     and final trainings."""
+    def search_seconds(strategy: str) -> float:
+        return read_record(f"search_{strategy}", records)["compute"]["train_seconds"]
+
     total = sum(json.loads(p.read_text())["seconds"] for p in (records / "final").glob(f"{name}_s*.json"))
-    strategy = name.split("+")[0]
+    if name.endswith("@width"):  # the width search, then what the scaled network itself cost (a searched one: its search)
+        name = name.removesuffix("@width")
+        total += read_record(f"width_{name}", records)["seconds"]
     if name.endswith("+netadapt"):
-        total += read_record(f"search_{strategy}", records)["compute"]["train_seconds"]
-        total += read_record(f"netadapt_{strategy}", records)["seconds"]
-    elif name.endswith("@width"):
-        base = name[:-len("@width")]
-        total += read_record(f"width_{base}", records)["seconds"]
-        if base.endswith("_seed"):  # a searched network scaled: its search's trials too
-            total += read_record(f"search_{base[:-len('_seed')]}", records)["compute"]["train_seconds"]
+        strategy = name.removesuffix("+netadapt")
+        total += search_seconds(strategy) + read_record(f"netadapt_{strategy}", records)["seconds"]
     elif name == "controller+trim":
-        total += read_record("search_controller", records)["compute"]["train_seconds"]
-        total += read_record("netadapt_trim", records)["seconds"]
+        total += search_seconds("controller") + read_record("netadapt_trim", records)["seconds"]
     elif name.endswith("_seed"):
-        total += read_record(f"search_{name[:-len('_seed')]}", records)["compute"]["train_seconds"]
+        total += search_seconds(name.removesuffix("_seed"))
     return total
 
 

@@ -88,8 +88,7 @@ def test_search_runs_and_dashboard_shows_its_trials(dashboard, first_run, tiny_p
     monkeypatch.setenv("HWNAS_RESULTS", str(first_run["results"]))
     summary, seen = first_run["summary"], first_run["seen"]
 
-    run = results_dir() / "runs" / "t"
-    df = pd.read_csv(run / "trials.csv")
+    run, df = results_dir() / "runs" / "t", first_run["df"]
     assert len(df) == summary.trials == 3 and set(df["status"]) == {"ok"}
     assert summary.dashboard_url == dashboard
     assert df["node"].nunique() == 1 and df["node"].iloc[0] == ray.get_runtime_context().get_node_id()
