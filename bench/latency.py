@@ -4,7 +4,7 @@ family on fresh networks (against a FLOPs-linear fit and the plain table sum), e
 against its own measurement, the machine's repeatability, and the predictor's throughput.
 
     python bench/latency.py [--n 60] [--n-space 100] [--results DIR] [--seed S] [--repeat] [--suite-wait S]
-                            [--records DIR] [--json]
+                            [--suite-fast-within PERCENT] [--families F,...] [--records DIR] [--json]
     python bench/latency.py --analyse bench/records/latency/<UTC time>     # an earlier run's figures, split
 
 By default it builds a fresh ``local-cpu`` table (``latency build``'s default: full mode) into a new
@@ -12,7 +12,8 @@ results folder, so the build time is what a user pays; ``--results`` reuses a fo
 
 - the validation suite (:mod:`latency.suite`): ``--n`` fresh networks of each family, ``--n-space``
   of each space, none used in any fit, drawn from a new seed (printed and recorded; ``--seed``
-  repeats one) and measured here (``--suite-wait``: each network as ``latency measure`` measures it);
+  repeats one) and measured here (``--suite-wait``: each network as ``latency measure`` measures it;
+  ``--suite-fast-within``: the fast-mode gate of the suite and the references; ``--families``: a subset);
 - every reference network at width 1.0 and 224x224 measured the way ``latency measure`` measures it
   and predicted, in the same run;
 - ``--repeat``: the suite's networks measured a second time and the first measurement scored as a
@@ -84,9 +85,9 @@ def cli_predict_seconds(results: str, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def references(pred) -> list[dict]:
+def references(pred, fast_within: float | None = None) -> list[dict]:
     """Each reference network at width 1.0 and 224x224: ``latency measure``'s figure (with its wait for the
-    fast mode) and the prediction."""
+    fast mode; ``fast_within``: its gate, default 10%) and the prediction."""
     from latency.commands import DEFAULT_WAIT_S
     from latency.measure import measure
     from space.references import REFERENCES, reference
@@ -94,7 +95,7 @@ def references(pred) -> list[dict]:
     out = []
     for name in REFERENCES:
         spec = reference(name)
-        st = measure(spec, wait_s=DEFAULT_WAIT_S)
+        st = measure(spec, wait_s=DEFAULT_WAIT_S, fast_within=fast_within)
         p = float(pred.predict(spec))
         out.append({"network": name, "measured_ms": st.latency_ms, "predicted_ms": p, "error": p / st.latency_ms - 1,
                     "session_spread": st.session_spread, "slowdown": st.slowdown, "waited_s": st.waited_s,
@@ -102,9 +103,9 @@ def references(pred) -> list[dict]:
     return out
 
 
-def remeasure(csv_path: str, wait_s: float = 0.0) -> dict:
-    """Measure the suite's networks again (same method: gated by the probe, ``wait_s`` as the suite
-    had) and score the first measurement as a predictor of the second, family by family."""
+def remeasure(csv_path: str, wait_s: float = 0.0, fast_within: float | None = None) -> dict:
+    """Measure the suite's networks again (same method: gated by the probe, ``wait_s`` and
+    ``fast_within`` as the suite had) and score the first measurement as a predictor of the second, family by family."""
     import numpy as np
     import pandas as pd
 
@@ -115,7 +116,7 @@ def remeasure(csv_path: str, wait_s: float = 0.0) -> dict:
     first = pd.read_csv(csv_path)
     t0 = time.time()
     rows = measure_networks([ArchSpec.from_json(s) for s in first["spec"]], progress=False, probe=True,
-                            wait_s=wait_s)
+                            wait_s=wait_s, fast_within=fast_within)
     second = np.array([r["latency_ms"] for r in rows])
     out = {"minutes": (time.time() - t0) / 60, "loadavg_1m": os.getloadavg()[0], "families": {}}
     for f in dict.fromkeys(first["family"]):
@@ -173,7 +174,8 @@ def print_report(out: dict) -> None:
               f"networks; self-check {sc['within_10pct']:.0%} within 10% (MAPE {sc['mape']:.1f}%)")
     print(f"suite seed {rep['seed']} (load {rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}), "
           f"calibration {rep['calibration']}" + (f", each network waiting up to {rep['wait_s']:g} s for the fast mode"
-                                                 if rep.get("wait_s") else ""))
+                                                 if rep.get("wait_s") else "")
+          + f"; blocks kept whose probe ran within {rep.get('fast_within', 0.1):.0%} of its reference")
     print("| family | n | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall | "
           "sessions within 5% / 10% |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -209,6 +211,9 @@ def main() -> int:
     ap.add_argument("--suite-wait", type=float, default=0.0, metavar="SECONDS",
                     help="measure each suite network as `latency measure` does, waiting up to this long for the "
                          "machine's fast mode (`latency validate --wait`; default 0: as the build times networks)")
+    ap.add_argument("--suite-fast-within", type=float, default=None, metavar="PERCENT",
+                    help="the suite's and the references' fast-mode gate (`latency validate --fast-within`; default 10)")
+    ap.add_argument("--families", help="comma-separated suite families (default: all)")
     ap.add_argument("--records", help="folder for the records (default bench/records/latency/<UTC time>)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--analyse", metavar="RECORDS",
@@ -217,6 +222,20 @@ def main() -> int:
     args = ap.parse_args()
     if args.suite_wait < 0:
         print(f"error: --suite-wait must be >= 0 seconds, got {args.suite_wait:g}", file=sys.stderr)
+        return 2
+    within = None if args.suite_fast_within is None else args.suite_fast_within / 100
+    if within is not None and not 0 < within <= 1:
+        print(f"error: --suite-fast-within must lie above 0 and at most 100 (percent), got {args.suite_fast_within:g}",
+              file=sys.stderr)
+        return 2
+    from common.errors import UserError
+    from latency import families
+
+    try:
+        names = families.check_families([f.strip() for f in args.families.split(",")] if args.families
+                                        else list(families.FAMILIES))
+    except UserError as e:
+        print(f"error: --families: {e}", file=sys.stderr)
         return 2
     if args.analyse:
         import pandas as pd
@@ -234,7 +253,6 @@ def main() -> int:
         return 0
     results = args.results or tempfile.mkdtemp(prefix="hwnas-bench-latency-")
     os.environ["HWNAS_RESULTS"] = results
-    from latency import families
     from latency.build import build
     from latency.files import units_path
     from latency.load import load_predictor
@@ -251,10 +269,10 @@ def main() -> int:
     meta = LatencyTable.load(units_path(args.device)).meta
     pred = load_predictor(args.device)
     seed = fresh_seed() if args.seed is None else args.seed
-    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in families.FAMILIES}
-    suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait)
-    refs = references(pred)
-    repeat = remeasure(suite["csv"], args.suite_wait) if args.repeat else None
+    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in names}
+    suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait, fast_within=within)
+    refs = references(pred, within)
+    repeat = remeasure(suite["csv"], args.suite_wait, within) if args.repeat else None
     tp = throughput(pred)
     cli_s = cli_predict_seconds(results, args.device)
     records = Path(args.records) if args.records else \

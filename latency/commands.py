@@ -41,6 +41,15 @@ def _runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="execution provider: cpu (default), cuda, or a full provider name")
 
 
+def _fast_within(p: argparse.ArgumentParser) -> None:
+    from latency.runner import PROBE_TOLERANCE
+
+    p.add_argument("--fast-within", type=float, default=100 * PROBE_TOLERANCE, metavar="PERCENT",
+                   help="a block counts as run in the machine's fast mode when the probe block before it ran at most "
+                        f"this much slower than the probe's reference (default {100 * PROBE_TOLERANCE:g}; lower is "
+                        "stricter and, with --wait, waits longer)")
+
+
 def _space_res(p: argparse.ArgumentParser, res_default: int = 224) -> None:
     p.add_argument("--space", default="mnasnet", help="search space (default mnasnet)")
     p.add_argument("--resolution", type=positive_int, default=res_default, help=f"input resolution (default {res_default})")
@@ -68,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"it runs at its fast level again (default {DEFAULT_WAIT_S:g}; 0: do not wait)")
     m.add_argument("--min-fast", type=positive_int, default=MIN_FAST, metavar="BLOCKS",
                    help=f"with --wait: measure on until this many blocks ran at the fast level (default {MIN_FAST})")
+    _fast_within(m)
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_measure)
 
@@ -128,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure each network as `latency measure` does, waiting up to this long for the machine's "
                         "fast mode where it has a probe reference (slower; far more repeatable on a machine with slow "
                         "spells; default 0: time them together, as the table build does)")
+    _fast_within(v)
     v.add_argument("--plot", help="scatter PNG path (default results/latency/DEVICE/validation-suite-SEED.png)")
     _runtime(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -162,7 +173,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         name = target.name or args.spec
     st = measure(target, threads=args.threads, provider=args.provider, warmup=args.warmup, runs=args.runs,
                  blocks=args.blocks, sessions=args.sessions, clock=args.clock, wait_s=args.wait,
-                 min_fast=args.min_fast)
+                 min_fast=args.min_fast, fast_within=args.fast_within / 100)
     if args.json:
         print_json({"name": name, **st.to_dict()})
     else:
@@ -323,7 +334,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         names, n = [args.space or "mnasnet"], args.n or VALIDATE_N
     rep = run_suite(args.device, names, n, args.seed, args.threads, args.provider, args.plot, passes=args.passes,
                     resolution=args.resolution if args.suite is None and args.resolution != 224 else None,
-                    wait_s=args.wait)
+                    wait_s=args.wait, fast_within=args.fast_within / 100)
     if args.json:
         print_json(rep)
         return 0

@@ -107,17 +107,20 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 1, provider: s
 
 def time_models(models: list, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, blocks: int = DEFAULT_BLOCKS,
                 sessions: int = DEFAULT_SESSIONS, provider: str = "cpu", threads: int = 1, clock: str = "auto",
-                gap_s: float = 0.0, on_session=None, probe: bool = False) -> list[LatencyStats]:
+                gap_s: float = 0.0, on_session=None, probe: bool = False,
+                within: float | None = None) -> list[LatencyStats]:
     """Time ONNX models (paths or bytes) with :func:`latency.runner.time_models`, one
     :class:`LatencyStats` per model; ``probe``: gated by :mod:`latency.probe`'s probe against this
-    machine's reference (or, without one, the probe's fast level over the call)."""
+    machine's reference (or, without one, the probe's fast level over the call), keeping the blocks
+    whose probe ran within ``within`` of it (default :data:`latency.runner.PROBE_TOLERANCE`)."""
     clock = resolve_clock(clock, threads, provider)
     name = resolve_provider(provider)
     extra: dict[str, Any] = {}
     if probe:
         from latency import probe as machine
 
-        extra = {"probe": machine.probe_model(), "reference": machine.reference_ms(threads, provider, clock)}
+        extra = {"probe": machine.probe_model(), "reference": machine.reference_ms(threads, provider, clock),
+                 "within": check_fast_within(within)}
     stats = _user_errors(runner.time_models, models, (warmup, blocks, runs), sessions, threads, provider, clock,
                          gap_s=gap_s, on_session=on_session, **extra)
     if probe and extra["reference"]:
@@ -168,13 +171,14 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
             warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, resolution: int | None = None,
             blocks: int = DEFAULT_BLOCKS, sessions: int = DEFAULT_SESSIONS, clock: str = "auto",
             gap_s: float = BLOCK_GAP_S, wait_s: float = 0.0, reference_ms: float | None | str = "auto",
-            min_fast: int | None = None) -> LatencyStats:
+            min_fast: int | None = None, fast_within: float | None = None) -> LatencyStats:
     """Measure a whole network end to end: an :class:`ArchSpec` (exported here; ``resolution``
     overrides its input size) or an existing ``.onnx`` file; ``sessions`` fresh sessions of
     ``blocks`` blocks of ``runs`` timed runs, ``gap_s`` apart (see :class:`LatencyStats`).
 
     A probe block precedes every block (:mod:`latency.probe`); ``latency_ms`` is read from the
-    blocks whose probe ran within 10% of ``reference_ms`` (``"auto"``: this machine's recorded
+    blocks whose probe ran within ``fast_within`` (a share; default
+    :data:`latency.runner.PROBE_TOLERANCE`, 10%) of ``reference_ms`` (``"auto"``: this machine's recorded
     reference; None, or none recorded: the fastest probe level of this measurement). With a
     reference and ``wait_s`` > 0, more sessions follow, for at most ``wait_s`` seconds, until
     ``min_fast`` such blocks were kept (default :data:`latency.probe.MIN_FAST`); when none was, the
@@ -191,6 +195,7 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
         from latency.probe import MIN_FAST as min_fast
     if min_fast < 1:
         raise UserError(f"min_fast must be at least 1 block, got {min_fast}")
+    fast_within = check_fast_within(fast_within)
     resolve_provider(provider)
     clock = resolve_clock(clock, threads, provider)
     if isinstance(spec_or_onnx_path, ArchSpec):
@@ -218,11 +223,24 @@ def measure(spec_or_onnx_path: ArchSpec | str | os.PathLike, threads: int = 1, p
 
         reference_ms = machine_reference(threads, provider, clock)
     return _user_errors(_time_gated, model, warmup, runs, blocks, sessions, provider, threads, clock, gap_s,
-                        reference_ms, wait_s, min_fast)
+                        reference_ms, wait_s, min_fast, fast_within)
+
+
+def check_fast_within(share: float | None) -> float:
+    """``share`` (None: :data:`latency.runner.PROBE_TOLERANCE`) if it is a usable gate width: above 0 and at
+    most 1 (a block whose probe ran twice the fast level is no fast-mode block)."""
+    from latency.runner import PROBE_TOLERANCE
+
+    if share is None:
+        return PROBE_TOLERANCE
+    if not 0 < share <= 1:
+        raise UserError(f"the fast-mode gate (--fast-within) must lie above 0% and at most 100% of the probe's level, got "
+                        f"{share:.0%}; e.g. 5% keeps only blocks whose probe ran at most 5% slow")
+    return float(share)
 
 
 def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provider: str, threads: int, clock: str,
-                gap_s: float, reference: float | None, wait_s: float, min_fast: int) -> LatencyStats:
+                gap_s: float, reference: float | None, wait_s: float, min_fast: int, within: float) -> LatencyStats:
     import time
 
     import numpy as np
@@ -246,13 +264,13 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
         if len(timed) < sessions:
             continue
         level = reference if reference is not None else fast_mean([a for a, _ in pairs])
-        if reference is None or len(gate(pairs, level)) >= min_fast or time.monotonic() >= deadline:
+        if reference is None or len(gate(pairs, level, within)) >= min_fast or time.monotonic() >= deadline:
             break
-        if not gate(pairs[-blocks:], level):  # a slow spell: give it time to pass
+        if not gate(pairs[-blocks:], level, within):  # a slow spell: give it time to pass
             pause = min(1.0, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
             waited += pause
-    st = summarize_gated(timed, pairs, level)
+    st = summarize_gated(timed, pairs, level, within)
     return LatencyStats(**st, warmup=warmup, provider=resolve_provider(provider), threads=threads, opt_level=OPT_LEVEL,
                         ort_version=ort_version(), clock=clock,
                         slowdown=st["probe_ms"] / reference if reference else None, waited_s=round(waited, 2))

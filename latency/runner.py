@@ -133,10 +133,10 @@ PROBE_RUNS = 8
 PROBE_EVERY_S = 0.02
 
 
-def gate(pairs: list[tuple[float, float]], level: float) -> list[float]:
+def gate(pairs: list[tuple[float, float]], level: float, within: float = PROBE_TOLERANCE) -> list[float]:
     """The block medians of ``pairs`` (probe block median, block median) whose probe ran within
-    :data:`PROBE_TOLERANCE` of ``level``."""
-    return [m for a, m in pairs if a <= level * (1 + PROBE_TOLERANCE)]
+    ``within`` (a share, default :data:`PROBE_TOLERANCE`) of ``level``."""
+    return [m for a, m in pairs if a <= level * (1 + within)]
 
 
 def new_prober(probe, threads: int, provider: str, clock: str, warmup: int = 5) -> _Timer:
@@ -153,12 +153,13 @@ def probed_block(prober: _Timer, timer: _Timer, runs: int) -> tuple[float, float
     return float(np.median(prober.blocks[-1])), float(np.median(timer.blocks[-1]))
 
 
-def summarize_gated(sessions: list[list[np.ndarray]], pairs: list[tuple[float, float]], level: float) -> dict:
+def summarize_gated(sessions: list[list[np.ndarray]], pairs: list[tuple[float, float]], level: float,
+                    within: float = PROBE_TOLERANCE) -> dict:
     """:func:`summarize` with ``latency_ms`` read from the blocks :func:`gate` keeps against ``level``
     (all of them when it keeps none), plus ``probe_ms`` (the probe's fast level beside the blocks)
     and ``fast_blocks``."""
     st = summarize(sessions)
-    kept = gate(pairs, level)
+    kept = gate(pairs, level, within)
     if kept:
         st["latency_ms"] = fast_mean(kept)
     st["probe_ms"], st["fast_blocks"] = fast_mean([a for a, _ in pairs]), len(kept)
@@ -244,7 +245,8 @@ def _check_counts(warmup: int, runs: int, blocks: int, sessions: int) -> None:
 
 def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, int, int], sessions: int = 3,
                 threads: int = 1, provider: str = "cpu", clock: str = "cpu", chunk: int = CHUNK,
-                gap_s: float = 0.0, on_session=None, probe=None, reference: float | None = None) -> list[dict]:
+                gap_s: float = 0.0, on_session=None, probe=None, reference: float | None = None,
+                within: float = PROBE_TOLERANCE) -> list[dict]:
     """Time every model (an ONNX path or bytes) in ``sessions`` passes over the list.
 
     Pass ``p`` goes over the list rotated by ``p / sessions`` of its length (a model's sessions lie
@@ -258,7 +260,7 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
     ``probe`` (a model, e.g. :func:`latency.probe.probe_model`): a probe block precedes the blocks
     timed within :data:`PROBE_EVERY_S` of it (for one model or large ones, every block), and a
     model's ``latency_ms`` is read from its blocks :func:`gate` keeps against ``reference`` (None:
-    the probe's fast level over the whole call); its statistics add ``probe_ms`` (the probe's fast
+    the probe's fast level over the whole call), ``within`` that share of it; its statistics add ``probe_ms`` (the probe's fast
     level beside its blocks) and ``fast_blocks``."""
     n = len(models)
     per = [settings] * n if isinstance(settings, tuple) else list(settings)
@@ -297,7 +299,7 @@ def time_models(models: list, settings: list[tuple[int, int, int]] | tuple[int, 
     if prober is None:
         return [summarize(t) for t in timed]
     level = reference or fast_mean([a for pr in pairs for a, _ in pr])
-    return [summarize_gated(t, pr, level) for t, pr in zip(timed, pairs)]
+    return [summarize_gated(t, pr, level, within) for t, pr in zip(timed, pairs)]
 
 
 def environment(threads: int, provider: str, clock: str) -> dict:

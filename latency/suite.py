@@ -68,11 +68,12 @@ def score(pred, flops, specs: list[ArchSpec], rows: list[dict[str, Any]]) -> dic
 
 def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int | None = None, threads: int = 1,
               provider: str = "cpu", plot: str | Path | None = None, progress: bool = True, passes: int | None = None,
-              resolution: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+              resolution: int | None = None, wait_s: float = 0.0, fast_within: float | None = None) -> dict[str, Any]:
     """Draw ``n`` fresh networks of each family in ``names`` (``seed``: a new one when None;
     ``resolution``: the space families' input size, default 224), measure them here, score them.
     ``wait_s`` > 0: each network measured as ``latency measure`` does, waiting up to that long for
-    the machine's fast mode (:func:`latency.units.measure_networks`)."""
+    the machine's fast mode (:func:`latency.units.measure_networks`); ``fast_within``: the share above
+    the probe's fast level at which a block still counts as fast (default 10%)."""
     import os
 
     import pandas as pd
@@ -82,10 +83,12 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
     from common.errors import UserError
     from latency.files import check_compatible, device_dir, load_networks, local_environment, units_path
     from latency.load import check_table, load_predictor
+    from latency.measure import check_fast_within
     from latency.units import MEASURE_PASSES, measure_networks
     from latency.validate import FlopsLinear
 
     names = families.check_families(names)
+    fast_within = check_fast_within(fast_within)
     if resolution is not None:
         off = [f for f in names if not families.movable(f)]
         if off:
@@ -106,11 +109,11 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
               f"none used in the fit", file=sys.stderr)
     load = [os.getloadavg()[0]]
     rows = measure_networks([s for _, s in flat], threads, provider, progress=progress, desc="measuring the suite",
-                            passes=passes or MEASURE_PASSES, probe=True, wait_s=wait_s)
+                            passes=passes or MEASURE_PASSES, probe=True, wait_s=wait_s, fast_within=fast_within)
     load.append(os.getloadavg()[0])
     flops = FlopsLinear.fit([ArchSpec.from_json(s) for s in nets["spec"]], nets["latency_ms"].to_numpy(float))
     report: dict[str, Any] = {"device": device, "seed": seed, "n_per_family": n, "resolution": resolution,
-                              "loadavg_1m": load, "wait_s": wait_s,
+                              "loadavg_1m": load, "wait_s": wait_s, "fast_within": fast_within,
                               # Networks none of whose blocks ran in the machine's fast mode (latency.probe):
                               # their figures are the fastest fifth of slow blocks.
                               "never_fast": sum(1 for r in rows if not r["fast_blocks"]),

@@ -48,7 +48,7 @@ def stats_row(stats: LatencyStats) -> dict[str, Any]:
 def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "cpu", warmup: int = NET_WARMUP,
                      runs: int = NET_RUNS, progress: bool = True, desc: str = "measuring networks",
                      passes: int = MEASURE_PASSES, blocks: int = NET_BLOCKS, probe: bool = False,
-                     wait_s: float = 0.0) -> list[dict[str, Any]]:
+                     wait_s: float = 0.0, fast_within: float | None = None) -> list[dict[str, Any]]:
     """Time whole networks end to end (graphs from :mod:`latency.onnx_units`) the way a table's
     networks are timed: ``passes`` fresh sessions each, a pass over the whole list apart; ``probe``:
     each block after a probe block, the figure read from the blocks run in the machine's fast mode
@@ -59,14 +59,18 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
     :data:`latency.probe.MIN_FAST` fast blocks where this machine has a probe reference; without one
     it cannot tell the fast mode and does not wait), one after the other: slower, and on a machine
     with slow spells far more repeatable (``docs/benchmarks.md``, the paths comparison). ``seconds``
-    is then each network's own time, else the average over the list."""
+    is then each network's own time, else the average over the list. ``fast_within`` (with
+    ``probe``): how far above the probe's fast level a block's probe may have run for the block to
+    count (a share; default :data:`latency.runner.PROBE_TOLERANCE`)."""
     import tempfile
     from pathlib import Path
 
+    from latency.measure import check_fast_within
     from latency.onnx_units import network_onnx_bytes
 
+    within = check_fast_within(fast_within)
     if wait_s > 0:
-        return _measure_waiting(specs, threads, provider, passes, wait_s, progress, desc)
+        return _measure_waiting(specs, threads, provider, passes, wait_s, progress, desc, within)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -80,7 +84,7 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
             path.write_bytes(network_onnx_bytes(spec))
         try:
             stats = time_models(graphs, warmup, runs, blocks, passes, provider, threads,
-                                on_session=bar.update if bar else None, probe=probe)
+                                on_session=bar.update if bar else None, probe=probe, within=within)
         finally:
             if bar:
                 bar.close()
@@ -96,7 +100,7 @@ def _row(spec: ArchSpec, st: LatencyStats, extra: tuple[str, ...], **more: Any) 
 
 
 def _measure_waiting(specs: list[ArchSpec], threads: int, provider: str, sessions: int, wait_s: float,
-                     progress: bool, desc: str) -> list[dict[str, Any]]:
+                     progress: bool, desc: str, within: float) -> list[dict[str, Any]]:
     import warnings
 
     from latency import probe
@@ -113,6 +117,6 @@ def _measure_waiting(specs: list[ArchSpec], threads: int, provider: str, session
     rows = []
     for spec in it:
         t0 = time.perf_counter()
-        st = measure(spec, threads, provider, sessions=sessions, wait_s=wait_s)
+        st = measure(spec, threads, provider, sessions=sessions, wait_s=wait_s, fast_within=within)
         rows.append(_row(spec, st, PROBE_KEYS, waited_s=st.waited_s, seconds=time.perf_counter() - t0))
     return rows

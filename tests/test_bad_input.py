@@ -313,9 +313,13 @@ CASES = [
     case("import-device-not-a-name", "latency import {in}/export/ok.csv --device ../phone", "not usable as a folder name"),
     case("import-device-missing", "latency import {in}/export/ok.csv", "--device", "required"),
     case("measure-negative-wait", "latency measure mobilenet_v3_small --wait -1", "--wait", "must be >= 0"),
+    case("measure-fast-within-zero", "latency measure mobilenet_v3_small --fast-within 0", "--fast-within",
+         "above 0%"),
     case("probe-zero-seconds", "latency probe --seconds 0", "--seconds", "must be > 0"),
     # -- latency validate (must refuse before refitting or measuring)
     case("validate-negative-wait", "latency validate --suite --wait -1", "--wait", "must be >= 0"),
+    case("validate-fast-within-over-100", "latency validate --device good --suite --wait 5 --fast-within 150",
+         "--fast-within", "150%"),
     case("validate-n-zero", "latency validate --n 0", "--n", "must be >= 1"),
     case("validate-passes-zero", "latency validate --passes 0", "--passes"),
     case("validate-unknown-space", "latency validate --device good --space nas", "unknown search space"),

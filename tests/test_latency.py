@@ -165,6 +165,30 @@ def test_measure_keeps_the_blocks_whose_probe_ran_at_the_fast_level(monkeypatch)
     assert st.latency_ms == pytest.approx(runner.fast_mean(kept))
 
 
+def test_a_narrower_fast_mode_gate_keeps_fewer_blocks_and_measures_on_for_them(monkeypatch):
+    from latency import runner
+
+    # Real model timing; the probe pinned to its reference on even blocks and 7% above it on odd ones.
+    real, seen = runner.probed_block, []
+
+    def seven_percent_slow_every_other_block(prober, timer, runs):
+        _, m = real(prober, timer, runs)
+        seen.append(m)
+        return (1.07 if len(seen) % 2 == 0 else 1.0), m
+
+    monkeypatch.setattr(runner, "probed_block", seven_percent_slow_every_other_block)
+    wide = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1.0, wait_s=30,
+                   min_fast=6)
+    assert wide.fast_blocks == 6 and wide.sessions == 3  # the default 10% gate keeps both blocks of a session
+    seen.clear()
+    narrow = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1.0, wait_s=30,
+                     min_fast=6, fast_within=0.05)
+    assert narrow.fast_blocks == 6 and narrow.sessions == 6  # one block a session passes 5%: twice the sessions
+    assert narrow.latency_ms == pytest.approx(runner.fast_mean(seen[0::2]))  # read from the even blocks only
+    with pytest.raises(UserError, match="fast-within"):
+        measure(_spec(1, 32), fast_within=0.0)
+
+
 def test_measure_waits_for_the_fast_mode_and_says_when_it_never_came():
     # A reference no probe can reach: every block counts as run in a slow spell.
     st = measure(_spec(1, 32), warmup=1, runs=3, blocks=2, sessions=1, gap_s=0.0, reference_ms=1e-6, wait_s=1.5)

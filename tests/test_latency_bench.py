@@ -72,3 +72,12 @@ def test_repeat_report_shares_off_the_median():
     assert r["processes"] == 5 and r["models"] == 2
     assert r["share_off_3pct"] == pytest.approx(2 / 10) and r["share_off_10pct"] == pytest.approx(1 / 10)
     assert r["max_off"] == pytest.approx(0.2) and r["per_network"]["a"]["median_ms"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, needle", [(["--families", "mnasnet,resnets"], "'resnets'"),
+                                          (["--suite-fast-within", "0"], "--suite-fast-within")])
+def test_the_benchmark_refuses_a_bad_family_or_gate_before_building_anything(tmp_path, args, needle):
+    bad = subprocess.run([sys.executable, "bench/latency.py", *args, "--results", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and needle in bad.stderr, bad.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing built or written
