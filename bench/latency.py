@@ -165,6 +165,8 @@ def cells(m: dict) -> str:
 
 
 def print_report(out: dict) -> None:
+    from latency.runner import PROBE_TOLERANCE
+
     m0, rep = out["machine"], out["suite"]
     print(f"machine: {m0['cpu']}, {m0['cores']} cores, onnxruntime {m0['ort_version']}, load average "
           f"{m0['loadavg_1m']:.1f} -> {out['loadavg_1m_after']:.1f}, {m0['date']}")
@@ -175,7 +177,7 @@ def print_report(out: dict) -> None:
     print(f"suite seed {rep['seed']} (load {rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}), "
           f"calibration {rep['calibration']}" + (f", each network waiting up to {rep['wait_s']:g} s for the fast mode"
                                                  if rep.get("wait_s") else "")
-          + f"; blocks kept whose probe ran within {rep.get('fast_within', 0.1):.0%} of its reference")
+          + f"; blocks kept whose probe ran within {100 * rep.get('fast_within', PROBE_TOLERANCE):g}% of its fast level")
     print("| family | n | predictor | within 5% | within 10% | MAPE % | RMSE ms | Spearman | Kendall | "
           "sessions within 5% / 10% |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -228,11 +230,15 @@ def main() -> int:
         print(f"error: --suite-fast-within must lie above 0 and at most 100 (percent), got {args.suite_fast_within:g}",
               file=sys.stderr)
         return 2
+    if args.analyse and (args.families or within is not None):
+        print("error: --analyse reads an earlier run's records; --families and --suite-fast-within apply to a new run",
+              file=sys.stderr)
+        return 2
     from common.errors import UserError
     from latency import families
 
     try:
-        names = families.check_families([f.strip() for f in args.families.split(",")] if args.families
+        names = families.check_families([f.strip() for f in args.families.split(",") if f.strip()] if args.families
                                         else list(families.FAMILIES))
     except UserError as e:
         print(f"error: --families: {e}", file=sys.stderr)
@@ -269,7 +275,8 @@ def main() -> int:
     meta = LatencyTable.load(units_path(args.device)).meta
     pred = load_predictor(args.device)
     seed = fresh_seed() if args.seed is None else args.seed
-    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") else args.n for f in names}
+    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") or families.is_space_family(f) else args.n
+             for f in names}
     suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait, fast_within=within)
     refs = references(pred, within)
     repeat = remeasure(suite["csv"], args.suite_wait, within) if args.repeat else None
@@ -281,7 +288,7 @@ def main() -> int:
     import pandas as pd
 
     pd.read_csv(suite["csv"]).drop(columns=["spec"]).to_csv(records / "suite.csv", index=False)
-    out = {"machine": before, "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
+    out = {"machine": before, "fast_within": suite["fast_within"], "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
            "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
            "calibration": {k: getattr(pred.calibration, k) for k in ("kind", "weights", "cv_mape", "transfer_mape")},
            "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,

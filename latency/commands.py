@@ -46,8 +46,9 @@ def _fast_within(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--fast-within", type=float, default=100 * PROBE_TOLERANCE, metavar="PERCENT",
                    help="a block counts as run in the machine's fast mode when the probe block before it ran at most "
-                        f"this much slower than the probe's reference (default {100 * PROBE_TOLERANCE:g}; lower is "
-                        "stricter and, with --wait, waits longer)")
+                        "this much slower than the probe's reference (without one: its fastest level in the "
+                        f"measurement) (default {100 * PROBE_TOLERANCE:g}; lower is stricter and, with --wait, waits "
+                        "longer)")
 
 
 def _space_res(p: argparse.ArgumentParser, res_default: int = 224) -> None:
@@ -340,7 +341,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.device}: seed {rep['seed']} (--seed {rep['seed']} draws these networks again); calibration "
           f"{rep['calibration']} on {rep['calibration_networks']} networks; load average "
-          f"{rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}")
+          f"{rep['loadavg_1m'][0]:.1f} -> {rep['loadavg_1m'][1]:.1f}; blocks kept whose probe ran within "
+          f"{100 * rep['fast_within']:g}% of its fast level")
     print(f"  {'family':<14}{'n':>4} {'predictor':<10}{'<=5%':>6}{'<=10%':>7}{'MAPE%':>7}{'Spearman':>9}   "
           f"{'sessions <=5% / <=10%':>22}")
     for f, r in rep["families"].items():

@@ -68,11 +68,13 @@ class LatencyStats:
     clock: str = "wall"
     # Whole-network measurements (:func:`measure`) only: the probe's fast level during the measurement,
     # that over this machine's reference (:mod:`latency.probe`; None without one), the blocks kept as
-    # run in the fast mode, and the seconds spent waiting for it.
+    # run in the fast mode (their probe within ``fast_within`` of that level), and the seconds spent
+    # waiting for it.
     probe_ms: float | None = None
     slowdown: float | None = None
     fast_blocks: int | None = None
     waited_s: float = 0.0
+    fast_within: float | None = None
 
     @property
     def slow_throughout(self) -> bool:
@@ -123,8 +125,9 @@ def time_models(models: list, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_
                  "within": check_fast_within(within)}
     stats = _user_errors(runner.time_models, models, (warmup, blocks, runs), sessions, threads, provider, clock,
                          gap_s=gap_s, on_session=on_session, **extra)
-    if probe and extra["reference"]:
-        for d in stats:
+    for d in stats if probe else ():
+        d["fast_within"] = extra["within"]
+        if extra["reference"]:
             d["slowdown"] = d["probe_ms"] / extra["reference"]
     return [LatencyStats(**d, warmup=warmup, provider=name, threads=threads, opt_level=OPT_LEVEL,
                          ort_version=ort_version(), clock=clock) for d in stats]
@@ -235,7 +238,7 @@ def check_fast_within(share: float | None) -> float:
         return PROBE_TOLERANCE
     if not 0 < share <= 1:
         raise UserError(f"the fast-mode gate (--fast-within) must lie above 0% and at most 100% of the probe's level, got "
-                        f"{share:.0%}; e.g. 5% keeps only blocks whose probe ran at most 5% slow")
+                        f"{100 * share:g}%; e.g. 5% keeps only blocks whose probe ran at most 5% slow")
     return float(share)
 
 
@@ -273,4 +276,5 @@ def _time_gated(model, warmup: int, runs: int, blocks: int, sessions: int, provi
     st = summarize_gated(timed, pairs, level, within)
     return LatencyStats(**st, warmup=warmup, provider=resolve_provider(provider), threads=threads, opt_level=OPT_LEVEL,
                         ort_version=ort_version(), clock=clock,
-                        slowdown=st["probe_ms"] / reference if reference else None, waited_s=round(waited, 2))
+                        slowdown=st["probe_ms"] / reference if reference else None, waited_s=round(waited, 2),
+                        fast_within=within)

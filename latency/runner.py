@@ -124,7 +124,8 @@ CHUNK = 16      # models whose sessions are open together; their blocks take tur
 
 # With a probe model (latency.probe: slow spells of the machine slow it at the same moments), a block
 # counts as run in the machine's fast mode when the probe block timed just before it lay within this
-# share of the probe's fast level; the figure then reads those blocks only.
+# share of the probe's fast level (the default; `--fast-within` sets another for a measurement or a
+# validation); the figure then reads those blocks only.
 PROBE_TOLERANCE = 0.10
 PROBE_RUNS = 8
 # A probe block serves the blocks timed within this many seconds after it: the machine's slow spells

@@ -132,7 +132,7 @@ def run_suite(device: str, names: list[str], n: int | dict[str, int], seed: int 
                           "fast_blocks": [r["fast_blocks"] for r in rows], "runs": [r["runs"] for r in rows],
                           # The probe's fast level beside each network's blocks: how the machine's own
                           # level moved over the suite (a drift the figures share).
-                          "probe_ms": [r["probe_ms"] for r in rows],
+                          "probe_ms": [r["probe_ms"] for r in rows], "fast_within": fast_within,
                           "spec": [s.to_json(indent=None) for s in specs]})
     out_dir = device_dir(device)
     report["csv"] = str(atomic_write_text(out_dir / f"validation-suite-{seed}.csv", frame.to_csv(index=False)))

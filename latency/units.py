@@ -92,7 +92,7 @@ def measure_networks(specs: list[ArchSpec], threads: int = 1, provider: str = "c
     return [_row(spec, st, PROBE_KEYS if probe else (), seconds=seconds) for spec, st in zip(specs, stats)]
 
 
-PROBE_KEYS = ("probe_ms", "fast_blocks", "slowdown")
+PROBE_KEYS = ("probe_ms", "fast_blocks", "slowdown", "fast_within")
 
 
 def _row(spec: ArchSpec, st: LatencyStats, extra: tuple[str, ...], **more: Any) -> dict[str, Any]:

@@ -315,6 +315,7 @@ CASES = [
     case("measure-negative-wait", "latency measure mobilenet_v3_small --wait -1", "--wait", "must be >= 0"),
     case("measure-fast-within-zero", "latency measure mobilenet_v3_small --fast-within 0", "--fast-within",
          "above 0%"),
+    case("measure-fast-within-just-over-100", "latency measure mobilenet_v3_small --fast-within 100.4", "got 100.4%"),
     case("probe-zero-seconds", "latency probe --seconds 0", "--seconds", "must be > 0"),
     # -- latency validate (must refuse before refitting or measuring)
     case("validate-negative-wait", "latency validate --suite --wait -1", "--wait", "must be >= 0"),

@@ -116,6 +116,9 @@ def test_gated_timing_reads_only_blocks_whose_probe_ran_fast():
     assert st["probe_ms"] > 0 and 1 <= st["fast_blocks"] <= 6 and st["blocks"] == 6
     (never,) = time_models([unit], (1, 3, 3), sessions=1, probe=probe_bytes, reference=1e-9)
     assert never["fast_blocks"] == 0 and never["latency_ms"] <= never["median_ms"]  # the fastest fifth of all
+    # The same reference with a gate wide enough for any probe: every block counts.
+    (wide,) = time_models([unit], (1, 3, 3), sessions=1, probe=probe_bytes, reference=1e-9, within=1e12)
+    assert wide["fast_blocks"] == 3
 
 
 def test_one_probe_block_serves_the_blocks_timed_right_after_it(monkeypatch):
@@ -535,12 +538,14 @@ def test_validation_can_measure_each_network_as_latency_measure_does(tiny_result
 
     # The tiny results folder has no probe reference: the validation says it cannot wait, and goes on.
     assert cli.main(["latency", "validate", "--device", TINY_DEVICE, "--space", "mnasnet", "--resolution",
-                     str(TINY_RESOLUTION), "--n", "2", "--passes", "1", "--wait", "5", "--json"]) == 0
+                     str(TINY_RESOLUTION), "--n", "2", "--passes", "1", "--wait", "5", "--fast-within", "2.5",
+                     "--json"]) == 0
     out = capsys.readouterr()
     assert "no probe reference yet" in out.err
     rep = json.loads(out.out)
     assert rep["wait_s"] == 5 and rep["families"]["mnasnet"]["n"] == 2
     scored = pd.read_csv(rep["csv"])
+    assert rep["fast_within"] == 0.025 and (scored["fast_within"] == 0.025).all()  # the gate's width, recorded
     # latency measure's blocks and runs in its one session, not the build's
     assert DEFAULT_BLOCKS * DEFAULT_RUNS != NET_BLOCKS * NET_RUNS
     assert (scored["runs"] == DEFAULT_BLOCKS * DEFAULT_RUNS).all()

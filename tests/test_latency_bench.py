@@ -75,7 +75,8 @@ def test_repeat_report_shares_off_the_median():
 
 
 @pytest.mark.parametrize("args, needle", [(["--families", "mnasnet,resnets"], "'resnets'"),
-                                          (["--suite-fast-within", "0"], "--suite-fast-within")])
+                                          (["--suite-fast-within", "0"], "--suite-fast-within"),
+                                          (["--analyse", "x", "--families", "mnasnet"], "apply to a new run")])
 def test_the_benchmark_refuses_a_bad_family_or_gate_before_building_anything(tmp_path, args, needle):
     bad = subprocess.run([sys.executable, "bench/latency.py", *args, "--results", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True)
