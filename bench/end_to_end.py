@@ -132,6 +132,10 @@ class Settings:
     # a MnasNet-searched network with NetAdapt: with the search's reward at the target itself its best
     # network can land below it and leave NetAdapt nothing to do.
     search_target_factor: float = 1.1
+    # The search's reward exponents below and above its target (search.reward): MobileNetV3's -0.15 on
+    # both sides by default; 0 and -1 is MnasNet's hard constraint, which pays nothing for speed below it.
+    search_alpha: float = -0.15
+    search_beta: float = -0.15
     search_epochs: float = 2.0
     search_scheduler: str = "fifo"  # or "asha": the search's early stopping (its default grace and reduction factor)
     proxy_images: int = 5000
@@ -150,7 +154,7 @@ class Settings:
         for f in fields(self):
             v = getattr(self, f.name)
             floor = 0 if f.name == "netadapt_workers" else 1e-12  # 0 workers: proposals in this process
-            if isinstance(v, str):
+            if isinstance(v, str) or f.name in ("search_alpha", "search_beta"):
                 continue
             if not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
                 raise UserError(f"--{f.name.replace('_', '-')} {v} must be a positive number")
@@ -160,6 +164,11 @@ class Settings:
 
         if self.search_scheduler not in SCHEDULERS:
             raise UserError(f"--search-scheduler {self.search_scheduler!r} must be one of {', '.join(SCHEDULERS)}")
+        for name in ("search_alpha", "search_beta"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v <= 0):
+                raise UserError(f"--{name.replace('_', '-')} {v} must be a finite number <= 0 (a positive exponent "
+                                "rewards slowness); e.g. --search-alpha 0 --search-beta -1 for a hard constraint")
 
 
 # ---- the benchmark's own logic --------------------------------------------------------------------------
@@ -657,7 +666,8 @@ def stage_search(ctx: Ctx) -> None:
         opts = SearchOptions(target_ms=target, trials=s.trials, epochs=s.search_epochs, strategy=strategy,
                              space=SPACE, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
                              data_limit=s.proxy_images, eval_limit=s.proxy_eval_images, split_seed=SPLIT_SEED,
-                             concurrency=s.concurrency, scheduler=s.search_scheduler, name=run_name, resume=resume)
+                             concurrency=s.concurrency, scheduler=s.search_scheduler, name=run_name, resume=resume,
+                             alpha=s.search_alpha, beta=s.search_beta)
         summary = run_search(opts)
         if summary.status != "finished" or summary.best is None:
             log(f"search {strategy} {summary.status} ({summary.finished} of {s.trials} trials): run again to resume")

@@ -181,13 +181,22 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert "made with --final-epochs 15.0, not 3.0" in capsys.readouterr().err
     assert e2e.main(args + ["--search-scheduler", "hyperband"]) == 2
     assert "--search-scheduler 'hyperband' must be one of fifo, asha" in capsys.readouterr().err
+    assert e2e.main(args + ["--search-alpha", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--search-alpha 0.5 must be a finite number <= 0" in err and err.count("\n") == 1
+    from search.reward import DEFAULT_W, PRESETS
+
+    assert (e2e.Settings().search_alpha, e2e.Settings().search_beta) == (DEFAULT_W, DEFAULT_W)
+    e2e.Settings(search_alpha=PRESETS["hard"][0], search_beta=PRESETS["hard"][1]).check()  # 0 and -1 are allowed
     # Records older than a setting were made at its default: they stay usable, and other values are refused.
     saved = json.loads((tmp_path / "rec" / "settings.json").read_text())
-    del saved["search_scheduler"]
+    del saved["search_scheduler"], saved["search_alpha"], saved["search_beta"]
     (tmp_path / "rec" / "settings.json").write_text(json.dumps(saved))
     assert e2e.main(args + ["--stages", "latency"]) == 0
     assert e2e.main(args + ["--stages", "latency", "--search-scheduler", "asha"]) == 2
     assert "made with --search-scheduler fifo, not asha" in capsys.readouterr().err
+    assert e2e.main(args + ["--stages", "latency", "--search-alpha", "0", "--search-beta", "-1"]) == 2
+    assert "made with --search-alpha -0.15, not 0.0" in capsys.readouterr().err
 
 
 def test_final_shards_split_the_units_disjointly_and_cover_them(e2e):
