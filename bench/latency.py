@@ -225,18 +225,21 @@ def main() -> int:
     if args.suite_wait < 0:
         print(f"error: --suite-wait must be >= 0 seconds, got {args.suite_wait:g}", file=sys.stderr)
         return 2
-    within = None if args.suite_fast_within is None else args.suite_fast_within / 100
-    if within is not None and not 0 < within <= 1:
-        print(f"error: --suite-fast-within must lie above 0 and at most 100 (percent), got {args.suite_fast_within:g}",
-              file=sys.stderr)
-        return 2
-    if args.analyse and (args.families or within is not None):
+    if args.analyse and (args.families or args.suite_fast_within is not None):
         print("error: --analyse reads an earlier run's records; --families and --suite-fast-within apply to a new run",
               file=sys.stderr)
         return 2
     from common.errors import UserError
     from latency import families
+    from latency.measure import check_fast_within
 
+    within = None if args.suite_fast_within is None else args.suite_fast_within / 100
+    try:
+        if within is not None:
+            check_fast_within(within)
+    except UserError as e:
+        print(f"error: --suite-fast-within: {e}", file=sys.stderr)
+        return 2
     try:
         names = families.check_families([f.strip() for f in args.families.split(",") if f.strip()] if args.families
                                         else list(families.FAMILIES))
@@ -275,8 +278,7 @@ def main() -> int:
     meta = LatencyTable.load(units_path(args.device)).meta
     pred = load_predictor(args.device)
     seed = fresh_seed() if args.seed is None else args.seed
-    sizes = {f: args.n_space if f in ("mnasnet", "mobilenet_v3") or families.is_space_family(f) else args.n
-             for f in names}
+    sizes = {f: args.n_space if families.is_space_family(f) else args.n for f in names}
     suite = run_suite(args.device, list(sizes), sizes, seed, wait_s=args.suite_wait, fast_within=within)
     refs = references(pred, within)
     repeat = remeasure(suite["csv"], args.suite_wait, within) if args.repeat else None
@@ -288,7 +290,8 @@ def main() -> int:
     import pandas as pd
 
     pd.read_csv(suite["csv"]).drop(columns=["spec"]).to_csv(records / "suite.csv", index=False)
-    out = {"machine": before, "fast_within": suite["fast_within"], "loadavg_1m_after": os.getloadavg()[0], "results": results, "build_seconds": build_s,
+    out = {"machine": before, "fast_within": suite["fast_within"], "loadavg_1m_after": os.getloadavg()[0],
+           "results": results, "build_seconds": build_s,
            "table_units": len(pred.lookup), "calibration_networks": pred.calibration.n_networks,
            "calibration": {k: getattr(pred.calibration, k) for k in ("kind", "weights", "cv_mape", "transfer_mape")},
            "self_check": meta.get("self_check"), "adaptive": meta.get("adaptive"), "suite": suite,
