@@ -136,6 +136,9 @@ class Settings:
     # both sides by default; 0 and -1 is MnasNet's hard constraint, which pays nothing for speed below it.
     search_alpha: float = -0.15
     search_beta: float = -0.15
+    # The searches' seed (the controller's and the random sampler's draws, each trial's training): a run
+    # with a new seed is a fresh replicate, not the same 200 random networks scored again.
+    search_seed: int = 0
     search_epochs: float = 2.0
     search_scheduler: str = "fifo"  # or "asha": the search's early stopping (its default grace and reduction factor)
     proxy_images: int = 5000
@@ -153,11 +156,13 @@ class Settings:
 
         for f in fields(self):
             v = getattr(self, f.name)
-            floor = 0 if f.name == "netadapt_workers" else 1e-12  # 0 workers: proposals in this process
+            # 0 workers: proposals in this process; seed 0 is the default seed
+            floor = 0 if f.name in ("netadapt_workers", "search_seed") else 1e-12
             if isinstance(v, str) or f.name in ("search_alpha", "search_beta"):
                 continue
             if not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
-                raise UserError(f"--{f.name.replace('_', '-')} {v} must be a positive number")
+                what = "a number >= 0" if floor == 0 else "a positive number"
+                raise UserError(f"--{f.name.replace('_', '-')} {v} must be {what}")
         if self.table_mode not in ("quick", "full"):
             raise UserError(f"--table-mode {self.table_mode!r} must be quick or full")
         from search.options import SCHEDULERS
@@ -667,7 +672,7 @@ def stage_search(ctx: Ctx) -> None:
                              space=SPACE, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
                              data_limit=s.proxy_images, eval_limit=s.proxy_eval_images, split_seed=SPLIT_SEED,
                              concurrency=s.concurrency, scheduler=s.search_scheduler, name=run_name, resume=resume,
-                             alpha=s.search_alpha, beta=s.search_beta)
+                             alpha=s.search_alpha, beta=s.search_beta, seed=s.search_seed)
         summary = run_search(opts)
         if summary.status != "finished" or summary.best is None:
             log(f"search {strategy} {summary.status} ({summary.finished} of {s.trials} trials): run again to resume")

@@ -197,6 +197,12 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert "made with --search-scheduler fifo, not asha" in capsys.readouterr().err
     assert e2e.main(args + ["--stages", "latency", "--search-alpha", "0", "--search-beta", "-1"]) == 2
     assert "made with --search-alpha -0.15, not 0.0" in capsys.readouterr().err
+    # The searches' seed: 0 by default and in older records, never negative; another seed is another run.
+    assert e2e.Settings().search_seed == 0
+    assert e2e.main(args + ["--stages", "latency", "--search-seed", "-1"]) == 2
+    assert "--search-seed -1 must be a number >= 0" in capsys.readouterr().err
+    assert e2e.main(args + ["--stages", "latency", "--search-seed", "1"]) == 2
+    assert "made with --search-seed 0, not 1" in capsys.readouterr().err
 
 
 def test_final_shards_split_the_units_disjointly_and_cover_them(e2e):
