@@ -55,11 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings reach a user of the command line as one line, like errors."""
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     """``cli.py runs``: the runs of the results folder, oldest first."""
     from common.cli_io import print_json
@@ -121,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import warnings
 
+    from common.cli_io import warning_line
     from common.errors import UserError
 
-    warnings.showwarning = _warning_line
+    warnings.showwarning = warning_line
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1141,8 +1141,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from common.cli_io import warning_line
     from common.errors import UserError
 
+    warnings.showwarning = warning_line  # a failed table's warning in the run's log: one line, as in cli.py
     args = parse_args(argv)
     try:
         if args.cmd == "retarget":

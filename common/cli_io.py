@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def check_output_path(path: str | os.PathLike, option: str, folder: bool = False
                 raise UserError(f"{option} {p}: cannot write in {parent} (permission denied); pass a writable path")
             break
     return p
+
+
+def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach a user of the command line as one line, like errors (``warnings.showwarning``)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def print_json(obj: object) -> None:

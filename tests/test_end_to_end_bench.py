@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,20 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert "--search-seed -1 must be a number >= 0" in capsys.readouterr().err
     assert e2e.main(args + ["--stages", "latency", "--search-seed", "1"]) == 2
     assert "made with --search-seed 0, not 1" in capsys.readouterr().err
+
+
+def test_warnings_reach_the_log_as_one_line(e2e, tmp_path, monkeypatch, capsys):
+    import warnings
+
+    # whatever another test left installed, start from a format that is not the one line (restored after)
+    monkeypatch.setattr(warnings, "showwarning", lambda *a, **k: print("two\nlines", file=sys.stderr))
+    args = ["run", "--records", str(tmp_path / "rec"), "--work", str(tmp_path / "work"), "--data", str(tmp_path)]
+    assert e2e.main(args + ["--stages", "latency"]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("the table failed its self-check", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: the table failed its self-check\n"
 
 
 def test_final_shards_split_the_units_disjointly_and_cover_them(e2e):
