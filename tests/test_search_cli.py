@@ -170,6 +170,27 @@ def test_a_best_network_far_under_the_target_gets_a_note_on_spending_the_budget(
     assert "60% of the 10 ms target" in note and "--alpha 0 --beta -1" in note
     assert unused_budget_note({"latency_ms": 8.5}, str(run)) is None  # within 80% of the target
     assert unused_budget_note(None, str(run)) is None
-    (run / "options.json").write_text(json.dumps({"target_ms": 10.0, "alpha": 0}))
-    assert unused_budget_note({"latency_ms": 6.0}, str(run)) is None  # a hard constraint pays nothing below it
     assert unused_budget_note({"latency_ms": 6.0}, str(tmp_path / "missing")) is None
+
+
+def test_under_the_hard_constraint_the_note_says_what_the_search_found_near_the_target(tmp_path):
+    from search.commands import unused_budget_note
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text(json.dumps({"target_ms": 10.0, "alpha": 0}))
+    best = {"latency_ms": 6.0, "accuracy": 0.49}
+    assert unused_budget_note(best, str(run)) is None  # no trials.csv yet: nothing to say
+    header = "trial,status,accuracy,latency_ms\n"
+    # 7.9 ms lies under 80% of the target, 10.5 ms over it, and a failed trial has no accuracy
+    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,stopped,0.41,7.9\n2,ok,0.47,10.5\n3,error,,9.0\n")
+    note = unused_budget_note(best, str(run))
+    assert "60% of the 10 ms target under the hard constraint" in note and "sampled no network" in note
+    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,stopped,0.35,8.0\n2,ok,0.45,9.9\n")
+    note = unused_budget_note(best, str(run))
+    assert "the 2 sampled networks" in note and "at most 0.450" in note and "against its 0.490" in note
+    assert "did not pay for their time" in note
+    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,stopped,0.52,9.0\n")
+    note = unused_budget_note(best, str(run))
+    assert "at most 0.520" in note and "ASHA stopped it" in note and "did not pay" not in note
+    assert unused_budget_note({"latency_ms": 8.5, "accuracy": 0.49}, str(run)) is None  # within 80% of the target
