@@ -876,6 +876,21 @@ def final_units(names: list[str], seeds: int, shard: tuple[int, int] = (0, 1)) -
     return units[k::n]
 
 
+def progress_lines(label: str, parts: int = 5):
+    """A training ``progress`` callback that logs ``label``'s step, loss and minutes at each
+    ``1/parts`` of its steps before the last (the result line says the end), so that a final training
+    of half an hour shows it is moving without flooding the log two shards share."""
+    done = [0]
+
+    def progress(p) -> None:
+        part = p.step * parts // p.steps
+        if part > done[0] and p.step < p.steps:
+            done[0] = part
+            log(f"  {label}: step {p.step}/{p.steps}, loss {p.loss:.3f}, {p.seconds / 60:.1f} min")
+
+    return progress
+
+
 def stage_final(ctx: Ctx) -> None:
     s, records, data = ctx.s, ctx.records, ctx.data
     import torch
@@ -899,7 +914,8 @@ def stage_final(ctx: Ctx) -> None:
         t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
         spec = load_spec(net)
         torch.manual_seed(seed)
-        res = start_training(build_model(spec), bundle, recipe, seed=seed).finish("test")
+        res = start_training(build_model(spec), bundle, recipe, seed=seed,
+                             progress=progress_lines(f"final {name} seed {seed}")).finish("test")
         doc = save(unit, {"network": name, "seed": seed, "recipe": recipe.to_dict(), "data": bundle.describe(),
                           "params": net["params"], "macs": net["macs"], "result": res.to_dict(),
                           "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0, l0)

@@ -526,3 +526,14 @@ def test_workstate_keeper_keeps_on_a_timer_and_on_stop(tmp_path):
     (work / "runs/s/searcher.json").write_text("{}")
     keeper.stop()
     assert (state / "runs/s/searcher.json").exists()
+
+
+def test_a_final_training_logs_each_fifth_of_its_steps_and_not_its_end(e2e, capsys):
+    from train.loop import Progress
+
+    progress = e2e.progress_lines("final net seed 0")
+    for step in list(range(50, 1001, 50)):  # the training loop calls it every 50 steps and at the last
+        progress(Progress(step, 1000, 1.5, 1e-3, step * 0.6))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split(" ", 1)[1] for ln in lines] == [
+        f"  final net seed 0: step {s}/1000, loss 1.500, {s * 0.01:.1f} min" for s in (200, 400, 600, 800)]
