@@ -36,7 +36,9 @@ starts without it, so that a machine that does not keep ``results/`` loses at mo
               median of its per-round ratios over every round
 ``final``     every network trained from scratch with one schedule (``--final-images`` class-balanced
               CIFAR-10 training images, ``--final-epochs``, the long recipe: AdamW, cosine, crop and
-              flip), ``--seeds`` training seeds, scored on the 10,000 test images
+              flip), ``--seeds`` training seeds, scored on the 10,000 test images; each training's
+              state is kept at every epoch's end under the work folder's ``final/``, so a training cut
+              off part-way goes on from its last finished epoch
 
     python bench/end_to_end.py run --data /work/cifar10             # every stage, resuming
     python bench/end_to_end.py run --stages table,target,search     # some stages
@@ -896,6 +898,7 @@ def stage_final(ctx: Ctx) -> None:
     import torch
 
     from space.builder import build_model
+    from train.loop import finish_keeping_state, resume
     from train.recipes import load_recipe_data, start_training
 
     nets = final_networks(records)
@@ -912,14 +915,30 @@ def stage_final(ctx: Ctx) -> None:
             continue
         bundle = bundle or load_recipe_data(data, recipe, seed=SPLIT_SEED)
         t0, l0, c0 = time.time(), os.getloadavg()[0], time.process_time()
-        spec = load_spec(net)
-        torch.manual_seed(seed)
-        res = start_training(build_model(spec), bundle, recipe, seed=seed,
-                             progress=progress_lines(f"final {name} seed {seed}")).finish("test")
+        spec, label = load_spec(net), f"final {name} seed {seed}"
+
+        def fresh(spec=spec, seed=seed, label=label, bundle=bundle):
+            torch.manual_seed(seed)
+            return start_training(build_model(spec), bundle, recipe, seed=seed, progress=progress_lines(label))
+
+        run = fresh()
+        # A final training takes up to an hour: its state is kept at each epoch's end in the work folder, so a
+        # sitting that ends part-way loses at most an epoch of it.
+        kept, earlier = ctx.work / "final" / f"{name}_s{seed}.pt", (0, 0.0)
+        try:
+            if resume(run, kept):
+                earlier = (run.step, run.seconds)
+                log(f"{label}: goes on from step {run.step}/{run.total} ({kept})")
+        except ValueError as e:  # another recipe's, or unreadable: start over
+            log(f"{label}: starts over, the kept state {kept} is of no use ({e})")
+            run = fresh()
+        res = finish_keeping_state(run, kept, "test")
+        # "seconds" counts the earlier sittings' training seconds too; cpu_seconds is this sitting's alone
         doc = save(unit, {"network": name, "seed": seed, "recipe": recipe.to_dict(), "data": bundle.describe(),
                           "params": net["params"], "macs": net["macs"], "result": res.to_dict(),
-                          "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0, l0)
-        log(f"final {name} seed {seed}: test accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
+                          "resumed": {"step": earlier[0], "seconds": round(earlier[1], 1)},
+                          "cpu_seconds": round(time.process_time() - c0, 1)}, records, t0 - earlier[1], l0)
+        log(f"{label}: test accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
 
 
 STAGE_FNS = {"table": stage_table, "target": stage_target, "search": stage_search, "netadapt": stage_netadapt,

@@ -212,10 +212,13 @@ def unused_budget_note(best: dict | None, run_dir: str) -> str | None:
     if count == 0:
         return (f"{share} under the hard constraint, and the search sampled no network between "
                 f"{UNUSED_BUDGET:.0%} of the target and the target: more trials may reach the budget it left")
-    verdict = ("so on this proxy the larger networks did not pay for their time" if top <= best["accuracy"]
-               else "one of them at a rung where ASHA stopped it (the best is chosen among fully trained trials)")
-    return (f"{share} under the hard constraint: the {count} sampled networks between {UNUSED_BUDGET:.0%} of the "
-            f"target and the target reached at most {top:.3f} proxy accuracy against its {best['accuracy']:.3f}, "
+    one = count == 1
+    verdict = (f"so on this proxy the larger {'network' if one else 'networks'} did not pay for {'its' if one else 'their'} time"
+               if top <= best["accuracy"]
+               else f"{'that' if one else 'the highest'} at a rung where ASHA stopped it (the best is chosen among fully trained trials)")
+    sampled = "the one sampled network" if one else f"the {count} sampled networks"
+    return (f"{share} under the hard constraint: {sampled} between {UNUSED_BUDGET:.0%} of the target and the target "
+            f"reached {'' if one else 'at most '}{top:.3f} proxy accuracy against its {best['accuracy']:.3f}, "
             f"{verdict} (docs/search.md)")
 
 

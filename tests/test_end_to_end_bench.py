@@ -302,24 +302,34 @@ def test_the_width_comparison_reads_the_search_netadapt_trimmed(e2e, tmp_path):
     assert rep["netadapt_vs_width"]["speedup"] == pytest.approx(1.5 ** 0.5 / 1.2)
 
 
-def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
+def final_stage_inputs(e2e, folder: Path, controller_seed: bool = True) -> tuple[Path, Path]:
+    """A small ImageFolder (10 classes, 8 training and 1 test image each) and records of every final
+    network but, unless ``controller_seed``, the width-scaled controller seed: (data, records)."""
     import numpy as np
     from PIL import Image
 
-    data = tmp_path / "data"
+    data = folder / "data"
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("test", 1)):
         for c in range(10):
             (data / split / f"c{c}").mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(data / split / f"c{c}" / f"{i}.png")
-    rec = tmp_path / "records"
+    rec = folder / "records"
     tiny = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.25))
     for s in e2e.STRATEGIES:
         write(rec / f"netadapt_{s}.json", {"network": tiny, "iterations": 0, "target_met": True})
     write(rec / "netadapt_trim.json", {"network": tiny, "iterations": 1, "target_met": True})
     for n in e2e.REFERENCES:
         write(rec / f"width_{n}.json", {"network": tiny, "width": 0.5})
+    if controller_seed:
+        write(rec / "width_controller_seed.json", {"network": tiny, "width": 0.9})
+    return data, rec
+
+
+def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
+    data, rec = final_stage_inputs(e2e, tmp_path, controller_seed=False)
+    tiny = e2e.spec_doc(e2e.reference_net("mobilenet_v3_small", 0.25))
     settings = e2e.Settings(final_images=20, final_epochs=0.05, seeds=2)
     e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work", (0, 2)))
     assert not (rec / "final").exists()  # a shard waits while networks are still joining the set
@@ -335,6 +345,54 @@ def test_final_stage_trains_each_unit_once_across_shards(e2e, tmp_path):
     assert doc["seed"] == 1 and doc["recipe"]["epochs"] == 0.05 and 0.0 <= doc["result"]["accuracy"] <= 1.0
     e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "work"))  # every unit is on record: nothing to do
     assert {p: p.stat().st_mtime_ns for p in (rec / "final").glob("*.json")} == first
+
+
+def test_a_final_training_cut_off_part_way_goes_on_from_its_last_epoch(e2e, tmp_path, monkeypatch, capsys):
+    """A sitting that ends within a final training loses at most the epoch under way: the next goes on
+    from the state kept at the last epoch's end and ends where one uninterrupted training ends."""
+    from train.loop import Training
+
+    settings = e2e.Settings(final_images=20, final_epochs=3, seeds=1)  # 20 images: one step an epoch
+    data, rec = final_stage_inputs(e2e, tmp_path / "through")
+    e2e.stage_final(e2e.Ctx(settings, rec, str(data), tmp_path / "through" / "work"))
+    through = {p.name: json.loads(p.read_text()) for p in (rec / "final").glob("*.json")}
+    assert len(through) == 8 and all(d["resumed"] == {"step": 0, "seconds": 0.0} for d in through.values())
+
+    data, rec = final_stage_inputs(e2e, tmp_path / "cut")
+    work, advance = tmp_path / "cut" / "work", Training.advance
+
+    class SittingEnds(Exception):
+        pass
+
+    def cut_off(self, until=None):  # the sitting ends within the third epoch of the first training
+        advance(self, until)
+        if self.step == 2:
+            raise SittingEnds
+
+    monkeypatch.setattr(Training, "advance", cut_off)
+    with pytest.raises(SittingEnds):
+        e2e.stage_final(e2e.Ctx(settings, rec, str(data), work))
+    monkeypatch.setattr(Training, "advance", advance)
+    first = e2e.final_units(list(e2e.final_networks(rec)), 1)[0][1]
+    kept = work / "final" / f"{first}_s0.pt"
+    assert kept.exists() and not (rec / "final").exists()
+    capsys.readouterr()
+    e2e.stage_final(e2e.Ctx(settings, rec, str(data), work))
+    assert f"final {first} seed 0: goes on from step 1/3" in capsys.readouterr().err
+    cut = {p.name: json.loads(p.read_text()) for p in (rec / "final").glob("*.json")}
+    assert cut.keys() == through.keys() and not kept.exists()
+    assert cut[f"{first}_s0.json"]["resumed"]["step"] == 1
+    for name, doc in through.items():
+        got = cut[name]["result"]
+        assert (got["accuracy"], got["loss"], got["steps"]) == (doc["result"]["accuracy"], doc["result"]["loss"], 3)
+
+    # a kept state of no use (another recipe's, or unreadable) is set aside: the training starts over
+    (rec / "final" / f"{first}_s0.json").unlink()
+    kept.write_bytes(b"not a state")
+    e2e.stage_final(e2e.Ctx(settings, rec, str(data), work))
+    assert f"final {first} seed 0: starts over" in capsys.readouterr().err
+    again = json.loads((rec / "final" / f"{first}_s0.json").read_text())
+    assert again["resumed"]["step"] == 0 and again["result"]["loss"] == through[f"{first}_s0.json"]["result"]["loss"]
 
 
 def test_width_and_latency_stages_time_networks_side_by_side(e2e, tmp_path, monkeypatch):

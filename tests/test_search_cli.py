@@ -190,7 +190,12 @@ def test_under_the_hard_constraint_the_note_says_what_the_search_found_near_the_
     note = unused_budget_note(best, str(run))
     assert "the 2 sampled networks" in note and "at most 0.450" in note and "against its 0.490" in note
     assert "did not pay for their time" in note
-    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,stopped,0.52,9.0\n")
+    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,stopped,0.52,9.0\n2,ok,0.40,8.5\n")
     note = unused_budget_note(best, str(run))
-    assert "at most 0.520" in note and "ASHA stopped it" in note and "did not pay" not in note
+    assert "at most 0.520" in note and "the highest at a rung where ASHA stopped it" in note
+    assert "did not pay" not in note
+    (run / "trials.csv").write_text(header + "0,ok,0.49,6.0\n1,ok,0.45,9.9\n")  # one network: said in the singular
+    note = unused_budget_note(best, str(run))
+    assert "the one sampled network between 80% of the target and the target reached 0.450 proxy" in note
+    assert "the larger network did not pay for its time" in note
     assert unused_budget_note({"latency_ms": 8.5, "accuracy": 0.49}, str(run)) is None  # within 80% of the target

@@ -158,3 +158,57 @@ def test_training_in_pieces_scored_along_the_way_ends_as_one_run(digits):
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert 0.1 < seen[-1] and all(0.0 <= s <= 1.0 for s in seen)
+
+
+def test_a_training_killed_part_way_goes_on_from_its_kept_state_and_ends_as_one_run(digits, tmp_path):
+    """The kept state carries the weights, the optimizer, the step, the losses and both random streams
+    (the batch order and augmentation, and dropout): killed in its third epoch and taken up by a fresh
+    process's network, a training ends bit for bit as one that ran through."""
+    import dataclasses
+
+    from train.loop import Training, finish_keeping_state, resume
+
+    spec = dataclasses.replace(small_spec(), dropout=0.3)
+    torch.manual_seed(0)
+    a = build_model(spec)
+    b, c = build_model(spec), build_model(spec)
+    b.load_state_dict(a.state_dict())
+    settings = dict(epochs=3, batch_size=64, seed=4, augment=True)
+    whole = train_model(a, digits, **settings)
+    path = tmp_path / "kept" / "run.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill(p):
+        if p.step == 2 * run.per_epoch + 3:
+            raise Killed
+
+    run = Training(b, digits, progress=kill, log_every=1, **settings)
+    assert not resume(run, path)
+    with pytest.raises(Killed):
+        finish_keeping_state(run, path)
+    assert path.exists() and not list(path.parent.glob(".*"))  # the state and no temp file
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 2 * run.per_epoch and len(state["losses"]) == state["step"]
+
+    again = Training(c, digits, **settings)  # another network's initial weights: all come from the state
+    assert resume(again, path) and again.step == 2 * again.per_epoch
+    pieces = finish_keeping_state(again, path)
+    assert not path.exists()
+    assert pieces.accuracy == whole.accuracy and pieces.loss == whole.loss and pieces.steps == whole.steps
+    for (k, va), vb in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+    # within an epoch there is no state to keep; another training's state is refused
+    run = Training(build_model(spec), digits, **settings)
+    run.advance(5)
+    with pytest.raises(ValueError, match="epoch's end"):
+        run.state_dict()
+    other = Training(build_model(spec), digits, **{**settings, "seed": 5})
+    with pytest.raises(ValueError, match="another training"):
+        other.load_state_dict(state)
+    head = dataclasses.fields(spec.head)[0].name  # the head's width: another network of the same training
+    wider = dataclasses.replace(spec, head=dataclasses.replace(spec.head, **{head: 2 * getattr(spec.head, head)}))
+    with pytest.raises(ValueError, match="another network"):
+        Training(build_model(wider), digits, **settings).load_state_dict(state)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -205,6 +208,39 @@ class Training:
                                            self.seconds + time.perf_counter() - start))
         self.seconds += time.perf_counter() - start
 
+    def _identity(self) -> dict[str, int]:
+        return {"total": self.total, "per_epoch": self.per_epoch, "batch_size": self.batch_size, "seed": self.seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to go on exactly where this training is: the network's and the optimizer's
+        state, the step, the losses and seconds so far and both random streams. A fresh ``Training`` of
+        the same network, data and settings given it by :meth:`load_state_dict` ends as this one would.
+
+        Only at an epoch's end (or the run's): within an epoch the rest of its shuffled order lives in a
+        Python generator, which cannot be saved."""
+        if self.step % self.per_epoch and self.step != self.total:
+            raise ValueError(f"a training's state is kept at an epoch's end; step {self.step} is within "
+                             f"an epoch of {self.per_epoch} steps")
+        return {**self._identity(), "step": self.step, "losses": list(self.losses), "seconds": self.seconds,
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(), "rng": self._rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from ``state`` (:meth:`state_dict` of a training of this network, data and settings);
+        ValueError when it is of another training."""
+        theirs = {k: state.get(k) for k in self._identity()}
+        if theirs != self._identity():
+            raise ValueError(f"the kept state is of another training ({theirs}, this one {self._identity()})")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError):
+            raise ValueError("the kept state is of another network: its weights do not fit this one") from None
+        self.step, self.losses, self.seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
+        self.gen.set_state(state["generator"])
+        self._rng = state["rng"]
+        self._batches = None  # kept at an epoch's end: the next batch starts a new epoch, as it would have
+
     def score(self, split: str = "val", limit: int | None = None) -> tuple[float, float]:
         """(accuracy, loss) on ``split`` of the network as it is now, BN statistics re-estimated on
         training batches drawn from a generator of their own."""
@@ -233,6 +269,41 @@ class Training:
             accuracy=acc, loss=sum(tail) / len(tail) if tail else float("nan"), eval_loss=eval_loss,
             steps=self.total, epochs=self.total / self.per_epoch, seconds=self.seconds, eval_split=eval_split or "",
         )
+
+
+def resume(run: Training, path: str | os.PathLike) -> bool:
+    """Load into ``run`` the state :func:`finish_keeping_state` keeps in ``path``; False when there is
+    none. ValueError when it is of another training or not a readable state."""
+    p = Path(path)
+    if not p.exists():
+        return False
+    try:
+        state = torch.load(p, map_location=run.device, weights_only=True)
+    except Exception as e:  # torch.load's UnpicklingError, RuntimeError, EOFError...: not a state it can read
+        raise ValueError(f"{p} holds no readable training state ({str(e).splitlines()[0]})") from None
+    run.load_state_dict(state)
+    return True
+
+
+def finish_keeping_state(run: Training, path: str | os.PathLike, eval_split: str | None = "val",
+                         eval_limit: int | None = None, every_epochs: int = 1) -> TrainResult:
+    """``run.finish(...)`` that writes ``run``'s state to ``path`` at the end of every ``every_epochs``
+    epochs (temp file, then rename), so that a long training killed part-way loses at most that much
+    work: :func:`resume` then ``finish_keeping_state`` again goes on from it. ``path`` is removed once
+    the result is in."""
+    if every_epochs < 1:
+        raise ValueError("every_epochs must be >= 1")
+    from common.atomic import atomic_path
+
+    every = every_epochs * run.per_epoch
+    while run.step < run.total:
+        run.advance((run.step // every + 1) * every)
+        if run.step < run.total:
+            with atomic_path(path) as tmp:
+                torch.save(run.state_dict(), tmp)
+    result = run.finish(eval_split, eval_limit)
+    Path(path).unlink(missing_ok=True)
+    return result
 
 
 def train_model(model: nn.Module, data: DataBundle, epochs: float | None = None, steps: int | None = None,
