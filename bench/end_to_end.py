@@ -1065,7 +1065,29 @@ def progress(records: Path, work: Path = WORK) -> list[str]:
         lines.append(f"final: {trained} of {len(nets) * seeds} trainings ({seeds} seeds per network)")
     else:
         lines.append(f"final: {trained} trainings so far; the networks are known once NetAdapt and width are done")
+    under_way = final_under_way(records, work)
+    if under_way:
+        lines[-1] += "; under way: " + ", ".join(under_way)
     return lines
+
+
+def final_under_way(records: Path, work: Path) -> list[str]:
+    """The final trainings not on record whose state is kept in ``work``, each as ``NAME seed S at epoch
+    E of N`` (where the next sitting goes on from)."""
+    import torch
+
+    out = []
+    for kept in sorted((work / "final").glob("*_s*.pt")):
+        name, _, seed = kept.stem.rpartition("_s")
+        if read_record(f"final/{kept.stem}", records):
+            continue
+        try:
+            state = torch.load(kept, map_location="cpu", weights_only=True)
+            out.append(f"{name} seed {seed} at epoch {state['step'] // state['per_epoch']} of "
+                       f"{round(state['total'] / state['per_epoch'])}")
+        except Exception:  # noqa: BLE001 - a state the stage itself would set aside and start over from
+            out.append(f"{name} seed {seed} (its kept state is unreadable: it starts over)")
+    return out
 
 
 def markdown(rep: dict[str, Any]) -> str:

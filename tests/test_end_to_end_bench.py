@@ -376,6 +376,7 @@ def test_a_final_training_cut_off_part_way_goes_on_from_its_last_epoch(e2e, tmp_
     first = e2e.final_units(list(e2e.final_networks(rec)), 1)[0][1]
     kept = work / "final" / f"{first}_s0.pt"
     assert kept.exists() and not (rec / "final").exists()
+    assert e2e.progress(rec, work)[-1].endswith(f"trainings (3 seeds per network); under way: {first} seed 0 at epoch 1 of 3")
     capsys.readouterr()
     e2e.stage_final(e2e.Ctx(settings, rec, str(data), work))
     assert f"final {first} seed 0: goes on from step 1/3" in capsys.readouterr().err
