@@ -1074,7 +1074,7 @@ def progress(records: Path, work: Path = WORK) -> list[str]:
 def final_under_way(records: Path, work: Path) -> list[str]:
     """The final trainings not on record whose state is kept in ``work``, each as ``NAME seed S at epoch
     E of N`` (where the next sitting goes on from)."""
-    import torch
+    from train.loop import read_state
 
     out = []
     for kept in sorted((work / "final").glob("*_s*.pt")):
@@ -1082,11 +1082,12 @@ def final_under_way(records: Path, work: Path) -> list[str]:
         if read_record(f"final/{kept.stem}", records):
             continue
         try:
-            state = torch.load(kept, map_location="cpu", weights_only=True)
-            out.append(f"{name} seed {seed} at epoch {state['step'] // state['per_epoch']} of "
-                       f"{round(state['total'] / state['per_epoch'])}")
-        except Exception:  # noqa: BLE001 - a state the stage itself would set aside and start over from
+            state = read_state(kept)
+        except ValueError:  # the stage itself sets such a state aside and starts over
             out.append(f"{name} seed {seed} (its kept state is unreadable: it starts over)")
+            continue
+        out.append(f"{name} seed {seed} at epoch {state['step'] // state['per_epoch']} of "
+                   f"{round(state['total'] / state['per_epoch'])}")
     return out
 
 

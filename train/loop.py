@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.atomic import atomic_path
 from train.data import DataBundle
 
 
@@ -271,17 +272,21 @@ class Training:
         )
 
 
+def read_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state :func:`finish_keeping_state` keeps in ``path`` (read weights-only, never unpickled in
+    full); ValueError when the file is not a readable state."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch.load's UnpicklingError, RuntimeError, EOFError...: not a state it can read
+        raise ValueError(f"{path} holds no readable training state ({str(e).splitlines()[0]})") from None
+
+
 def resume(run: Training, path: str | os.PathLike) -> bool:
     """Load into ``run`` the state :func:`finish_keeping_state` keeps in ``path``; False when there is
     none. ValueError when it is of another training or not a readable state."""
-    p = Path(path)
-    if not p.exists():
+    if not Path(path).exists():
         return False
-    try:
-        state = torch.load(p, map_location=run.device, weights_only=True)
-    except Exception as e:  # torch.load's UnpicklingError, RuntimeError, EOFError...: not a state it can read
-        raise ValueError(f"{p} holds no readable training state ({str(e).splitlines()[0]})") from None
-    run.load_state_dict(state)
+    run.load_state_dict(read_state(path, run.device))
     return True
 
 
@@ -293,8 +298,6 @@ def finish_keeping_state(run: Training, path: str | os.PathLike, eval_split: str
     the result is in."""
     if every_epochs < 1:
         raise ValueError("every_epochs must be >= 1")
-    from common.atomic import atomic_path
-
     every = every_epochs * run.per_epoch
     while run.step < run.total:
         run.advance((run.step // every + 1) * every)
