@@ -212,3 +212,10 @@ def test_a_training_killed_part_way_goes_on_from_its_kept_state_and_ends_as_one_
     wider = dataclasses.replace(spec, head=dataclasses.replace(spec.head, **{head: 2 * getattr(spec.head, head)}))
     with pytest.raises(ValueError, match="another network"):
         Training(build_model(wider), digits, **settings).load_state_dict(state)
+
+    # a file that holds no state, even an empty one (torch.load's EOFError has no message), is a ValueError
+    for junk in (b"not a state", b""):
+        bad = tmp_path / "junk.pt"
+        bad.write_bytes(junk)
+        with pytest.raises(ValueError, match="no readable training state"):
+            resume(run, bad)

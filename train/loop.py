@@ -278,7 +278,8 @@ def read_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> d
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch.load's UnpicklingError, RuntimeError, EOFError...: not a state it can read
-        raise ValueError(f"{path} holds no readable training state ({str(e).splitlines()[0]})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__  # an empty file: EOFError with no message
+        raise ValueError(f"{path} holds no readable training state ({why})") from None
 
 
 def resume(run: Training, path: str | os.PathLike) -> bool:
