@@ -300,11 +300,13 @@ def read_record(name: str, records: Path = RECORDS) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def save(name: str, doc: dict[str, Any], records: Path, started: float, load0: float) -> dict[str, Any]:
-    doc = {"format": FORMAT, "unit": name, **doc, "seconds": round(time.time() - started, 1),
+def save(name: str, doc: dict[str, Any], records: Path, started: float, load0: float, *, fmt: str = FORMAT,
+         script: str = "bench/end_to_end.py") -> dict[str, Any]:
+    """Record unit ``name`` with how it was made (seconds since ``started``, load, machine, code, script)."""
+    doc = {"format": fmt, "unit": name, **doc, "seconds": round(time.time() - started, 1),
            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
            "loadavg_1m": [load0, os.getloadavg()[0]], "machine": machine(), "code": git_commit(),
-           "script": "bench/end_to_end.py"}
+           "script": script}
     write_record(record_path(name, records), doc)
     return doc
 
@@ -974,13 +976,18 @@ def compute_seconds(name: str, records: Path) -> float:
     return total
 
 
+def final_accuracies(name: str, records: Path) -> list[float]:
+    """The test accuracies of network ``name``'s finished final trainings, by seed."""
+    return [json.loads(p.read_text())["result"]["accuracy"] for p in sorted((records / "final").glob(f"{name}_s*.json"))]
+
+
 def summarize(records: Path = RECORDS) -> dict[str, Any]:
     nets = final_networks(records)
     latency = read_record("latency", records) or {}
     lat, vs = latency.get("ms", {}), latency.get("vs_ours", {})
     rows = []
     for name, net in nets.items():
-        accs = [json.loads(p.read_text())["result"]["accuracy"] for p in sorted((records / "final").glob(f"{name}_s*.json"))]
+        accs = final_accuracies(name, records)
         m, sd = mean_std(accs)
         rows.append({"network": name, "method": net["method"], "width": net.get("width"), "latency_ms": lat.get(name),
                      "params": net["params"], "macs": net["macs"], "accuracy": m, "accuracy_std": sd, "seeds": len(accs),

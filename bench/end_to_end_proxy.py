@@ -54,8 +54,9 @@ def search_options(records: Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def unit_path(records: Path, kind: str, name: str, seed: int) -> Path:
-    return records / "proxy_check" / kind / f"{name}_s{seed}.json"
+def unit_name(kind: str, name: str, seed: int) -> str:
+    """A training's record name, under ``<records>/proxy_check/<kind>/``."""
+    return f"proxy_check/{kind}/{name}_s{seed}"
 
 
 def train_units(records: Path, kind: str, seeds: int, data: str, shard: tuple[int, int]) -> None:
@@ -69,12 +70,11 @@ def train_units(records: Path, kind: str, seeds: int, data: str, shard: tuple[in
     if not e2e.final_set_complete(records):
         raise UserError(f"{records}: the run's final networks are not all known yet; finish its width stage first")
     limit = int(opts["data_limit"]) * KINDS[kind]
-    units = [(seed, name) for seed in range(seeds) for name in nets][shard[0]::shard[1]]
     bundle = None
     torch.set_num_threads(1)  # as the search's trials trained
-    for seed, name in units:
-        path = unit_path(records, kind, name, seed)
-        if path.exists():
+    for seed, name in e2e.final_units(list(nets), seeds, shard):
+        unit = unit_name(kind, name, seed)
+        if e2e.read_record(unit, records):
             continue
         bundle = bundle or load_data(data, seed=opts["split_seed"], limit=limit, eval_limit=opts["eval_limit"],
                                      train_resolution=e2e.RESOLUTION)
@@ -84,15 +84,13 @@ def train_units(records: Path, kind: str, seeds: int, data: str, shard: tuple[in
         run = Training(model, bundle, epochs=float(opts["epochs"]), batch_size=int(opts["batch_size"]),
                        lr=float(opts["lr"]), seed=seed, augment=bool(opts["augment"]), bn_recalibration_batches=5)
         res = run.finish("val", opts["eval_limit"])
-        doc = {"format": "hwnas-end-to-end-proxy/1", "unit": f"{kind}/{name}_s{seed}", "network": name,
-               "kind": kind, "seed": seed, "train_images": limit, "epochs": float(opts["epochs"]),
-               "batch_size": int(opts["batch_size"]), "lr": float(opts["lr"]), "eval_images": opts["eval_limit"],
-               "split_seed": opts["split_seed"], "data": bundle.describe(), "val_accuracy": float(res.accuracy), "steps": int(res.steps),
-               "cpu_seconds": round(time.process_time() - c0, 1), "seconds": round(time.time() - t0, 1),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t0)),
-               "loadavg_1m": [l0, os.getloadavg()[0]], "machine": e2e.machine(), "code": e2e.git_commit(),
-               "script": SCRIPT}
-        e2e.write_record(path, doc)
+        doc = e2e.save(unit, {"network": name, "kind": kind, "seed": seed, "train_images": limit,
+                              "epochs": float(opts["epochs"]), "batch_size": int(opts["batch_size"]),
+                              "lr": float(opts["lr"]), "eval_images": opts["eval_limit"],
+                              "split_seed": opts["split_seed"], "data": bundle.describe(),
+                              "val_accuracy": float(res.accuracy), "steps": int(res.steps),
+                              "cpu_seconds": round(time.process_time() - c0, 1)},
+                       records, t0, l0, fmt="hwnas-end-to-end-proxy/1", script=SCRIPT)
         e2e.log(f"proxy {kind} {name} seed {seed}: val accuracy {res.accuracy:.4f} ({doc['seconds']:.0f} s)")
 
 
@@ -104,10 +102,6 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def report(records: Path) -> dict[str, Any]:
-    def final(name: str) -> tuple[float, float]:
-        return e2e.mean_std([json.loads(p.read_text())["result"]["accuracy"]
-                             for p in sorted((records / "final").glob(f"{name}_s*.json"))])
-
     out: dict[str, Any] = {"kinds": {}}
     for kind in KINDS:
         folder = records / "proxy_check" / kind
@@ -120,7 +114,7 @@ def report(records: Path) -> dict[str, Any]:
         rows = []
         for name, accs in by.items():
             m, sd = e2e.mean_std(accs)
-            fm, fsd = final(name)
+            fm, fsd = e2e.mean_std(e2e.final_accuracies(name, records))
             rows.append({"network": name, "proxy": m, "proxy_std": sd, "seeds": len(accs), "final": fm,
                          "final_std": fsd})
         rows.sort(key=lambda r: -r["final"] if r["final"] == r["final"] else 1.0)  # untrained ones (NaN) last

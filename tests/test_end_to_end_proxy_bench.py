@@ -20,9 +20,9 @@ def proxy(e2e):
     return bench_module("end_to_end_proxy")
 
 
-def search_options(rec, **over):
+def search_options(rec):
     doc = {"epochs": 0.5, "batch_size": 8, "lr": 3e-3, "data_limit": 40, "eval_limit": 10, "split_seed": 0,
-           "augment": False, **over}
+           "augment": False}
     write(rec / "state" / "runs" / "e2e-controller" / "options.json", doc)
 
 
