@@ -10,6 +10,7 @@ from common.cli_io import non_negative_float, non_positive_float, positive_float
 from search.options import DIGITS_EPOCHS, IMAGE_EPOCHS, SCHEDULERS
 from search.strategies import STRATEGIES
 from space.proxy import DEFAULT_MIN_MAP
+from space.searchspace import SPACES
 from train.cli_args import add_data_args
 
 DEFAULT_TRIALS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 32, 3e-3, 2
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                    help="GPUs per trial (default: 1 when the cluster has a GPU, else 0)")
     p.add_argument("--device", default=None, help="latency table's device name (default local-cpu)")
-    p.add_argument("--space", default=None, help="search space: mnasnet | mnasnet_cifar | mobilenet_v3 | tiny (default mnasnet)")
+    p.add_argument("--space", default=None, help=f"search space: {' | '.join(SPACES)} (default mnasnet)")
     p.add_argument("--latency-resolution", type=positive_int, default=None,
                    help="input size the latency is predicted at (deployment; default 224)")
     p.add_argument("--measure", action="store_true", default=None,

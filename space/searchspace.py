@@ -8,7 +8,8 @@ layers repeat (Tan et al. 2019, Section 4.1), from these decisions, in this orde
 ``kernel``   3 | 5 | 7
 ``se``       0 | 0.25 (squeeze channels as the space's paper sizes them, see below)
 ``skip``     identity | none (identity residual on every layer that can take one)
-``filters``  x0.75 | x1.0 | x1.25 of the skeleton's channels, rounded to multiples of 8
+``filters``  x0.75 | x1.0 | x1.25 of the skeleton's channels, rounded to multiples of 8 (a space may
+             give a stage other multipliers: ``mnasnet_cifar_wide``'s late stages reach x4)
 ``layers``   -1 | 0 | +1 layers vs the skeleton, at least one
 ``act``      relu | hswish
 
@@ -31,7 +32,7 @@ and :attr:`size` counts distinct networks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from itertools import product
 from typing import Any
@@ -49,6 +50,11 @@ SE_CHOICES = (0.0, 0.25)
 SKIP_CHOICES = ("identity", "none")
 ACT_CHOICES = ("relu", "hswish")
 FILTER_MULTS = (0.75, 1.0, 1.25)
+# The late stages of ``mnasnet_cifar_wide``: MobileNetV1 at 32x32 (stem at stride 1) runs 256-1024
+# channels on its 8x8 to 2x2 maps (Howard et al. 2017, Table 1) where MnasNet's skeleton offers
+# 24-400; these go up to 4x the skeleton there (128-1280) and keep x1.25, so that every
+# ``mnasnet_cifar`` network is also in the wide space.
+WIDE_FILTER_MULTS = (0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 LAYER_DELTAS = (-1, 0, 1)
 STAGE_DECISIONS = ("op", "kernel", "se", "skip", "filters", "layers", "act")
 # The per-stage choices a space may narrow (filters and layers follow from its skeleton).
@@ -74,14 +80,16 @@ def round_filters(v: float, divisor: int = 8) -> int:
 
 @dataclass(frozen=True)
 class StageSkeleton:
-    """A stage of the base network: output channels, layer count and the first layer's stride."""
+    """A stage of the base network: output channels, layer count, the first layer's stride, and
+    the multipliers of its channels that the ``filters`` decision offers."""
 
     filters: int
     layers: int
     stride: int
+    mults: tuple[float, ...] = FILTER_MULTS
 
     def filter_choices(self) -> tuple[int, ...]:
-        return tuple(dict.fromkeys(round_filters(self.filters * m) for m in FILTER_MULTS))
+        return tuple(dict.fromkeys(round_filters(self.filters * m) for m in self.mults))
 
     def layer_choices(self) -> tuple[int, ...]:
         return tuple(dict.fromkeys(max(1, self.layers + d) for d in LAYER_DELTAS))
@@ -306,6 +314,19 @@ def _mnasnet_cifar_space() -> SearchSpace:
     )
 
 
+def _mnasnet_cifar_wide_space() -> SearchSpace:
+    # mnasnet_cifar whose stages from the 8x8 map on (at 32x32) may be 1.5-4x the skeleton's width:
+    # at this resolution those maps are cheap, and MobileNetV1 spends its capacity there.
+    base = _mnasnet_cifar_space()
+    stages = [st if i < 2 else replace(st, mults=WIDE_FILTER_MULTS) for i, st in enumerate(base.stages)]
+    return SearchSpace(
+        "mnasnet_cifar_wide", base.stem, stages, base.head,
+        description="mnasnet_cifar whose stages 2-6 (8x8 to 2x2 maps at 32px) offer x0.75-x4 of the skeleton's "
+                    "channels, up to MobileNetV1's widths there",
+        se_rule="input", se_gate="sigmoid",
+    )
+
+
 def _mobilenet_v3_space() -> SearchSpace:
     v3 = [(16, 1, 1), (24, 2, 2), (40, 3, 2), (80, 4, 2), (112, 2, 1), (160, 3, 2)]
     return SearchSpace(
@@ -324,8 +345,8 @@ def _tiny_space() -> SearchSpace:
     )
 
 
-SPACES = {"mnasnet": _mnasnet_space, "mnasnet_cifar": _mnasnet_cifar_space, "mobilenet_v3": _mobilenet_v3_space,
-          "tiny": _tiny_space}
+SPACES = {"mnasnet": _mnasnet_space, "mnasnet_cifar": _mnasnet_cifar_space,
+          "mnasnet_cifar_wide": _mnasnet_cifar_wide_space, "mobilenet_v3": _mobilenet_v3_space, "tiny": _tiny_space}
 
 
 def get_space(name: str) -> SearchSpace:

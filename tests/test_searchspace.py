@@ -109,3 +109,36 @@ def test_bad_tokens_and_foreign_specs():
 def test_spaces_report_size():
     assert get_space("mnasnet").size > 10**19
     assert get_space("mobilenet_v3").size > 10**16
+
+
+def test_size_counts_stage_multipliers():
+    # A stage's own multipliers set its filter choices, merged where they round alike, and size follows.
+    space = SearchSpace("one", Stem(16), [StageSkeleton(16, 1, 1, mults=(0.5, 1.0, 1.1, 2.0))], Head(64, "relu", "avg", 0))
+    assert space.decisions[4].choices == (8, 16, 32)  # 16 x 1.1 rounds to 16 and is merged
+    specs = {space.decode(t) for t in product(*(range(d.n) for d in space.decisions))}
+    assert space.size == len(specs)
+
+
+def test_wide_cifar_space_reaches_mobilenet_v1_widths_and_holds_mnasnet_cifar():
+    cifar, wide = get_space("mnasnet_cifar"), get_space("mnasnet_cifar_wide")
+    filters = {d.name: d.choices for d in wide.decisions if d.name.endswith(".filters")}
+    assert filters["s0.filters"] == (16, 24) and filters["s1.filters"] == (16, 24, 32)  # 32x32 and 16x16: unchanged
+    assert filters["s2.filters"] == (24, 32, 40, 48, 64, 96, 128)  # 8x8: up to 4x MobileNetV2's 32
+    assert max(filters["s4.filters"]) == 384 and max(filters["s6.filters"]) == 1280
+    assert wide.stem == cifar.stem and wide.head == cifar.head and len(wide.decisions) == len(cifar.decisions)
+    assert wide.size > 50 * cifar.size
+    rng = np.random.default_rng(2)
+    for _ in range(100):  # every mnasnet_cifar network is a wide-space network too
+        spec = cifar.decode(cifar.sample(rng), resolution=32, num_classes=10)
+        assert wide.decode(wide.encode(spec), resolution=32, num_classes=10).layers == spec.layers
+
+
+def test_widest_wide_network_builds_and_runs_at_32():
+    wide = get_space("mnasnet_cifar_wide")
+    tokens = [d.n - 1 if d.name.endswith((".filters", ".layers")) else 1 for d in wide.decisions]  # dwconv k5
+    spec = wide.decode(tokens, resolution=32, num_classes=10)
+    assert spec.layers[-1].out_ch == 1280 and spec.layers[-1].op == "dwconv"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = build_model(spec).eval()(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
