@@ -164,32 +164,45 @@ def data_for(kind: Kind, cifar: str):
 
 def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
     """Train network ``i`` the ``kind`` way and return its record."""
+    return {"format": RECORD_FORMAT, "kind": kind.name, "network": i,
+            **train_tokens(kind, network_tokens(i), SPACE, cifar), "script": "bench/proxy_fidelity.py"}
+
+
+def train_tokens(kind: Kind, tokens: list[int], space: str, cifar: str, kept: Path | None = None) -> dict[str, Any]:
+    """Train the network ``tokens`` decode to in ``space`` the ``kind`` way (as its proxy network at the
+    data's resolution) and return what a record says of it. With ``kept``, the training's state is kept
+    there at every epoch's end and a training stopped part-way goes on from it (a kind without a curve)."""
     from space.builder import build_model
     from space.cost import cost
     from space.proxy import proxy_spec
     from space.searchspace import get_space
+    from train.loop import finish_keeping_state, resume
     from train.recipes import start_training
 
+    if kept is not None and kind.curve:
+        raise ValueError("a kind scored along the way cannot keep its state")
     data = data_for(kind, cifar)
-    tokens = network_tokens(i)
-    spec = get_space(SPACE).decode(tokens, **data.spec_kwargs())
+    spec = get_space(space).decode(tokens, **data.spec_kwargs())
     trained, plan = proxy_spec(spec, data.resolution)
     load0, start = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     run = start_training(build_model(trained), data, kind.recipe, seed=kind.seed)
+    resumed = {}
+    if kept is not None and resume(run, kept):
+        resumed = {"step": run.step, "seconds": round(run.seconds, 1)}
     curve = []
     for epochs in kind.curve:
         run.advance(run.steps_for(epochs))
         acc, loss = run.score(kind.recipe.eval_split)
         curve.append({"epochs": run.epochs, "steps": run.step, "accuracy": acc, "eval_loss": loss,
                       "seconds": run.seconds})
-    result = {**run.finish(kind.recipe.eval_split).to_dict(), "proxy": plan.to_dict(), "curve": curve}
+    res = run.finish(kind.recipe.eval_split) if kept is None else finish_keeping_state(run, kept, kind.recipe.eval_split)
+    result = {**res.to_dict(), "proxy": plan.to_dict(), "curve": curve, **({"resumed": resumed} if resumed else {})}
     return {
-        "format": RECORD_FORMAT, "kind": kind.name, "network": i, "space": SPACE,
-        "tokens": "-".join(map(str, tokens)), "seed": kind.seed, "split_seed": SPLIT_SEED,
+        "space": space, "tokens": "-".join(map(str, tokens)), "seed": kind.seed, "split_seed": SPLIT_SEED,
         "data": {**data.describe(), "source": kind.data}, "recipe": kind.recipe.to_dict(),
         "proxy_params": cost(trained).params, "proxy_macs": cost(trained).macs,
         "result": result, "started": start, "loadavg_1m": [load0, os.getloadavg()[0]],
-        "machine": machine(), "code": git_commit(), "script": "bench/proxy_fidelity.py",
+        "machine": machine(), "code": git_commit(),
     }
 
 
