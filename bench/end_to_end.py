@@ -3,15 +3,15 @@
 networks scaled to the same *measured* latency.
 
 The deployed network is the 32x32 network as trained: the search space is ``mnasnet_cifar`` (the
-``mnasnet`` space with the stem at stride 1, i.e. the search's proxy network at 32px), so the
-latency table, the search's reward, NetAdapt and the reported figures all see that network. Stages,
-each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made,
+``mnasnet`` space with the stem at stride 1, i.e. the search's proxy network at 32px; ``--space
+mnasnet_cifar_wide`` takes the one whose late stages reach 4x its widths), so the latency table,
+the search's reward, NetAdapt and the reported figures all see that network. Stages, each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made,
 machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout. The
 work in progress under ``results/`` (the table, a search's state, a NetAdapt run's newest checkpoint)
 is kept every 5 minutes in ``<records>/state/`` (``bench/workstate.py``) and put back when a sitting
 starts without it, so that a machine that does not keep ``results/`` loses at most those minutes:
 
-``table``     a latency table for ``mnasnet_cifar`` at 32x32 (``local-cpu`` under ``results/end_to_end/``,
+``table``     a latency table for the space at 32x32 (``local-cpu`` under ``results/end_to_end/``,
               kept in ``state/``: it sizes cuts and scores the search's rewards);
               a table that fails its self-check stops the benchmark and is moved aside
 ``target``    the target: MobileNetV3-Large 1.0 at 32x32 with the same reduced stride, measured
@@ -96,7 +96,7 @@ RECORDS = BENCH / "records" / "end_to_end"
 WORK = ROOT / "results" / "end_to_end"  # latency table, search and NetAdapt run folders (not committed)
 FORMAT = "hwnas-end-to-end/1"
 DEFAULT_CIFAR = os.environ.get("HWNAS_CIFAR10", "/work/cifar10")
-SPACE = "mnasnet_cifar"
+SPACE = "mnasnet_cifar"  # the default --space
 RESOLUTION = 32
 DEVICE = "local-cpu"
 REFERENCES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mobilenet_v1")
@@ -152,6 +152,8 @@ class Settings:
     final_images: int = 5000
     final_epochs: float = 15.0
     seeds: int = 3
+    # The searches' space: one whose network at 32x32 is the one trained (its stem at stride 1).
+    space: str = SPACE
 
     def check(self) -> None:
         from common.errors import UserError
@@ -165,6 +167,12 @@ class Settings:
             if not (isinstance(v, (int, float)) and v >= floor and math.isfinite(v)):
                 what = "a number >= 0" if floor == 0 else "a positive number"
                 raise UserError(f"--{f.name.replace('_', '-')} {v} must be {what}")
+        from space.searchspace import SPACES, get_space
+
+        if self.space not in SPACES or get_space(self.space).stem.stride != 1:
+            fit = [n for n in SPACES if get_space(n).stem.stride == 1]
+            raise UserError(f"--space {self.space!r}: the benchmark deploys the 32x32 network as trained, which takes a "
+                            f"space whose stem is at stride 1: {', '.join(fit)}")
         if self.table_mode not in ("quick", "full"):
             raise UserError(f"--table-mode {self.table_mode!r} must be quick or full")
         from search.options import SCHEDULERS
@@ -349,10 +357,10 @@ def reference_net(name: str, width: float):
     return deployed(reference(name, width, RESOLUTION))
 
 
-def searched_net(tokens: list[int]):
+def searched_net(tokens: list[int], space: str = SPACE):
     from space.searchspace import get_space
 
-    return get_space(SPACE).decode(tokens, resolution=RESOLUTION, num_classes=10, in_channels=3)
+    return get_space(space).decode(tokens, resolution=RESOLUTION, num_classes=10, in_channels=3)
 
 
 def ensure_probe_reference(seconds: float = 60.0) -> None:
@@ -525,17 +533,17 @@ class Ctx:
     accept_failed_table: bool = False  # keep a table that missed its self-check (said in its record)
 
 
-def have_table() -> bool:
+def have_table(space: str = SPACE) -> bool:
     """Whether this checkout holds the table (``results/`` is not committed: a fresh one has it only when
     the records' ``state/`` put it back)."""
     from latency.files import read_meta, units_path
 
     p = units_path(DEVICE)
-    return p.exists() and any(b.get("space") == SPACE and b.get("resolution") == RESOLUTION
+    return p.exists() and any(b.get("space") == space and b.get("resolution") == RESOLUTION
                               for b in read_meta(p).get("builds", []))
 
 
-def refuse_failed_table(check: dict[str, Any] | None) -> None:
+def refuse_failed_table(check: dict[str, Any] | None, space: str = SPACE) -> None:
     """Stop the benchmark when the table failed its self-check: every reward and cut would rest on it.
     The table is moved aside (not deleted: it shows what the machine did), so the next sitting builds
     a new one."""
@@ -549,14 +557,14 @@ def refuse_failed_table(check: dict[str, Any] | None) -> None:
     old = device_dir(DEVICE)
     aside = old.with_name(f"{old.name}.failed-{time.strftime('%Y%m%dT%H%MZ', time.gmtime())}")
     old.rename(aside)
-    raise UserError(f"the {SPACE} table failed its {summary(check)}; moved to {aside}. Run the table stage again "
+    raise UserError(f"the {space} table failed its {summary(check)}; moved to {aside}. Run the table stage again "
                     "when the machine is idle and in its fast mode (`python cli.py latency probe` tells)")
 
 
 def stage_table(ctx: Ctx) -> None:
     s, records = ctx.s, ctx.records
     needed = not all(read_record(f"{st}_{x}", records) for st in ("search", "netadapt") for x in STRATEGIES)
-    if read_record("table", records) and (have_table() or not needed):
+    if read_record("table", records) and (have_table(s.space) or not needed):
         return
     from latency.build import PLANS, build
     from latency.selfcheck import failed
@@ -566,18 +574,18 @@ def stage_table(ctx: Ctx) -> None:
     # space as a family of its own), which are what the table scores here; 30 of them, so that the
     # calibration may fit more than a scale. No range units: they cover networks at 96-224px, which
     # nothing here runs at.
-    plan = replace(PLANS[s.table_mode], range_per_family=0, families=(SPACE,), calibration_per_family=30,
+    plan = replace(PLANS[s.table_mode], range_per_family=0, families=(s.space,), calibration_per_family=30,
                    check_per_family=10)
-    log(f"latency table for {SPACE} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
-    pred = build(DEVICE, SPACE, RESOLUTION, s.table_mode, plan=plan)
+    log(f"latency table for {s.space} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
+    pred = build(DEVICE, s.space, RESOLUTION, s.table_mode, plan=plan)
     check = pred.meta.get("self_check")
     accepted = ctx.accept_failed_table and failed(check)
     if accepted:
         log("the table missed its self-check and is kept (--accept-failed-table): searches steer by it, "
             "every reported latency is measured")
     else:
-        refuse_failed_table(check)  # returns when the check passed
-    save("table", {"device": DEVICE, "space": SPACE, "resolution": RESOLUTION, "mode": s.table_mode,
+        refuse_failed_table(check, s.space)  # returns when the check passed
+    save("table", {"device": DEVICE, "space": s.space, "resolution": RESOLUTION, "mode": s.table_mode,
                    "plan": asdict(plan), "self_check": check, "accepted_failed_self_check": accepted},
          records, t0, l0)
 
@@ -673,7 +681,7 @@ def stage_search(ctx: Ctx) -> None:
         resume = (ctx.work / "runs" / run_name / "options.json").exists()
         log(f"search {strategy}: {s.trials} trials, reward target {target:.3f} ms" + (" (resuming)" if resume else ""))
         opts = SearchOptions(target_ms=target, trials=s.trials, epochs=s.search_epochs, strategy=strategy,
-                             space=SPACE, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
+                             space=s.space, latency_resolution=RESOLUTION, data=data, train_resolution=RESOLUTION,
                              data_limit=s.proxy_images, eval_limit=s.proxy_eval_images, split_seed=SPLIT_SEED,
                              concurrency=s.concurrency, scheduler=s.search_scheduler, name=run_name, resume=resume,
                              alpha=s.search_alpha, beta=s.search_beta, seed=s.search_seed)
@@ -687,7 +695,7 @@ def stage_search(ctx: Ctx) -> None:
         b = summary.best
         save(name, {"strategy": strategy, "trials": s.trials, "reward_target_ms": target, "run_dir": summary.run_dir,
                     "best": {k: b[k] for k in ("trial", "tokens", "accuracy", "test_accuracy", "latency_ms", "reward")},
-                    "network": spec_doc(searched_net([int(t) for t in b["tokens"].split("-")])),
+                    "network": spec_doc(searched_net([int(t) for t in b["tokens"].split("-")], s.space)),
                     "compute": {"trials_completed": summary.completed, "stopped_early": summary.stopped,
                                 "failed": summary.failed,
                                 "train_seconds": float(trials["train_seconds"].fillna(0).sum()),
@@ -715,7 +723,7 @@ def stage_netadapt(ctx: Ctx) -> None:
     def run(seed_doc: dict[str, Any], folder: str, **target: float):
         nonlocal bundle
         bundle = bundle or proxy_data(s, data)
-        pred = load_predictor(DEVICE, SPACE, RESOLUTION, progress=False)
+        pred = load_predictor(DEVICE, s.space, RESOLUTION, progress=False)
         ensure_probe_reference()  # NetAdapt's measurements are gated against it
         # The seed is trained as NetAdapt trains a seed that comes without weights; the adapted network
         # is trained from scratch by the final stage like every other, so no long-term fine-tune here.

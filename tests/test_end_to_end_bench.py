@@ -204,6 +204,17 @@ def test_command_line_refuses_bad_input(e2e, tmp_path, capsys):
     assert "--search-seed -1 must be a number >= 0" in capsys.readouterr().err
     assert e2e.main(args + ["--stages", "latency", "--search-seed", "1"]) == 2
     assert "made with --search-seed 0, not 1" in capsys.readouterr().err
+    # The space: mnasnet_cifar in older records; only a space whose 32x32 network is the one trained.
+    del saved["space"]
+    (tmp_path / "rec" / "settings.json").write_text(json.dumps(saved))
+    assert e2e.main(args + ["--stages", "latency"]) == 0
+    assert e2e.main(args + ["--stages", "latency", "--space", "mnasnet_cifar_wide"]) == 2
+    assert "made with --space mnasnet_cifar, not mnasnet_cifar_wide" in capsys.readouterr().err
+    for bad in ("mnasnet", "nope"):
+        assert e2e.main(args + ["--stages", "latency", "--space", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--space {bad!r}" in err and "mnasnet_cifar, mnasnet_cifar_wide" in err and err.count("\n") == 1
+    e2e.Settings(space="mnasnet_cifar_wide").check()
 
 
 def test_warnings_reach_the_log_as_one_line(e2e, tmp_path, monkeypatch, capsys):
