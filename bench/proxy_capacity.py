@@ -157,23 +157,63 @@ def record_path(kind: str, i: int, records: Path = RECORDS) -> Path:
     return records / kind / f"net_{i:03d}.json"
 
 
+def expected_seconds(kind, records: Path = RECORDS) -> float | None:
+    """How long a training of ``kind`` takes: the median of its records, else the median seconds per
+    image seen (epochs x training images) of every other record times its own; None without records."""
+    own = [d["result"]["seconds"] for d in load_kind(kind.name, records).values()]
+    if own:
+        return float(np.median(own))
+    per_image = [d["result"]["seconds"] / (d["recipe"]["epochs"] * d["data"]["train"])
+                 for p in records.glob("*/net_*.json") for d in [json.loads(p.read_text())]]
+    if not per_image:
+        return None
+    return float(np.median(per_image)) * kind.recipe.epochs * (kind.recipe.train_images or 0)
+
+
+def parse_deadline(text: str, now: float | None = None) -> float:
+    """``HH:MM`` (UTC) as epoch seconds: today's, or tomorrow's when today's has passed by more than 12 hours."""
+    import calendar
+
+    from common.errors import UserError
+
+    try:
+        hh, mm = (int(x) for x in text.split(":"))
+        if not (0 <= hh < 24 and 0 <= mm < 60):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--deadline {text!r} must be a UTC time HH:MM, e.g. 06:50") from None
+    now = time.time() if now is None else now
+    day = time.gmtime(now)
+    at = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
+    return at + 86400 if at < now - 12 * 3600 else at
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from common.errors import UserError
 
-    torch.set_num_threads(1)
     try:
         kinds = {k: kind_named(k) for k in args.kinds}
     except ValueError as e:
         raise UserError(str(e)) from None
     nets = read_networks(args.records)
-    for i in pf.parse_range(args.networks):
-        if not 0 <= i < len(nets):
-            raise UserError(f"network {i} is not in {networks_path(args.records)} (0-{len(nets) - 1})")
+    wanted = pf.parse_range(args.networks)
+    if bad := [i for i in wanted if not 0 <= i < len(nets)]:
+        raise UserError(f"network {bad[0]} is not in {networks_path(args.records)} (0-{len(nets) - 1})")
+    deadline = parse_deadline(args.deadline) if args.deadline else None
+    torch.set_num_threads(1)
+    for i in wanted:
         for name, kind in kinds.items():
             path = record_path(name, i, args.records)
             if path.exists():
+                continue
+            # A training that would run past the deadline is not started (one cut off is lost with the
+            # machine); cheaper units after it still are.
+            need = expected_seconds(kind, args.records)
+            if deadline is not None and need is not None and time.time() + need > deadline:
+                print(f"{time.strftime('%H:%M:%S')} {name} net {i}: not started, about {need:.0f} s would run past "
+                      f"the deadline {args.deadline} UTC", flush=True)
                 continue
             t0 = time.perf_counter()
             kept = args.work / name / f"net_{i:03d}.pt" if not kind.curve else None
@@ -296,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--networks", default=f"0-{N_NETWORKS - 1}", help="indices into networks.json, e.g. 0-15 or 0,2,4")
     t.add_argument("--data", default=e2e.DEFAULT_CIFAR, help="extracted CIFAR-10 ImageFolder (train/ and test/)")
     t.add_argument("--work", type=Path, default=WORK, help=f"where trainings keep their state (default {WORK})")
+    t.add_argument("--deadline", default=None, metavar="HH:MM",
+                   help="UTC time by which the sitting ends: a training expected to run past it is not started")
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("report", help="the proxies against the truth, from the records")
     r.add_argument("--json", action="store_true")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -89,6 +90,21 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
     assert pc.main(["--records", str(rec), "train", "--kinds", "cifar10-e0.5-n40", "--networks", "0-1",
                     "--data", str(data)]) == 0
     assert {p: p.stat().st_mtime_ns for p in rec.rglob("net_*.json")} == before  # nothing trained twice
+    # a deadline: a training expected to run past it is not started, and nothing is written
+    now = time.strftime("%H:%M", time.gmtime())
+    assert pc.main(["--records", str(rec), "train", "--kinds", "cifar10-e0.5-n40", "--networks", "2",
+                    "--data", str(data), "--deadline", now]) == 0
+    assert "not started" in capsys.readouterr().out and not (rec / "cifar10-e0.5-n40" / "net_002.json").exists()
+    assert pc.main(["--records", str(rec), "train", "--networks", "2", "--data", str(data), "--deadline", "25:00"]) == 2
+    assert "--deadline '25:00' must be a UTC time HH:MM" in capsys.readouterr().err
+    kind = pc.kind_named("cifar10-e1-n80")  # no records of its own: scaled from the others' seconds per image
+    per_image = np.median([d["result"]["seconds"] / (d["recipe"]["epochs"] * d["data"]["train"])
+                           for d in pc.load_kind("cifar10-e0.5-n40", rec).values()])
+    assert pc.expected_seconds(kind, rec) == pytest.approx(per_image * 80)
+    assert pc.expected_seconds(kind, tmp_path / "none") is None
+    t = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    assert pc.parse_deadline("23:00", t) == t + 46 * 60 + 40 and pc.parse_deadline("06:00", t) == t + 7 * 3600 + 46 * 60 + 40
+
     # the truth: the final recipe's 15 epochs (a few steps on this data), its state kept along the way
     assert pc.main(["--records", str(rec), "train", "--kinds", pc.TRUTH, "--networks", "2", "--data", str(data),
                     "--work", str(tmp_path / "work")]) == 0
