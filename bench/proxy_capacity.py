@@ -7,8 +7,8 @@ other way round from the final training (15 epochs on 20,000 images): it underva
 This benchmark chooses the next run's proxy on networks that play no part in that run or in any
 earlier one, and against the schedule that run's final stage uses:
 
-- the networks: samples of ``mnasnet_cifar_wide`` (the space whose late stages reach MobileNetV1's
-  widths) whose latency at 32x32, measured with onnxruntime side by side with MobileNetV3-Large 1.0's
+- the networks: samples of ``mnasnet_cifar_wide`` (the space whose late stages reach 4x the
+  skeleton's widths) whose latency at 32x32, measured with onnxruntime side by side with MobileNetV3-Large 1.0's
   (the end-to-end target network), lies within :data:`BAND` of it, so that they differ in what a
   search at that budget must tell apart, not in size. ``select`` fixes them once in
   ``networks.json`` (tokens, measured latencies, machine); every later sitting, on any machine,

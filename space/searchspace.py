@@ -322,7 +322,7 @@ def _mnasnet_cifar_wide_space() -> SearchSpace:
     return SearchSpace(
         "mnasnet_cifar_wide", base.stem, stages, base.head,
         description="mnasnet_cifar whose stages 2-6 (8x8 to 2x2 maps at 32px) offer x0.75-x4 of the skeleton's "
-                    "channels, up to MobileNetV1's widths there",
+                    "channels (128-1280; MobileNetV1 runs 256-1024 there)",
         se_rule="input", se_gate="sigmoid",
     )
 
