@@ -5,13 +5,17 @@ first layer for every (input channels, op, kernel, SE, skip, output channels, ac
 repeated stride-1 layer, plus the stem and the head for every body width and a few class counts
 (about 4,500 units for the ``mnasnet`` space at 224).
 
-``quick`` mode measures a documented sample of those: every regular-convolution (``conv``) unit,
+``quick`` mode measures a documented sample of those: every regular-convolution (``conv``) unit of
+a stage that has up to :data:`QUICK_CONV_PER_STAGE` of them (every stage of ``mnasnet``,
+``mnasnet_cifar`` and ``mobilenet_v3``) and a seeded sample of that many where a stage has more,
 a seeded uniform sample of the depthwise-separable and inverted-residual units (stratified by
 stage so that every resolution is covered), all stems and heads; the per-op model fills in the
 rest and the calibration on whole networks corrects what a per-unit sum misses. Regular
 convolutions are all measured because their speed follows the GEMM shapes onnxruntime picks
 (a per-op model trained on a quarter of them erred by ~7% per unit, against ~3% for the
-separable blocks), and they are among a network's largest units.
+separable blocks), and they are among a network's largest units. The cap is for spaces like
+``mnasnet_cifar_wide``, whose late stages hold 420-756 conv units of up to 1,280 channels and 7x7
+kernels: measuring all of them (80M weights the largest) took over an hour here.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ STEM_WIDTHS = (4, 8, 12, 16, 24, 32, 40, 48, 64)
 STEM_ACTS = ("relu", "relu6", "hswish")
 STEM_INPUTS = (1, 3)  # image channels: grey (digits) and colour
 QUICK_PER_STAGE = 100  # sampled dwconv + mbconv units per stage in quick mode
+QUICK_CONV_PER_STAGE = 180  # conv units per stage in quick mode: all of them up to this many
 TRIMMED_PER_STAGE = 40  # narrower variants of sampled units per stage (both modes), for NetAdapt
 
 
@@ -111,12 +116,12 @@ def trimmed_units(stages: list[list[Sig]], rng: np.random.Generator, per_stage: 
 
 
 def units_to_measure(space: SearchSpace, resolution: int = 224, mode: str = "quick", seed: int = 0,
-                     per_stage: int = QUICK_PER_STAGE, conv_per_stage: int | None = None,
+                     per_stage: int = QUICK_PER_STAGE, conv_per_stage: int | None = QUICK_CONV_PER_STAGE,
                      trimmed_per_stage: int = TRIMMED_PER_STAGE) -> list[Sig]:
     """The units a table of ``mode`` (``quick`` | ``full``) measures for ``space`` at ``resolution``.
 
     In quick mode, ``per_stage`` dwconv/mbconv units per stage and ``conv_per_stage`` conv units
-    per stage (``None``: all of them) are sampled. Both modes add ``trimmed_per_stage`` narrower
+    per stage (all of a stage that has no more; ``None``: all of them) are sampled. Both modes add ``trimmed_per_stage`` narrower
     variants per stage (:func:`trimmed_units`)."""
     stages = _stage_units(space, resolution)
     edges = _edge_units(space, resolution)
@@ -133,7 +138,9 @@ def units_to_measure(space: SearchSpace, resolution: int = 224, mode: str = "qui
         conv = [i for i, s in enumerate(st) if s.op == "conv"]
         other = [i for i, s in enumerate(st) if s.op != "conv"]
         keep = set(rng.permutation(other)[:per_stage].tolist())
-        keep |= set(conv if conv_per_stage is None else rng.permutation(conv)[:conv_per_stage].tolist())
+        # (no draw where every conv unit is kept, so that tables of spaces below the cap stay as they were)
+        keep |= set(conv if conv_per_stage is None or len(conv) <= conv_per_stage
+                    else rng.permutation(conv)[:conv_per_stage].tolist())
         picked += [st[i] for i in sorted(keep)]
     return edges + picked + trimmed
 

@@ -452,6 +452,17 @@ def test_quick_sample_holds_every_conv_unit_and_netadapt_like_trimmed_units():
     assert any(s.in_ch % 8 for s in trimmed)  # off onnxruntime's 8-channel blocks too
     unit_onnx_bytes(trimmed[0])  # a valid unit graph
     assert units_to_measure(space, 224, "quick") == quick  # seeded: the same sample every build
+    # A stage with more conv units than the cap (mnasnet_cifar_wide's late stages) measures a seeded sample of them.
+    from latency.sampling import QUICK_CONV_PER_STAGE
+
+    wide = get_space("mnasnet_cifar_wide")
+    stages = _stage_units(wide, 32)
+    picked = set(units_to_measure(wide, 32, "quick"))
+    for st in stages:
+        conv = [s for s in st if s.op == "conv"]
+        kept = sum(s in picked for s in conv)  # a unit two stages share may be picked by the other one too
+        assert kept == len(conv) if len(conv) <= QUICK_CONV_PER_STAGE else QUICK_CONV_PER_STAGE <= kept < len(conv) / 2
+    assert max(len([s for s in st if s.op == "conv"]) for st in stages) > 3 * QUICK_CONV_PER_STAGE
 
 
 def test_pass_order_spreads_each_items_passes_apart():
