@@ -25,7 +25,7 @@ skips what is there, and a ``final20k`` training keeps its state at every epoch'
 
     python bench/proxy_capacity.py select                 # once: times candidates against the target
     python bench/proxy_capacity.py train --networks 0-15   # resumable; two processes: 0,2,4,... and 1,3,5,...
-    python bench/proxy_capacity.py report [--json]
+    python bench/proxy_capacity.py report [--json] [--plot docs/img/proxy_capacity.png]
 """
 
 from __future__ import annotations
@@ -295,8 +295,41 @@ def summarize(records: Path = RECORDS, proxies: tuple[str, ...] = PROXIES) -> di
     return out
 
 
+def plot(records: Path, path: Path, proxies: tuple[str, ...] = PROXIES) -> Path:
+    """One panel per proxy: its accuracy against the truth's, a point per network sized by parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth = load_kind(TRUTH, records)
+    fig, axes = plt.subplots(1, len(proxies), figsize=(4.2 * len(proxies), 4), squeeze=False)
+    for ax, k in zip(axes[0], proxies):
+        proxy = load_kind(k, records)
+        nets = sorted(set(proxy) & set(truth))
+        x, y = accuracy(proxy, nets), accuracy(truth, nets)
+        size = [20 + 8 * truth[i]["proxy_params"] / 1e6 for i in nets]
+        ax.scatter([100 * v for v in x], [100 * v for v in y], s=size, alpha=0.7)
+        for i, a, b in zip(nets, x, y):
+            ax.annotate(str(i), (100 * a, 100 * b), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        tau = f", Kendall tau {pf.ranks(x, y)['kendall']:.2f}" if len(nets) > 2 else ""
+        ax.set_title(f"{k} ({len(nets)} networks{tau})", fontsize=9)
+        ax.set_xlabel(f"{k} validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{TRUTH} validation accuracy (%)")
+    fig.suptitle("proxies against the final recipe, networks within 0.8-1.2x the target's latency "
+                 "(point area: parameters)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     rep = summarize(args.records)
+    if args.plot:
+        print(f"plot: {plot(args.records, args.plot)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0
@@ -341,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("report", help="the proxies against the truth, from the records")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--plot", type=Path, default=None, help="write the proxy-against-truth scatter here")
     r.set_defaults(func=cmd_report)
     args = ap.parse_args(argv)
     try:

@@ -132,6 +132,7 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
     assert good["spearman_params"] == pytest.approx(1.0) and rep["truth_spearman_params"] == pytest.approx(1.0)
     assert rep["compare"]["cifar10-e2-n20000 - cifar10-e4"]["difference"] == pytest.approx(-2.0)
     assert rep["proxies"]["cifar10-e4-n20000"] == {"networks": 0}
-    assert pc.main(["--records", str(rec), "report"]) == 0
+    assert pc.main(["--records", str(rec), "report", "--plot", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 5000
     out = capsys.readouterr().out
     assert "final20k: 6 networks" in out and "too few networks" in out
