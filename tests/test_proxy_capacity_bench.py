@@ -73,6 +73,18 @@ def test_truth_is_the_final_recipe_on_validation_images(pc, e2e):
     assert set(pc.PROXIES) <= {pc.kind_named(k).name for k in pc.PROXIES}
 
 
+def test_every_kind_scores_the_same_validation_images_and_the_proxy_trains_on_a_prefix(pc, e2e, tmp_path):
+    import torch
+
+    from train.recipes import load_recipe_data
+
+    data, _ = final_stage_inputs(e2e, tmp_path)
+    truth = load_recipe_data(str(data), pc.kind_named(pc.TRUTH).recipe.with_changes(train_images=60), seed=0)
+    proxy = load_recipe_data(str(data), pc.kind_named("cifar10-e4").recipe.with_changes(train_images=20), seed=0)
+    assert torch.equal(truth.val.x, proxy.val.x) and torch.equal(truth.val.y, proxy.val.y)
+    assert torch.equal(truth.train.x[:20], proxy.train.x) and len(truth.train) == 60
+
+
 def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, capsys):
     data, _ = final_stage_inputs(e2e, tmp_path)
     rec = tmp_path / "rec"
