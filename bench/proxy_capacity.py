@@ -8,12 +8,12 @@ This benchmark chooses the next run's proxy on networks that play no part in tha
 earlier one, and against the schedule that run's final stage uses:
 
 - the networks: samples of ``mnasnet_cifar_wide`` (the space whose late stages reach 4x the
-  skeleton's widths) whose latency at 32x32, measured with onnxruntime side by side with MobileNetV3-Large 1.0's
-  (the end-to-end target network), lies within :data:`BAND` of it, so that they differ in what a
-  search at that budget must tell apart, not in size. ``select`` fixes them once in
-  ``networks.json`` (tokens, measured latencies, machine); every later sitting, on any machine,
-  trains the same ones. (Measured, not predicted: a quick table of this space takes hours here, its
-  late stages holding regular convolutions of up to 1,280 channels.)
+  skeleton's widths) whose latency at 32x32, measured with onnxruntime side by side with
+  MobileNetV3-Large 1.0's (the end-to-end target network), lies within :data:`BAND` of it, so that
+  they differ in what a search at that budget must tell apart, not in size. ``select`` fixes them
+  once in ``networks.json`` (tokens, measured latencies, machine); every later sitting, on any
+  machine, trains the same ones. (Measured rather than predicted: ratios timed side by side need no
+  latency table, and when the networks were chosen a quick table of this space took over an hour.)
 - the truth, ``final20k``: the end-to-end final recipe (15 epochs on 20,000 class-balanced training
   images, batch 64, AdamW, cosine, label smoothing, crop and flip), scored on 2,000 validation
   images from the rest of the training set. No test image is read.
@@ -21,7 +21,7 @@ earlier one, and against the schedule that run's final stage uses:
 
 Every training is a unit kept as a JSON record in ``bench/records/proxy_capacity/<kind>/``; ``train``
 skips what is there, and a ``final20k`` training keeps its state at every epoch's end under
-``results/proxy_capacity/`` so that a stopped one goes on within the same machine.
+``results/proxy_capacity/`` so that a stopped one goes on, on the same machine.
 
     python bench/proxy_capacity.py select                 # once: times candidates against the target
     python bench/proxy_capacity.py train --networks 0-15   # resumable; two processes: 0,2,4,... and 1,3,5,...
