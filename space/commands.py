@@ -125,8 +125,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         })
         return 0
     print("search spaces:")
+    width = max(len(s.name) for s in spaces)
     for s in spaces:
-        print(f"  {s.name:<14} {len(s.decisions)} decisions, {s.size:.2e} networks: {s.description}")
+        print(f"  {s.name:<{width}} {len(s.decisions)} decisions, {s.size:.2e} networks: {s.description}")
     print("reference networks (224x224, 1000 classes):")
     for n, c in refs.items():
         print(f"  {n:<20} {c.params:>10,} params {c.macs / 1e6:>8.1f}M MACs")

@@ -65,3 +65,14 @@ def test_sample_out_is_a_file(tmp_path):
 def test_argparse_rejects_non_positive():
     out = run_cli("space", "sample", "--n", "0", "--out", "x")
     assert out.returncode == 2 and "must be >= 1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_list_names_every_space_in_one_aligned_column():
+    from space.searchspace import SPACES
+
+    out = run_cli("space", "list")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    rows = lines[1:1 + len(SPACES)]
+    assert [r.split()[0] for r in rows] == list(SPACES)
+    assert len({r.index(" decisions,") for r in rows if int(r.split()[1]) >= 10}) == 1  # two-digit counts align
