@@ -5,8 +5,9 @@ networks scaled to the same *measured* latency.
 The deployed network is the 32x32 network as trained: the search space is ``mnasnet_cifar`` (the
 ``mnasnet`` space with the stem at stride 1, i.e. the search's proxy network at 32px; ``--space
 mnasnet_cifar_wide`` takes the one whose late stages reach 4x its widths), so the latency table,
-the search's reward, NetAdapt and the reported figures all see that network. Stages, each finished unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made,
-machine, load, code), so that the benchmark resumes in a later sitting and a fresh checkout. The
+the search's reward, NetAdapt and the reported figures all see that network. Stages, each finished
+unit kept as a JSON record under ``bench/records/end_to_end/`` (how it was made, machine, load,
+code), so that the benchmark resumes in a later sitting and a fresh checkout. The
 work in progress under ``results/`` (the table, a search's state, a NetAdapt run's newest checkpoint)
 is kept every 5 minutes in ``<records>/state/`` (``bench/workstate.py``) and put back when a sitting
 starts without it, so that a machine that does not keep ``results/`` loses at most those minutes:

@@ -230,8 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---- the report --------------------------------------------------------------------------------------
 
-def load_kind(kind: str, records: Path = RECORDS) -> dict[int, dict[str, Any]]:
-    return {int(d["network"]): d for d in (json.loads(p.read_text()) for p in sorted((records / kind).glob("net_*.json")))}
+load_kind = pf.load_records  # a kind's records by network index
 
 
 def accuracy(docs: dict[int, dict[str, Any]], nets: list[int]) -> list[float]:
@@ -266,31 +265,27 @@ def paired(a: dict[int, dict], b: dict[int, dict], truth: dict[int, dict]) -> di
     nets = sorted(set(a) & set(b) & set(truth))
     if len(nets) < 4:
         return None
-    t = accuracy(truth, nets)
-    pa, pb = accuracy(a, nets), accuracy(b, nets)
-    boot = pf.bootstrap_kendall([(pa, t), (pb, t)])
-    diff = boot[:, 0] - boot[:, 1]
-    return {"networks": len(nets), "difference": pf.ranks(pa, t)["kendall"] - pf.ranks(pb, t)["kendall"],
-            "difference_90": pf.interval(diff), "share_above_zero": float(np.mean(diff > 0))}
+    return pf.paired_kendall(accuracy(a, nets), accuracy(b, nets), accuracy(truth, nets))
 
 
 def summarize(records: Path = RECORDS, proxies: tuple[str, ...] = PROXIES) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
-    truth = load_kind(TRUTH, records)
+    loaded = {k: load_kind(k, records) for k in (TRUTH, *proxies)}
+    truth = loaded[TRUTH]
     nets = sorted(truth)
     out: dict[str, Any] = {"truth": TRUTH, "truth_networks": len(truth), "proxies": {}, "compare": {},
-                           "trained": {k: len(load_kind(k, records)) for k in (TRUTH, *proxies)}}
+                           "trained": {k: len(docs) for k, docs in loaded.items()}}
     if len(nets) >= 3:
         t = accuracy(truth, nets)
         out["truth_accuracy"] = [min(t), float(np.median(t)), max(t)]
         out["truth_spearman_params"] = float(spearmanr(t, [truth[i]["proxy_params"] for i in nets]).statistic)
         out["truth_seconds_median"] = float(np.median([truth[i]["result"]["seconds"] for i in nets]))
     for k in proxies:
-        out["proxies"][k] = proxy_against_truth(load_kind(k, records), truth)
+        out["proxies"][k] = proxy_against_truth(loaded[k], truth)
     for a in proxies:
         for b in proxies:
-            if a < b and (res := paired(load_kind(a, records), load_kind(b, records), truth)):
+            if a < b and (res := paired(loaded[a], loaded[b], truth)):
                 out["compare"][f"{a} - {b}"] = res
     return out
 

@@ -243,9 +243,10 @@ TARGET_MS = 15.0
 TUNING_NETWORKS = range(100, 200)  # networks the digits settings were chosen on; never in the report
 
 
-def load_records(kind: str) -> dict[int, dict[str, Any]]:
+def load_records(kind: str, records: Path = RECORDS) -> dict[int, dict[str, Any]]:
+    """A kind's records by network index."""
     out = {}
-    for p in sorted((RECORDS / kind).glob("net_*.json")):
+    for p in sorted((records / kind).glob("net_*.json")):
         doc = json.loads(p.read_text())
         out[int(doc["network"])] = doc
     return out
@@ -287,10 +288,16 @@ def paired_difference(a: dict[int, dict], b: dict[int, dict], long: dict[int, di
         return None
     pa, la = rewards(a, long, lat, nets)
     pb, _ = rewards(b, long, lat, nets)
-    boot = bootstrap_kendall([(pa, la), (pb, la)])
+    return paired_kendall(pa, pb, la)
+
+
+def paired_kendall(pa: list[float], pb: list[float], truth: list[float]) -> dict[str, Any]:
+    """Kendall tau of ``pa`` with ``truth`` minus that of ``pb``, the networks in one order, with a 90%
+    bootstrap interval over the same resamples for both."""
+    boot = bootstrap_kendall([(pa, truth), (pb, truth)])
     diff = boot[:, 0] - boot[:, 1]
-    point = ranks(pa, la)["kendall"] - ranks(pb, la)["kendall"]
-    return {"networks": len(nets), "difference": point, "difference_90": interval(diff),
+    point = ranks(pa, truth)["kendall"] - ranks(pb, truth)["kendall"]
+    return {"networks": len(pa), "difference": point, "difference_90": interval(diff),
             "share_above_zero": float(np.mean(diff > 0))}
 
 

@@ -121,8 +121,8 @@ def units_to_measure(space: SearchSpace, resolution: int = 224, mode: str = "qui
     """The units a table of ``mode`` (``quick`` | ``full``) measures for ``space`` at ``resolution``.
 
     In quick mode, ``per_stage`` dwconv/mbconv units per stage and ``conv_per_stage`` conv units
-    per stage (all of a stage that has no more; ``None``: all of them) are sampled. Both modes add ``trimmed_per_stage`` narrower
-    variants per stage (:func:`trimmed_units`)."""
+    per stage (all of a stage that has no more; ``None``: all of them) are sampled. Both modes add
+    ``trimmed_per_stage`` narrower variants per stage (:func:`trimmed_units`)."""
     stages = _stage_units(space, resolution)
     edges = _edge_units(space, resolution)
     rng = np.random.default_rng(seed)
