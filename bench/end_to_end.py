@@ -562,21 +562,27 @@ def refuse_failed_table(check: dict[str, Any] | None, space: str = SPACE) -> Non
                     "when the machine is idle and in its fast mode (`python cli.py latency probe` tells)")
 
 
+def table_plan(space: str, mode: str):
+    """The build plan of the benchmark's table. Calibration and self-check networks: ``space``'s own
+    samples at 32x32 (the build adds the space as a family of its own), which are what the table
+    scores here; 30 of them, so that the calibration may fit more than a scale. No range units: they
+    cover networks at 96-224px, which nothing here runs at."""
+    from latency.build import PLANS
+
+    return replace(PLANS[mode], range_per_family=0, families=(space,), calibration_per_family=30,
+                   check_per_family=10)
+
+
 def stage_table(ctx: Ctx) -> None:
     s, records = ctx.s, ctx.records
     needed = not all(read_record(f"{st}_{x}", records) for st in ("search", "netadapt") for x in STRATEGIES)
     if read_record("table", records) and (have_table(s.space) or not needed):
         return
-    from latency.build import PLANS, build
+    from latency.build import build
     from latency.selfcheck import failed
 
     t0, l0 = time.time(), os.getloadavg()[0]
-    # Calibration and self-check networks: this space's own samples at 32x32 (the build adds the
-    # space as a family of its own), which are what the table scores here; 30 of them, so that the
-    # calibration may fit more than a scale. No range units: they cover networks at 96-224px, which
-    # nothing here runs at.
-    plan = replace(PLANS[s.table_mode], range_per_family=0, families=(s.space,), calibration_per_family=30,
-                   check_per_family=10)
+    plan = table_plan(s.space, s.table_mode)
     log(f"latency table for {s.space} at {RESOLUTION}px ({s.table_mode}) in {ctx.work}")
     pred = build(DEVICE, s.space, RESOLUTION, s.table_mode, plan=plan)
     check = pred.meta.get("self_check")

@@ -86,8 +86,8 @@ def read_networks(records: Path = RECORDS) -> list[dict[str, Any]]:
 
 def select(measure, n: int = N_NETWORKS, band: tuple[float, float] = BAND, seed: int = NETWORK_SEED,
            max_draws: int = 5000, batch: int = 8, macs_band: tuple[float, float] = MACS_BAND,
-           progress=None) -> dict[str, Any]:
-    """The first ``n`` samples of :data:`SPACE` (in draw order from ``seed``) whose latency at 32x32 over
+           progress=None, space: str = SPACE) -> dict[str, Any]:
+    """The first ``n`` samples of ``space`` (in draw order from ``seed``) whose latency at 32x32 over
     the target network's lies within ``band``. ``measure`` times a list of specs side by side and
     returns their ms; each call holds the target network first and up to ``batch`` candidates, so that
     every ratio comes from one run. Candidates whose MACs lie outside ``macs_band`` times the target's
@@ -96,7 +96,7 @@ def select(measure, n: int = N_NETWORKS, band: tuple[float, float] = BAND, seed:
     from space.cost import cost
     from space.searchspace import get_space
 
-    sp = get_space(SPACE)
+    sp = get_space(space)
     target = e2e.reference_net(*e2e.TARGET_REFERENCE)
     target_macs = cost(target).macs
     chosen: list[dict[str, Any]] = []
@@ -105,7 +105,7 @@ def select(measure, n: int = N_NETWORKS, band: tuple[float, float] = BAND, seed:
         cands = []
         while len(cands) < batch and j < max_draws:
             tokens = sp.sample(seed + j)
-            spec = sp.decode(tokens, resolution=e2e.RESOLUTION, num_classes=10, in_channels=3)
+            spec = e2e.searched_net(tokens, space)
             if macs_band[0] <= cost(spec).macs / target_macs <= macs_band[1]:
                 cands.append((j, tokens, spec))
             j += 1

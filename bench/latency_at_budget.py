@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Does the end-to-end benchmark's latency table hold near the latency budget?
+
+The table of ``bench/end_to_end.py`` (32x32, quick mode) is calibrated and self-checked on the space's
+random samples. In ``mnasnet_cifar_wide`` most of those take 1.4-2.4x the target network's time
+(``bench/proxy_capacity.py select`` timed 168 of them), while a search steers among networks near the
+target, and scores them as it trains them: 10 classes, 3 input channels, the space's own 32x32
+decoding. This benchmark measures the table there, on networks no build or earlier study used:
+
+1. the table, built as the end-to-end benchmark builds it (:func:`end_to_end.table_plan`) in its own
+   work folder, or reused from there;
+2. fresh samples of the space (seed :data:`SEED` on) whose latency, timed side by side with the target
+   network (MobileNetV3-Large 1.0 at 32x32), lies within ``--band`` of it, and for contrast the first
+   ``--random`` samples of another seed, whatever their latency;
+3. each of them timed again side by side with the target, in groups gated by the machine's fast mode
+   (:func:`end_to_end.side_by_side`), and predicted by the table.
+
+It reports the error of each prediction against its measurement (within 5% / 10%, MAPE, median
+signed error) and against the target's ratio (prediction over the target's prediction against
+measurement over the target's measurement: what decides where a search lands relative to its
+target, whatever speed mode the machine was in).
+
+    python bench/latency_at_budget.py [--space mnasnet_cifar_wide] [--n 30] [--band 0.6,1.6] [--random 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import end_to_end as e2e  # noqa: E402  (a bench script, not a package)
+
+e2e.repo_first()
+pc = e2e._bench_module("proxy_capacity")
+
+SPACE = "mnasnet_cifar_wide"
+SEED = 400_000  # the proxy studies drew from 100,000+ and 300,000+
+RANDOM_SEED = 450_000
+WORK = e2e.ROOT / "results" / "latency_at_budget"
+RECORDS = BENCH / "records" / "latency_at_budget"
+GROUP = 6  # networks per side-by-side timing, beside the target
+FORMAT = "hwnas-latency-at-budget/1"
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def parse_band(text: str) -> tuple[float, float]:
+    from common.errors import UserError
+
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--band {text!r} must be two ratios LO,HI, e.g. 0.6,1.6") from None
+    if not 0 < lo < hi:
+        raise UserError(f"--band {text!r}: need 0 < LO < HI")
+    return lo, hi
+
+
+def ensure_table(space: str, mode: str):
+    """The benchmark's table of ``space`` at 32x32 in the work folder (``HWNAS_RESULTS``): built when
+    missing, with the end-to-end plan; its predictor."""
+    from latency.build import build
+    from latency.load import load_predictor
+
+    if e2e.have_table(space):
+        return load_predictor(e2e.DEVICE, space, e2e.RESOLUTION)
+    log(f"building the {mode} table of {space} at {e2e.RESOLUTION}px in {os.environ['HWNAS_RESULTS']}")
+    return build(e2e.DEVICE, space, e2e.RESOLUTION, mode, plan=e2e.table_plan(space, mode))
+
+
+def random_networks(space: str, n: int, seed: int) -> list[dict[str, Any]]:
+    from space.searchspace import get_space
+
+    sp = get_space(space)
+    return [{"draw": j, "tokens": "-".join(map(str, sp.sample(seed + j)))} for j in range(n)]
+
+
+def time_beside_target(specs: list, group: int = GROUP) -> tuple[list[float], list[float]]:
+    """Each spec's ms, and the target's ms of its group: every group timed side by side, target first."""
+    target = e2e.reference_net(*e2e.TARGET_REFERENCE)
+    ms, target_ms = [], []
+    for k in range(0, len(specs), group):
+        part = specs[k:k + group]
+        got = e2e.side_by_side_ms([target, *part])
+        ms += got[1:]
+        target_ms += [got[0]] * len(part)
+        log(f"timed {k + len(part)} of {len(specs)}: target {got[0]:.3f} ms, " + " ".join(f"{m:.3f}" for m in got[1:]))
+    return ms, target_ms
+
+
+def scores(pred: np.ndarray, meas: np.ndarray, pred_t: float, meas_t: np.ndarray) -> dict[str, Any]:
+    from latency.validate import metrics
+
+    rel = pred / meas - 1
+    ratio = (pred / pred_t) / (meas / meas_t) - 1
+    return {"absolute": {**metrics(pred, meas), "median_error": float(np.median(rel))},
+            "relative_to_target": {"within_5pct": float(np.mean(np.abs(ratio) <= 0.05)),
+                                   "within_10pct": float(np.mean(np.abs(ratio) <= 0.10)),
+                                   "mape": float(np.mean(np.abs(ratio)) * 100),
+                                   "median_error": float(np.median(ratio))}}
+
+
+def line(name: str, sc: dict[str, Any]) -> str:
+    a, r = sc["absolute"], sc["relative_to_target"]
+    return (f"{name:<12} n={a['n']:>3}  within 10%: {a['within_10pct']:.2f} (5%: {a['within_5pct']:.2f}), "
+            f"MAPE {a['mape']:.1f}%, median {a['median_error']:+.1%}, Spearman {a['spearman']:.3f} | "
+            f"against the target's ratio: within 10% {r['within_10pct']:.2f}, MAPE {r['mape']:.1f}%, "
+            f"median {r['median_error']:+.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default=SPACE)
+    ap.add_argument("--table-mode", default="quick", choices=("quick", "full"))
+    ap.add_argument("--n", type=int, default=30, help="networks within --band of the target (default 30)")
+    ap.add_argument("--band", default="0.6,1.6", help="their latency over the target's, timed side by side")
+    ap.add_argument("--random", type=int, default=10, help="random samples of the space for contrast (default 10)")
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--work", type=Path, default=WORK, help="the table's folder (HWNAS_RESULTS)")
+    ap.add_argument("--records", type=Path, default=None, help="default bench/records/latency_at_budget/<UTC time>")
+    args = ap.parse_args(argv)
+    from common.errors import UserError
+
+    try:
+        band = parse_band(args.band)
+        if args.n < 1 or args.random < 0:
+            raise UserError("--n must be at least 1 and --random at least 0")
+        e2e.Settings(space=args.space).check()
+        return run(args, band)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, band: tuple[float, float]) -> int:
+    import torch
+
+    from common.atomic import atomic_write_text
+
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ["HWNAS_RESULTS"] = str(args.work)
+    records = args.records or RECORDS / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
+    records.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    pred = ensure_table(args.space, args.table_mode)
+    log(f"table: {pred.meta.get('self_check', {})}")
+    chosen = pc.select(pc.measure_side_by_side, args.n, band, args.seed, space=args.space,
+                       progress=lambda s: log(f"select: {s}"))
+    sets = {"near": chosen["networks"], "random": random_networks(args.space, args.random, RANDOM_SEED)}
+    doc: dict[str, Any] = {"format": FORMAT, "space": args.space, "band": list(band), "seed": args.seed,
+                           "random_seed": RANDOM_SEED, "select": {k: chosen[k] for k in ("draws", "timed")},
+                           "table_self_check": pred.meta.get("self_check"), "sets": {}}
+    target = e2e.reference_net(*e2e.TARGET_REFERENCE)
+    pred_t = float(pred.predict(target))
+    for name, nets in sets.items():
+        if not nets:
+            continue
+        specs = [e2e.searched_net([int(t) for t in n["tokens"].split("-")], args.space) for n in nets]
+        ms, tms = time_beside_target(specs)
+        p = pred.predict_many(specs)
+        sc = scores(np.asarray(p), np.asarray(ms), pred_t, np.asarray(tms))
+        rows = [{"draw": n["draw"], "tokens": n["tokens"], "predicted_ms": round(float(a), 4), "ms": round(m, 4),
+                 "target_ms": round(t, 4)} for n, a, m, t in zip(nets, p, ms, tms)]
+        doc["sets"][name] = {"scores": sc, "networks": rows}
+        log(line(name, sc))
+    all_t = [r["target_ms"] for s in doc["sets"].values() for r in s["networks"]]
+    doc["target"] = {"predicted_ms": round(pred_t, 4), "ms_median": round(float(np.median(all_t)), 4),
+                     "error": round(pred_t / float(np.median(all_t)) - 1, 4)}
+    log(f"target network: predicted {pred_t:.3f} ms, measured {np.median(all_t):.3f} ms (median of its groups), "
+        f"{doc['target']['error']:+.1%}")
+    doc.update(seconds=round(time.time() - t0, 1), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               machine=pc.pf.machine(), code=pc.pf.git_commit())
+    path = records / "report.json"
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    log(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
