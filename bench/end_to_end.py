@@ -562,15 +562,16 @@ def refuse_failed_table(check: dict[str, Any] | None, space: str = SPACE) -> Non
                     "when the machine is idle and in its fast mode (`python cli.py latency probe` tells)")
 
 
-def table_plan(space: str, mode: str):
+def table_plan(space: str, mode: str, near_ms: tuple[float, float] | None = None):
     """The build plan of the benchmark's table. Calibration and self-check networks: ``space``'s own
     samples at 32x32 (the build adds the space as a family of its own), which are what the table
-    scores here; 30 of them, so that the calibration may fit more than a scale. No range units: they
-    cover networks at 96-224px, which nothing here runs at."""
+    scores here; 30 of them, so that the calibration may fit more than a scale; with ``near_ms``,
+    those whose plain unit sum lies nearest that range (``latency.build.Plan``). No range units:
+    they cover networks at 96-224px, which nothing here runs at."""
     from latency.build import PLANS
 
     return replace(PLANS[mode], range_per_family=0, families=(space,), calibration_per_family=30,
-                   check_per_family=10)
+                   check_per_family=10, near_ms=near_ms)
 
 
 def stage_table(ctx: Ctx) -> None:

@@ -8,10 +8,11 @@ target, and scores them as it trains them: 10 classes, 3 input channels, the spa
 decoding. This benchmark measures the table there, on networks no build or earlier study used:
 
 1. the table, built as the end-to-end benchmark builds it (:func:`end_to_end.table_plan`) in its own
-   work folder, or reused from there;
+   work folder, or reused from there; with ``--near LO,HI``, calibrated and self-checked on networks
+   whose plain unit sum lies within LO-HI x the target network's latency (measured first);
 2. fresh samples of the space (seed :data:`SEED` on) whose latency, timed side by side with the target
    network (MobileNetV3-Large 1.0 at 32x32), lies within ``--band`` of it, and for contrast the first
-   ``--random`` samples of another seed, whatever their latency;
+   ``--random`` samples of ``--seed`` + :data:`RANDOM_OFFSET`, whatever their latency;
 3. each of them timed again side by side with the target, in groups gated by the machine's fast mode
    (:func:`end_to_end.side_by_side`), and predicted by the table.
 
@@ -21,6 +22,7 @@ measurement over the target's measurement: what decides where a search lands rel
 target, whatever speed mode the machine was in).
 
     python bench/latency_at_budget.py [--space mnasnet_cifar_wide] [--n 30] [--band 0.6,1.6] [--random 10]
+    python bench/latency_at_budget.py --near 0.6,1.6 --seed 500000 --work results/latency_at_budget_near
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ pc = e2e._bench_module("proxy_capacity")
 
 SPACE = "mnasnet_cifar_wide"
 SEED = 400_000  # the proxy studies drew from 100,000+ and 300,000+
-RANDOM_SEED = 450_000
+RANDOM_OFFSET = 50_000  # the random set's seed: --seed plus this
 WORK = e2e.ROOT / "results" / "latency_at_budget"
 RECORDS = BENCH / "records" / "latency_at_budget"
 GROUP = 6  # networks per side-by-side timing, beside the target
@@ -55,28 +57,34 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def parse_band(text: str) -> tuple[float, float]:
+def parse_band(text: str, flag: str = "--band") -> tuple[float, float]:
     from common.errors import UserError
 
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
-        raise UserError(f"--band {text!r} must be two ratios LO,HI, e.g. 0.6,1.6") from None
+        raise UserError(f"{flag} {text!r} must be two ratios LO,HI, e.g. 0.6,1.6") from None
     if not 0 < lo < hi:
-        raise UserError(f"--band {text!r}: need 0 < LO < HI")
+        raise UserError(f"{flag} {text!r}: need 0 < LO < HI")
     return lo, hi
 
 
-def ensure_table(space: str, mode: str):
+def ensure_table(space: str, mode: str, near: tuple[float, float] | None = None):
     """The benchmark's table of ``space`` at 32x32 in the work folder (``HWNAS_RESULTS``): built when
-    missing, with the end-to-end plan; its predictor."""
+    missing, with the end-to-end plan; its predictor. ``near`` (ratios to the target network's
+    latency, measured first) calibrates it on networks whose unit sum lies in that range."""
     from latency.build import build
     from latency.load import load_predictor
 
     if e2e.have_table(space):
         return load_predictor(e2e.DEVICE, space, e2e.RESOLUTION)
+    near_ms = None
+    if near is not None:
+        t = e2e.measure_ms(e2e.reference_net(*e2e.TARGET_REFERENCE))
+        near_ms = (near[0] * t, near[1] * t)
+        log(f"target network {t:.3f} ms: calibration networks near {near_ms[0]:.3f}-{near_ms[1]:.3f} ms")
     log(f"building the {mode} table of {space} at {e2e.RESOLUTION}px in {os.environ['HWNAS_RESULTS']}")
-    return build(e2e.DEVICE, space, e2e.RESOLUTION, mode, plan=e2e.table_plan(space, mode))
+    return build(e2e.DEVICE, space, e2e.RESOLUTION, mode, plan=e2e.table_plan(space, mode, near_ms))
 
 
 def random_networks(space: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -126,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=30, help="networks within --band of the target (default 30)")
     ap.add_argument("--band", default="0.6,1.6", help="their latency over the target's, timed side by side")
     ap.add_argument("--random", type=int, default=10, help="random samples of the space for contrast (default 10)")
+    ap.add_argument("--near", default=None, metavar="LO,HI",
+                    help="build the table calibrated on networks near LO-HI x the target's latency (a new --work)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--work", type=Path, default=WORK, help="the table's folder (HWNAS_RESULTS)")
     ap.add_argument("--records", type=Path, default=None, help="default bench/records/latency_at_budget/<UTC time>")
@@ -134,16 +144,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         band = parse_band(args.band)
+        near = parse_band(args.near, "--near") if args.near else None
         if args.n < 1 or args.random < 0:
             raise UserError("--n must be at least 1 and --random at least 0")
         e2e.Settings(space=args.space).check()
-        return run(args, band)
+        return run(args, band, near)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def run(args: argparse.Namespace, band: tuple[float, float]) -> int:
+def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, float] | None) -> int:
     import torch
 
     from common.atomic import atomic_write_text
@@ -154,13 +165,14 @@ def run(args: argparse.Namespace, band: tuple[float, float]) -> int:
     records = args.records or RECORDS / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
     records.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pred = ensure_table(args.space, args.table_mode)
+    pred = ensure_table(args.space, args.table_mode, near)
     log(f"table: {pred.meta.get('self_check', {})}")
     chosen = pc.select(pc.measure_side_by_side, args.n, band, args.seed, space=args.space,
                        progress=lambda s: log(f"select: {s}"))
-    sets = {"near": chosen["networks"], "random": random_networks(args.space, args.random, RANDOM_SEED)}
+    sets = {"near": chosen["networks"], "random": random_networks(args.space, args.random, args.seed + RANDOM_OFFSET)}
     doc: dict[str, Any] = {"format": FORMAT, "space": args.space, "band": list(band), "seed": args.seed,
-                           "random_seed": RANDOM_SEED, "select": {k: chosen[k] for k in ("draws", "timed")},
+                           "random_seed": args.seed + RANDOM_OFFSET, "select": {k: chosen[k] for k in ("draws", "timed")},
+                           "calibration_near_ms": pred.meta.get("calibration_near_ms"),
                            "table_self_check": pred.meta.get("self_check"), "sets": {}}
     target = e2e.reference_net(*e2e.TARGET_REFERENCE)
     pred_t = float(pred.predict(target))

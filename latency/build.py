@@ -47,7 +47,11 @@ class Plan:
     ``family_resolution`` draws the movable families (:func:`latency.families.movable`) at another
     input size (small test tables); ``own`` is the built space and resolution (:func:`for_space`),
     whose family is drawn at that resolution; ``passes``: fresh sessions of every model;
-    ``wait_fast_s``: how long each round may wait for the machine's fast mode before it starts."""
+    ``wait_fast_s``: how long each round may wait for the machine's fast mode before it starts;
+    ``near_ms`` (lo, hi): draw the calibration and self-check networks among those whose plain unit
+    sum (:meth:`~latency.predictor.Predictor.unit_sum`, after the units are measured) lies in that
+    range, the nearest to it where too few do, so that the calibration is fitted where the table is
+    used (a search near its latency budget) rather than over the space's random samples."""
 
     range_per_family: int
     adaptive: int
@@ -58,6 +62,7 @@ class Plan:
     passes: int = MEASURE_PASSES
     own: tuple[str, int] | None = None
     wait_fast_s: float = 0.0
+    near_ms: tuple[float, float] | None = None
 
 
 # full: every unit of the space plus about 1,300 more over the range users' networks take (target:
@@ -87,27 +92,53 @@ def for_space(plan: Plan, space: str, resolution: int) -> Plan:
     return replace(plan, families=fams, own=(space, resolution))
 
 
-def _draw(plan: Plan, per_family: int, seed: int, exclude: set[str]) -> list[tuple[str, ArchSpec]]:
+NEAR_CANDIDATES = 40  # with ``near_ms``, candidates drawn per network kept
+
+
+def _draw(plan: Plan, per_family: int, seed: int, exclude: set[str],
+          unit_sum: Predictor | None = None) -> list[tuple[str, ArchSpec]]:
     out, taken = [], set(exclude)
+    near = plan.near_ms is not None and unit_sum is not None
     for f in plan.families:
         if plan.own is not None and f == plan.own[0]:
             res = plan.own[1] if plan.own[1] != families.RESOLUTION else None
         else:
             res = plan.family_resolution if families.movable(f) else None
-        for spec in families.draw(f, per_family, seed, taken, res):
+        specs = families.draw(f, per_family * (NEAR_CANDIDATES if near else 1), seed, taken, res)
+        if near:
+            specs = nearest(specs, unit_sum.unit_sum_many(specs), plan.near_ms)[:per_family]
+        for spec in specs:
             out.append((f, spec))
             taken.add(families.key(spec))
     return out
 
 
-def calibration_specs(plan: Plan, exclude: set[str] = frozenset(), seed: int = CALIBRATION_SEED) -> list[tuple[str, ArchSpec]]:
-    """The plan's calibration networks as (family, spec), none of the :func:`held_out_references`."""
-    return _draw(plan, plan.calibration_per_family, seed, set(exclude) | held_out_references())
+def nearest(specs: list[ArchSpec], ms: np.ndarray, band: tuple[float, float]) -> list[ArchSpec]:
+    """``specs`` ordered by how far (in log ms) each one's ``ms`` lies outside ``band``: those within
+    it first, in draw order."""
+    lo, hi = band
+    dist = np.maximum(np.log(lo / np.asarray(ms)), 0) + np.maximum(np.log(np.asarray(ms) / hi), 0)
+    return [specs[i] for i in np.argsort(dist, kind="stable")]
 
 
-def check_specs(plan: Plan, seed: int, exclude: set[str]) -> list[tuple[str, ArchSpec]]:
-    """Fresh self-check networks as (family, spec), none in ``exclude``."""
-    return _draw(plan, plan.check_per_family, seed, exclude)
+def calibration_specs(plan: Plan, exclude: set[str] = frozenset(), seed: int = CALIBRATION_SEED,
+                      unit_sum: Predictor | None = None) -> list[tuple[str, ArchSpec]]:
+    """The plan's calibration networks as (family, spec), none of the :func:`held_out_references`;
+    with ``plan.near_ms``, chosen by ``unit_sum``'s plain sums."""
+    return _draw(plan, plan.calibration_per_family, seed, set(exclude) | held_out_references(), unit_sum)
+
+
+def check_specs(plan: Plan, seed: int, exclude: set[str], unit_sum: Predictor | None = None) -> list[tuple[str, ArchSpec]]:
+    """Fresh self-check networks as (family, spec), none in ``exclude``; with ``plan.near_ms``, chosen
+    as the calibration networks are."""
+    return _draw(plan, plan.check_per_family, seed, exclude, unit_sum)
+
+
+def _unit_sums(device: str) -> Predictor:
+    """The per-op models of the device's table with no calibration: plain unit sums."""
+    from latency.table import LatencyTable
+
+    return Predictor.fit(LatencyTable.load(units_path(device)))
 
 
 def build(device: str = LOCAL_DEVICE, space: str = "mnasnet", resolution: int = 224, mode: str = DEFAULT_MODE,
@@ -164,19 +195,30 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     units = _missing(device, grid + range_units(plan.range_per_family))
     nets_df, _ = load_networks(device)
     have_nets = {families.key(ArchSpec.from_json(s)) for s in nets_df["spec"]} if len(nets_df) else set()
-    calib = [(f, s) for f, s in calibration_specs(plan) if families.key(s) not in have_nets]
-    if progress:
+    record = {"space": space, "resolution": resolution, "mode": mode}
+    near = plan.near_ms is not None
+    if near:  # the units first: the calibration networks are chosen by their unit sums
+        if progress:
+            print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): {len(units)} units to "
+                  f"measure, then {plan.calibration_per_family} calibration networks per family whose unit sum lies "
+                  f"near {plan.near_ms[0]:g}-{plan.near_ms[1]:g} ms", file=sys.stderr)
+        first = _measure(device, units, [], threads, provider, progress, record, plan.passes)
+    sums = _unit_sums(device) if near else None
+    calib = [(f, s) for f, s in calibration_specs(plan, unit_sum=sums) if families.key(s) not in have_nets]
+    if progress and not near:
         print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): {len(units)} units and "
               f"{len(calib)} calibration networks to measure, then up to {plan.adaptive} units where the per-op models "
               f"err most and {plan.check_per_family * len(plan.families)} self-check networks", file=sys.stderr)
-    spreads = _measure(device, units, [(f, "calibration", s) for f, s in calib], threads, provider, progress,
-                       {"space": space, "resolution": resolution, "mode": mode}, plan.passes)
+    spreads = _measure(device, [] if near else units, [(f, "calibration", s) for f, s in calib], threads, provider,
+                       progress, None if near else record, plan.passes)
+    if near:
+        spreads = _Measured(first.units, [])
     loads.append(selfcheck.machine_load())
     probes.append(_probe(threads, provider))
     adaptive, cv = _adaptive_units(device, set(grid), plan.adaptive)
     seed = fresh_seed()
     used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
-    checks = check_specs(plan, seed, used)
+    checks = check_specs(plan, seed, used, _unit_sums(device) if near else None)
     waited.append(_wait_for_fast(threads, provider, plan.wait_fast_s))
     got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
                    plan.passes)
@@ -185,6 +227,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     used_before = LatencyTable.load(units_path(device)).meta.get("used_networks", [])
     drawn = [s for f in families.FAMILIES for s in families.draw(f, plan.range_per_family, RANGE_SEED)]
     _update_meta(device, {"adaptive": {"units": len(adaptive), "cv_error_before": cv},
+                          "calibration_near_ms": list(plan.near_ms) if near else None,
                           "probe": {"levels_ms": [round(v, 5) for v in probes], "reference_ms": _record_probe(
                               min(probes), threads, provider), "waited_s": waited},
                           "used_networks": list(dict.fromkeys(used_before + [families.fingerprint(s) for s in drawn] +

@@ -795,3 +795,37 @@ def test_build_checks_itself_on_fresh_networks(tmp_path, monkeypatch):
     from latency import probe
 
     assert len(meta["probe"]["levels_ms"]) == 3 and meta["probe"]["reference_ms"] == probe.reference_ms() > 0
+
+
+def test_build_can_calibrate_on_networks_near_a_latency(tmp_path, monkeypatch):
+    """``Plan.near_ms``: the units first, then calibration and self-check networks chosen by their plain
+    unit sums, those within the range first in draw order."""
+    from latency.build import CALIBRATION_SEED, Plan, _unit_sums, build, calibration_specs, for_space, nearest
+    from latency.families import draw, key
+    from latency.files import load_networks
+
+    assert [s for s in nearest(["a", "b", "c", "d"], np.array([5.0, 1.0, 2.5, 2.0]), (2.0, 3.0))] == ["c", "d", "a", "b"]  # log distance: 5 is nearer 3 than 1 is to 2
+    monkeypatch.setenv("HWNAS_RESULTS", str(tmp_path / "r"))
+    sample = {"per_stage": 4, "conv_per_stage": 1, "trimmed_per_stage": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build("micro", "mnasnet", 16, "quick", progress=False, sample=sample, plan=Plan(0, 0, 0, 0, families=()))
+    sums = _unit_sums("micro")
+    ms = sums.unit_sum_many(draw("mnasnet", 120, CALIBRATION_SEED, resolution=16))
+    band = (float(np.quantile(ms, 0.1)), float(np.quantile(ms, 0.3)))  # where few random draws lie
+    plan = Plan(0, 0, 3, 1, families=("mnasnet",), family_resolution=16, near_ms=band)
+    calib = calibration_specs(for_space(plan, "mnasnet", 16), unit_sum=sums)
+    got = sums.unit_sum_many([s for _, s in calib])
+    assert len(calib) == 3 and all(band[0] <= m <= band[1] for m in got)
+    assert not all(band[0] <= m <= band[1] for m in ms[:3])  # the plain draws would not have been
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = build("micro", "mnasnet", 16, "quick", progress=False, sample=sample, plan=plan)
+    assert pred.meta["calibration_near_ms"] == list(band)
+    nets, _ = load_networks("micro")
+    from space.archspec import ArchSpec
+
+    measured = {key(ArchSpec.from_json(s)) for s in nets["spec"]}  # the calibration networks (checks are not kept)
+    assert measured == {key(s) for _, s in calib}
+    rec = pred.meta["self_check"]
+    assert rec["n"] == 1

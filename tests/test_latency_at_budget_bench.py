@@ -39,6 +39,7 @@ def test_random_networks_are_the_space_samples_of_their_seed(lab):
     (["--band", "1.6,0.6"], "need 0 < LO < HI"),
     (["--band", "wide"], "must be two ratios"),
     (["--n", "0"], "--n must be at least 1"),
+    (["--near", "0.9"], "--near '0.9' must be two ratios"),
     (["--space", "mnasnet"], "stem is at stride 1"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(lab, argv, message, capsys, tmp_path):
