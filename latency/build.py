@@ -106,19 +106,11 @@ def _draw(plan: Plan, per_family: int, seed: int, exclude: set[str],
             res = plan.family_resolution if families.movable(f) else None
         specs = families.draw(f, per_family * (NEAR_CANDIDATES if near else 1), seed, taken, res)
         if near:
-            specs = nearest(specs, unit_sum.unit_sum_many(specs), plan.near_ms)[:per_family]
+            specs = families.nearest(specs, unit_sum.unit_sum_many(specs), plan.near_ms)[:per_family]
         for spec in specs:
             out.append((f, spec))
             taken.add(families.key(spec))
     return out
-
-
-def nearest(specs: list[ArchSpec], ms: np.ndarray, band: tuple[float, float]) -> list[ArchSpec]:
-    """``specs`` ordered by how far (in log ms) each one's ``ms`` lies outside ``band``: those within
-    it first, in draw order."""
-    lo, hi = band
-    dist = np.maximum(np.log(lo / np.asarray(ms)), 0) + np.maximum(np.log(np.asarray(ms) / hi), 0)
-    return [specs[i] for i in np.argsort(dist, kind="stable")]
 
 
 def calibration_specs(plan: Plan, exclude: set[str] = frozenset(), seed: int = CALIBRATION_SEED,

@@ -186,3 +186,11 @@ def draw(family: str, n: int, seed: int, exclude: set[str] | frozenset[str] = fr
         if k not in exclude:
             out.setdefault(k, spec)
     return list(out.values())
+
+
+def nearest(specs: list[ArchSpec], ms: np.ndarray, band: tuple[float, float]) -> list[ArchSpec]:
+    """``specs`` ordered by how far (in log ms) each one's ``ms`` lies outside ``band``: those within
+    it first, in draw order."""
+    lo, hi = band
+    dist = np.maximum(np.log(lo / np.asarray(ms)), 0) + np.maximum(np.log(np.asarray(ms) / hi), 0)
+    return [specs[i] for i in np.argsort(dist, kind="stable")]

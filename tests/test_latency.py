@@ -800,8 +800,8 @@ def test_build_checks_itself_on_fresh_networks(tmp_path, monkeypatch):
 def test_build_can_calibrate_on_networks_near_a_latency(tmp_path, monkeypatch):
     """``Plan.near_ms``: the units first, then calibration and self-check networks chosen by their plain
     unit sums, those within the range first in draw order."""
-    from latency.build import CALIBRATION_SEED, Plan, _unit_sums, build, calibration_specs, for_space, nearest
-    from latency.families import draw, key
+    from latency.build import CALIBRATION_SEED, Plan, _unit_sums, build, calibration_specs, for_space
+    from latency.families import draw, key, nearest
     from latency.files import load_networks
 
     assert [s for s in nearest(["a", "b", "c", "d"], np.array([5.0, 1.0, 2.5, 2.0]), (2.0, 3.0))] == ["c", "d", "a", "b"]  # log distance: 5 is nearer 3 than 1 is to 2
