@@ -69,7 +69,7 @@ def parse_band(text: str, flag: str = "--band") -> tuple[float, float]:
     return lo, hi
 
 
-def ensure_table(space: str, mode: str, near: tuple[float, float] | None = None):
+def ensure_table(space: str, mode: str, target, near: tuple[float, float] | None = None):
     """The benchmark's table of ``space`` at 32x32 in the work folder (``HWNAS_RESULTS``): built when
     missing, with the end-to-end plan; its predictor. ``near`` (ratios to the target network's
     latency, measured first) calibrates it on networks whose unit sum lies in that range."""
@@ -80,7 +80,7 @@ def ensure_table(space: str, mode: str, near: tuple[float, float] | None = None)
         return load_predictor(e2e.DEVICE, space, e2e.RESOLUTION)
     near_ms = None
     if near is not None:
-        t = e2e.measure_ms(e2e.reference_net(*e2e.TARGET_REFERENCE))
+        t = e2e.measure_ms(target)
         near_ms = (near[0] * t, near[1] * t)
         log(f"target network {t:.3f} ms: calibration networks near {near_ms[0]:.3f}-{near_ms[1]:.3f} ms")
     log(f"building the {mode} table of {space} at {e2e.RESOLUTION}px in {os.environ['HWNAS_RESULTS']}")
@@ -94,9 +94,8 @@ def random_networks(space: str, n: int, seed: int) -> list[dict[str, Any]]:
     return [{"draw": j, "tokens": "-".join(map(str, sp.sample(seed + j)))} for j in range(n)]
 
 
-def time_beside_target(specs: list, group: int = GROUP) -> tuple[list[float], list[float]]:
-    """Each spec's ms, and the target's ms of its group: every group timed side by side, target first."""
-    target = e2e.reference_net(*e2e.TARGET_REFERENCE)
+def time_beside_target(specs: list, target, group: int = GROUP) -> tuple[list[float], list[float]]:
+    """Each spec's ms, and ``target``'s ms of its group: every group timed side by side, target first."""
     ms, target_ms = [], []
     for k in range(0, len(specs), group):
         part = specs[k:k + group]
@@ -165,7 +164,8 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
     records = args.records or RECORDS / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
     records.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pred = ensure_table(args.space, args.table_mode, near)
+    target = e2e.reference_net(*e2e.TARGET_REFERENCE)
+    pred = ensure_table(args.space, args.table_mode, target, near)
     log(f"table: {pred.meta.get('self_check', {})}")
     chosen = pc.select(pc.measure_side_by_side, args.n, band, args.seed, space=args.space,
                        progress=lambda s: log(f"select: {s}"))
@@ -174,13 +174,12 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
                            "random_seed": args.seed + RANDOM_OFFSET, "select": {k: chosen[k] for k in ("draws", "timed")},
                            "calibration_near_ms": pred.meta.get("calibration_near_ms"),
                            "table_self_check": pred.meta.get("self_check"), "sets": {}}
-    target = e2e.reference_net(*e2e.TARGET_REFERENCE)
     pred_t = float(pred.predict(target))
     for name, nets in sets.items():
         if not nets:
             continue
         specs = [e2e.searched_net([int(t) for t in n["tokens"].split("-")], args.space) for n in nets]
-        ms, tms = time_beside_target(specs)
+        ms, tms = time_beside_target(specs, target)
         p = pred.predict_many(specs)
         sc = scores(np.asarray(p), np.asarray(ms), pred_t, np.asarray(tms))
         rows = [{"draw": n["draw"], "tokens": n["tokens"], "predicted_ms": round(float(a), 4), "ms": round(m, 4),

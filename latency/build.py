@@ -189,28 +189,29 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
     have_nets = {families.key(ArchSpec.from_json(s)) for s in nets_df["spec"]} if len(nets_df) else set()
     record = {"space": space, "resolution": resolution, "mode": mode}
     near = plan.near_ms is not None
+    first = _Measured(np.zeros(0), [])
     if near:  # the units first: the calibration networks are chosen by their unit sums
         if progress:
             print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): {len(units)} units to "
                   f"measure, then {plan.calibration_per_family} calibration networks per family whose unit sum lies "
                   f"near {plan.near_ms[0]:g}-{plan.near_ms[1]:g} ms", file=sys.stderr)
         first = _measure(device, units, [], threads, provider, progress, record, plan.passes)
+        units, record = [], None  # measured and recorded: the next round times networks only
+    # No unit is measured between here and the self-check's draw, so one fit serves both.
     sums = _unit_sums(device) if near else None
     calib = [(f, s) for f, s in calibration_specs(plan, unit_sum=sums) if families.key(s) not in have_nets]
     if progress and not near:
         print(f"latency build ({device}, space {space}, resolution {resolution}, {mode}): {len(units)} units and "
               f"{len(calib)} calibration networks to measure, then up to {plan.adaptive} units where the per-op models "
               f"err most and {plan.check_per_family * len(plan.families)} self-check networks", file=sys.stderr)
-    spreads = _measure(device, [] if near else units, [(f, "calibration", s) for f, s in calib], threads, provider,
-                       progress, None if near else record, plan.passes)
-    if near:
-        spreads = _Measured(first.units, [])
+    spreads = _measure(device, units, [(f, "calibration", s) for f, s in calib], threads, provider, progress, record,
+                       plan.passes)
     loads.append(selfcheck.machine_load())
     probes.append(_probe(threads, provider))
     adaptive, cv = _adaptive_units(device, set(grid), plan.adaptive)
     seed = fresh_seed()
     used = have_nets | {families.key(s) for _, s in calib} | range_keys(plan)
-    checks = check_specs(plan, seed, used, _unit_sums(device) if near else None)
+    checks = check_specs(plan, seed, used, sums)
     waited.append(_wait_for_fast(threads, provider, plan.wait_fast_s))
     got = _measure(device, adaptive, [(f, "check", s) for f, s in checks], threads, provider, progress, None,
                    plan.passes)
@@ -225,7 +226,7 @@ def build_unlocked(device: str, space: str, resolution: int, mode: str, threads:
                           "used_networks": list(dict.fromkeys(used_before + [families.fingerprint(s) for s in drawn] +
                                                               [families.fingerprint(s) for _, s in checks]))})
     pred = fit_predictor(device, space, resolution)
-    rec = record_self_check(device, pred, got.checks, seed, np.concatenate([spreads.units, got.units]), loads,
+    rec = record_self_check(device, pred, got.checks, seed, np.concatenate([first.units, spreads.units, got.units]), loads,
                             round(time.time() - t0, 1))
     if progress:
         print(selfcheck.summary(rec), file=sys.stderr)
