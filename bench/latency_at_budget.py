@@ -77,7 +77,9 @@ def ensure_table(space: str, mode: str, target, near: tuple[float, float] | None
     from latency.load import load_predictor
 
     if e2e.have_table(space):
-        return load_predictor(e2e.DEVICE, space, e2e.RESOLUTION)
+        pred = load_predictor(e2e.DEVICE, space, e2e.RESOLUTION)
+        check_reuse(pred.meta, near)
+        return pred
     near_ms = None
     if near is not None:
         t = e2e.measure_ms(target)
@@ -85,6 +87,18 @@ def ensure_table(space: str, mode: str, target, near: tuple[float, float] | None
         log(f"target network {t:.3f} ms: calibration networks near {near_ms[0]:.3f}-{near_ms[1]:.3f} ms")
     log(f"building the {mode} table of {space} at {e2e.RESOLUTION}px in {os.environ['HWNAS_RESULTS']}")
     return build(e2e.DEVICE, space, e2e.RESOLUTION, mode, plan=e2e.table_plan(space, mode, near_ms))
+
+
+def check_reuse(meta: dict[str, Any], near: tuple[float, float] | None) -> None:
+    """A table in the work folder serves only a run that asks for the same calibration: one built with
+    ``--near`` for a run with it, one built without for a run without."""
+    from common.errors import UserError
+
+    built_near = meta.get("calibration_near_ms") is not None
+    if built_near != (near is not None):
+        how = "with --near" if built_near else "without --near"
+        raise UserError(f"the table in {os.environ['HWNAS_RESULTS']} was built {how}; give another --work for this "
+                        "run (or the same flags as that build)")
 
 
 def random_networks(space: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -162,7 +176,6 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ["HWNAS_RESULTS"] = str(args.work)
     records = args.records or RECORDS / time.strftime("%Y%m%dT%H%MZ", time.gmtime())
-    records.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     target = e2e.reference_net(*e2e.TARGET_REFERENCE)
     pred = ensure_table(args.space, args.table_mode, target, near)
@@ -194,6 +207,7 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
     doc.update(seconds=round(time.time() - t0, 1), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                machine=pc.pf.machine(), code=pc.pf.git_commit())
     path = records / "report.json"
+    records.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     log(f"-> {path}")
     return 0

@@ -47,3 +47,15 @@ def test_bad_arguments_are_one_line_and_exit_2(lab, argv, message, capsys, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_table_is_reused_only_for_the_calibration_it_was_built_with(lab, monkeypatch):
+    from common.errors import UserError
+
+    monkeypatch.setenv("HWNAS_RESULTS", "/some/work")
+    lab.check_reuse({"calibration_near_ms": None}, None)
+    lab.check_reuse({"calibration_near_ms": [0.6, 1.6]}, (0.5, 1.5))  # the ms range follows the target's time
+    with pytest.raises(UserError, match="in /some/work was built without --near; give another --work"):
+        lab.check_reuse({}, (0.6, 1.6))
+    with pytest.raises(UserError, match="was built with --near"):
+        lab.check_reuse({"calibration_near_ms": [0.6, 1.6]}, None)
