@@ -132,6 +132,25 @@ def scores(pred: np.ndarray, meas: np.ndarray, pred_t: float, meas_t: np.ndarray
                                    "median_error": float(np.median(ratio))}}
 
 
+def candidate_predictions(pred, specs: list, device: str = e2e.DEVICE) -> dict[str, np.ndarray]:
+    """What each calibration candidate that the table's fit considered (:data:`latency.predictor.CANDIDATES`)
+    predicts for ``specs``, refitted on the table's own calibration networks: whether another choice
+    among them would have held near the budget (the table's choice is made on its calibration
+    networks alone, never on these)."""
+    from latency.files import load_networks
+    from latency.predictor import CANDIDATES, Calibration, _fit_candidate
+    from space.archspec import ArchSpec
+
+    nets, _ = load_networks(device)
+    if not len(nets):
+        return {}
+    F = pred.calib_features([ArchSpec.from_json(t) for t in nets["spec"]])
+    y = nets["latency_ms"].to_numpy(dtype=float)
+    Fs = pred.calib_features(specs)
+    return {c: Calibration(list(_fit_candidate(F, y, *CANDIDATES[c]))).apply(Fs)
+            for c in (pred.calibration.cv_mape or {"scale": 0})}
+
+
 def line(name: str, sc: dict[str, Any]) -> str:
     a, r = sc["absolute"], sc["relative_to_target"]
     return (f"{name:<12} n={a['n']:>3}  within 10%: {a['within_10pct']:.2f} (5%: {a['within_5pct']:.2f}), "
@@ -183,7 +202,7 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
     chosen = pc.select(pc.measure_side_by_side, args.n, band, args.seed, space=args.space,
                        progress=lambda s: log(f"select: {s}"))
     sets = {"near": chosen["networks"], "random": random_networks(args.space, args.random, args.seed + RANDOM_OFFSET)}
-    doc: dict[str, Any] = {"format": FORMAT, "space": args.space, "band": list(band), "seed": args.seed,
+    doc: dict[str, Any] = {"format": FORMAT, "space": args.space, "calibration": pred.calibration.kind, "band": list(band), "seed": args.seed,
                            "random_seed": args.seed + RANDOM_OFFSET, "select": {k: chosen[k] for k in ("draws", "timed")},
                            "calibration_near_ms": pred.meta.get("calibration_near_ms"),
                            "table_self_check": pred.meta.get("self_check"), "sets": {}}
@@ -197,8 +216,13 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
         sc = scores(np.asarray(p), np.asarray(ms), pred_t, np.asarray(tms))
         rows = [{"draw": n["draw"], "tokens": n["tokens"], "predicted_ms": round(float(a), 4), "ms": round(m, 4),
                  "target_ms": round(t, 4)} for n, a, m, t in zip(nets, p, ms, tms)]
-        doc["sets"][name] = {"scores": sc, "networks": rows}
+        cands = {c: scores(v, np.asarray(ms), pred_t, np.asarray(tms))["absolute"]
+                 for c, v in candidate_predictions(pred, specs).items()}
+        doc["sets"][name] = {"scores": sc, "networks": rows, "candidates": cands}
         log(line(name, sc))
+        for c, a in cands.items():
+            log(f"  {c:<22} within 10%: {a['within_10pct']:.2f}, MAPE {a['mape']:.1f}%, median {a['median_error']:+.1%}"
+                + ("  (the table's)" if c == pred.calibration.kind else ""))
     all_t = [r["target_ms"] for s in doc["sets"].values() for r in s["networks"]]
     doc["target"] = {"predicted_ms": round(pred_t, 4), "ms_median": round(float(np.median(all_t)), 4),
                      "error": round(pred_t / float(np.median(all_t)) - 1, 4)}

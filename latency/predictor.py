@@ -31,10 +31,10 @@ from latency.opmodel import OpModel
 from latency.signature import KEY_COLUMNS, UNIT_OPS, Sig, sig_params, spec_sigs
 from space.archspec import ArchSpec
 
-PREDICTOR_FORMAT = 7  # bump when features or the model change: saved predictors are refitted
+PREDICTOR_FORMAT = 8  # bump when features or the model change: saved predictors are refitted
 
 
-CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m")
+CALIB_FEATURES = ("conv_ms", "dwconv_ms", "mbconv_ms", "edge_ms", "units", "in_melems", "params_m", "fixed")
 _OP_COLUMN = {"conv": 0, "dwconv": 1, "mbconv": 2, "stem": 3, "head": 3}
 _COL = {f: i for i, f in enumerate(CALIB_FEATURES)}
 # The candidate calibrations, simplest first: whether the four unit-time sums get a scale each
@@ -47,11 +47,13 @@ CANDIDATES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "scale+units+inputs": (False, ("units", "in_melems")),
     "scale+weights": (False, ("params_m",)),
     "scale+weights+inputs": (False, ("params_m", "in_melems")),
+    "scale+fixed": (False, ("fixed",)),
+    "scale+weights+fixed": (False, ("params_m", "fixed")),
     "per-op": (True, ("units", "in_melems", "params_m")),
 }
-# No constant: a network pays one session call, which the unit count's weight already prices, and a
-# free constant traded off against the input term (+0.95 ms against -0.99 ms per million elements
-# on one table), which moved small networks far outside the calibration range.
+# A constant (``fixed``: what every inference pays once, whatever its size) joins only beside the
+# scale and the weights term: with the input term beside it, the two traded off (+0.95 ms against
+# -0.99 ms per million elements on one table) and moved small networks far outside the range.
 RIDGE = 0.05  # pulls the per-op scales towards 1 when few networks disagree
 PER_OP_MIN_NETWORKS = 50
 TERMS_MIN_NETWORKS = 20  # below this, one scale only: a handful of networks cannot pin down more
@@ -113,12 +115,13 @@ def _transfer_mape(F: np.ndarray, measured: np.ndarray, groups: np.ndarray, per_
 class Calibration:
     """Whole-network latency from unit latencies: ``ms = w . (sum of conv units, sum of dwconv
     units, sum of mbconv units, stem + head, number of units, millions of unit input elements,
-    millions of parameters)``.
+    millions of parameters, 1)``.
 
     What a per-unit sum misses, and the terms for it: a unit timed alone keeps its weights in cache
     from run to run, where a network streams every weight in once per inference (``params_m``,
     positive); each unit timed alone brings its input in and into onnxruntime's blocked layout
-    itself (``in_melems``, negative) and pays a session call (``units``); fusion and cache effects
+    itself (``in_melems``, negative) and pays a session call (``units``); a network pays once per
+    inference what no unit timed alone shows (``fixed``, a constant); fusion and cache effects
     differ between ops (per-op scales). Candidates (:data:`CANDIDATES`) are fitted by least
     relative squares. When the calibration networks come from several families, each candidate is
     also fitted on all families but one and scored on that one (``transfer_mape``: per candidate,
@@ -130,7 +133,7 @@ class Calibration:
     (plain sum) when not fitted.
     """
 
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     n_networks: int = 0
     kind: str = "identity"
     cv_mape: dict[str, float] = field(default_factory=dict)
@@ -235,7 +238,7 @@ class Predictor:
 
     def calib_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         """Per network: the :data:`CALIB_FEATURES` row (unit-latency sums per op group, unit count,
-        millions of unit input elements, millions of parameters)."""
+        millions of unit input elements, millions of parameters, and 1 for the constant)."""
         per_spec = [spec_sigs(s) for s in specs]
         counts = np.fromiter(map(len, per_spec), dtype=np.int64, count=len(per_spec))
         flat = [u for sigs in per_spec for u in sigs]
@@ -248,6 +251,7 @@ class Predictor:
         F[:, _COL["units"]] = counts
         F[:, _COL["in_melems"]] = np.bincount(row, weights=_cached(self._melems, flat, _in_melems), minlength=n)
         F[:, _COL["params_m"]] = np.bincount(row, weights=_cached(self._params, flat, _params_m), minlength=n)
+        F[:, _COL["fixed"]] = 1.0
         return F
 
     # ---- networks ------------------------------------------------------------------------

@@ -332,9 +332,9 @@ def test_missing_op_model_is_a_clear_error():
 
 
 def _calib_features(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Rows of CALIB_FEATURES: four unit-time sums, units, M input elements, M params."""
+    """Rows of CALIB_FEATURES: four unit-time sums, units, M input elements, M params, 1."""
     return np.column_stack([rng.uniform(2, 10, (n, 4)), rng.integers(10, 25, n), rng.uniform(1, 6, n),
-                            rng.uniform(2, 8, n)])
+                            rng.uniform(2, 8, n), np.ones(n)])
 
 
 def test_calibration_keeps_the_candidate_that_cross_validates_best():
@@ -343,7 +343,7 @@ def test_calibration_keeps_the_candidate_that_cross_validates_best():
     rng = np.random.default_rng(0)
     F = _calib_features(rng, 60)
     # 20-49 networks: shared-scale candidates only; the one holding both terms fits exactly.
-    truth = [0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.1]
+    truth = [0.8, 0.8, 0.8, 0.8, 0.0, -0.2, 0.1, 0.0]
     y = F @ np.array(truth)
     mid = Calibration.fit(F[:30], y[:30])
     assert mid.kind == "scale+weights+inputs" and mid.n_networks == 30
@@ -352,9 +352,9 @@ def test_calibration_keeps_the_candidate_that_cross_validates_best():
     assert mid.cv_mape["scale+weights+inputs"] < 1e-6 < min(v for k, v in mid.cv_mape.items() if k != mid.kind)
     # A handful of networks: one scale only, whatever else the data might suggest.
     few = Calibration.fit(F[:8], y[:8])
-    assert few.kind == "scale" and few.weights[4:] == [0.0] * 3 and len(set(few.weights[:4])) == 1
+    assert few.kind == "scale" and few.weights[4:] == [0.0] * 4 and len(set(few.weights[:4])) == 1
     # Many networks: per-op scales (lightly pulled towards 1) and the unit count as well.
-    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.1])
+    y = F @ np.array([0.8, 1.1, 0.9, 1.0, 0.05, -0.2, 0.1, 0.0])
     full = Calibration.fit(F, y)
     assert full.kind == "per-op" and full.cv_mape["per-op"] == min(full.cv_mape.values())
     assert full.apply(F) == pytest.approx(y, rel=0.02)
@@ -366,7 +366,7 @@ def test_calibration_keeps_the_candidate_that_transfers_to_families_it_was_not_f
     F = _calib_features(rng, 90)
     F[:30, 6] *= 3  # one family streams far more weights in than the others
     groups = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
-    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.3]) * np.exp(0.02 * rng.standard_normal(90))
+    y = F @ np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.3, 0.0]) * np.exp(0.02 * rng.standard_normal(90))
     cal = Calibration.fit(F, y, groups)
     assert set(cal.transfer_mape) == set(cal.cv_mape) and all(set(v) == {"a", "b", "c"} for v in cal.transfer_mape.values())
     mean = {c: np.mean(list(v.values())) for c, v in cal.transfer_mape.items()}
@@ -385,12 +385,30 @@ def test_calibration_prices_a_per_unit_overhead_that_transfers_to_networks_of_ma
     F[:30, :4] *= 0.3  # family a: short networks...
     F[:30, 4] += 20  # ...of many units
     groups = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
-    y = (F @ np.array([0.9, 0.9, 0.9, 0.9, -0.04, 0.0, 0.0])) * np.exp(0.01 * rng.standard_normal(90))
+    y = (F @ np.array([0.9, 0.9, 0.9, 0.9, -0.04, 0.0, 0.0, 0.0])) * np.exp(0.01 * rng.standard_normal(90))
     cal = Calibration.fit(F, y, groups)
     assert cal.kind.startswith("scale+units")  # with or without an input term the noise cannot rule out
     w = dict(zip(CALIB_FEATURES, cal.weights))
     assert w["units"] == pytest.approx(-0.04, rel=0.15) and abs(w["in_melems"]) < 0.01
     assert cal.transfer_mape["scale"]["a"] > 3 * cal.transfer_mape["scale+units"]["a"]
+
+
+def test_calibration_prices_a_fixed_cost_that_transfers_to_small_networks():
+    # Every inference pays a constant that no unit timed alone shows: a scale alone, fitted mostly
+    # on larger networks, under-predicts a family of small ones.
+    from latency.predictor import CALIB_FEATURES
+
+    rng = np.random.default_rng(4)
+    F = _calib_features(rng, 90)
+    F[:30, :4] *= 0.08  # family a: networks of about 1-3 ms
+    groups = ["a"] * 30 + ["b"] * 30 + ["c"] * 30
+    y = (F @ np.array([0.85, 0.85, 0.85, 0.85, 0.0, 0.0, 0.0, 0.4])) * np.exp(0.01 * rng.standard_normal(90))
+    cal = Calibration.fit(F, y, groups)
+    assert "fixed" in cal.kind
+    w = dict(zip(CALIB_FEATURES, cal.weights))
+    assert w["fixed"] == pytest.approx(0.4, rel=0.2) and w["conv_ms"] == pytest.approx(0.85, rel=0.05)
+    assert cal.transfer_mape["scale"]["a"] > 3 * cal.transfer_mape["scale+fixed"]["a"]
+    assert cal.apply(F[:30]) == pytest.approx(y[:30], rel=0.05)
 
 
 def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
@@ -400,7 +418,7 @@ def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
 
     rng = np.random.default_rng(1)
     F = np.column_stack([rng.uniform(0.1, 0.3, (30, 4)), rng.integers(10, 25, 30), rng.uniform(0.04, 0.06, 30),
-                         np.zeros(30)])
+                         np.zeros(30), np.ones(30)])
     y = F[:, :4].sum(axis=1) * 0.2 + 12.0 * F[:, 5]  # nonsense the input term could fit
     cal = Calibration.fit(F, y)
     w = dict(zip(CALIB_FEATURES, cal.weights))
@@ -486,6 +504,7 @@ def test_calibration_features_count_units_and_input_elements(tiny_predictor):
     assert row["in_melems"] == pytest.approx(sum(s.in_ch * s.res**2 for s in sigs) / 1e6)
     assert row["params_m"] == pytest.approx(cost(spec).params / 1e6)  # every weight, stem to classifier
     assert sum(row[c] for c in CALIB_FEATURES[:4]) == pytest.approx(tiny_predictor.unit_sum(spec))
+    assert row["fixed"] == 1.0
 
 
 def test_import_refuses_a_csv_that_is_not_the_runners(tmp_path):

@@ -59,3 +59,19 @@ def test_a_table_is_reused_only_for_the_calibration_it_was_built_with(lab, monke
         lab.check_reuse({}, (0.6, 1.6))
     with pytest.raises(UserError, match="was built with --near"):
         lab.check_reuse({"calibration_near_ms": [0.6, 1.6]}, None)
+
+
+def test_each_calibration_candidate_is_refitted_on_the_tables_own_networks(lab, tiny_predictor, monkeypatch):
+    from pathlib import Path
+
+    from latency.testing import TINY_DEVICE, TINY_RESOLUTION
+    from space.searchspace import get_space
+
+    monkeypatch.setenv("HWNAS_RESULTS", str(Path(tiny_predictor.meta["device_dir"]).parents[1]))
+    sp = get_space("mnasnet")
+    specs = [sp.decode(sp.sample(900 + j), resolution=TINY_RESOLUTION, num_classes=10) for j in range(5)]
+    got = lab.candidate_predictions(tiny_predictor, specs, TINY_DEVICE)
+    # Six calibration networks: the shared scale is the only candidate, and refitted it is the table's own.
+    assert tiny_predictor.calibration.kind == "scale" and set(got) == {"scale"}
+    assert got["scale"] == pytest.approx(tiny_predictor.predict_many(specs), rel=1e-9)
+    assert lab.candidate_predictions(tiny_predictor, specs, "no-such-device") == {}
