@@ -43,6 +43,7 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder; pass a folder path")
+    check_room(export_bytes(units, [spec for _, _, spec in networks]), free_bytes(out), out)
     out.mkdir(parents=True, exist_ok=True)
     items: list[dict[str, Any]] = []
     todo = _interleave([("unit", s) for s in units], [("network", n) for n in networks])
@@ -70,6 +71,39 @@ def export_folder(out: str | Path, units: list[Sig], networks: list[tuple[str, s
     atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
     shutil.copyfile(Path(__file__).with_name("runner.py"), out / "runner.py")
     return out
+
+
+# An ONNX file of a model holds its float32 weights and a few kB of graph (measured: within 4% of
+# this for units of 5,000 weights and more).
+FILE_OVERHEAD_BYTES = 4096
+
+
+def export_bytes(units: list[Sig], specs: list[ArchSpec]) -> int:
+    """About how many bytes the ONNX files of ``units`` and whole networks ``specs`` take."""
+    from latency.signature import sig_params
+    from space.cost import cost
+
+    weights = sum(map(sig_params, units)) + sum(cost(s).params for s in specs)
+    return 4 * weights + FILE_OVERHEAD_BYTES * (len(units) + len(specs))
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    import shutil
+
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_room(need: int, free: int, where: Path) -> None:
+    """Refuse, before a file is written, an export that would fill the disk midway (a full table of
+    a wide space at 32x32 holds some 13 billion weights: about 53 GB of ONNX files)."""
+    if need > free:
+        raise UserError(f"{where}: the models to measure need about {need / 1e9:.1f} GB of ONNX files and "
+                        f"{free / 1e9:.1f} GB is free there; make room, point TMPDIR (latency build) or --out "
+                        "(latency export) at a larger disk, or measure fewer units (quick mode)")
 
 
 def _interleave(units: list, networks: list) -> list:

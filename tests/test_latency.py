@@ -426,6 +426,21 @@ def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():
     assert not any("inputs" in k for k in cal.cv_mape)
 
 
+def test_export_estimates_its_bytes_and_refuses_to_fill_the_disk(tmp_path):
+    from latency.sampling import units_to_measure
+    from latency.transfer import check_room, export_bytes, export_folder
+
+    units = units_to_measure(get_space("mnasnet"), 32, "quick", per_stage=2)[:12]
+    specs = [_spec(s, 32) for s in range(2)]
+    folder = export_folder(tmp_path / "export", units, [("mnasnet", "calibration", s) for s in specs], progress=False)
+    written = sum(f.stat().st_size for f in folder.rglob("*.onnx"))
+    assert export_bytes(units, specs) == pytest.approx(written, rel=0.1)
+    check_room(10**9, 10**9, tmp_path)  # exactly enough is enough
+    with pytest.raises(UserError, match=r"^/x: the models to measure need about 53\.0 GB of ONNX files and 20\.0 GB is "
+                                        r"free there; make room, point TMPDIR"):
+        check_room(53 * 10**9, 20 * 10**9, Path("/x"))
+
+
 def test_runner_is_standalone_and_export_import_round_trip(tmp_path):
     from latency.files import load_networks
     from latency.sampling import units_to_measure
