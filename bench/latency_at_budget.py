@@ -51,6 +51,7 @@ WORK = e2e.ROOT / "results" / "latency_at_budget"
 RECORDS = BENCH / "records" / "latency_at_budget"
 GROUP = 6  # networks per side-by-side timing, beside the target
 FORMAT = "hwnas-latency-at-budget/1"
+NOISY = 0.10  # the target's own time moving more than this between groups: no verdict on the table
 
 
 def log(msg: str) -> None:
@@ -118,6 +119,12 @@ def time_beside_target(specs: list, target, group: int = GROUP) -> tuple[list[fl
         target_ms += [got[0]] * len(part)
         log(f"timed {k + len(part)} of {len(specs)}: target {got[0]:.3f} ms, " + " ".join(f"{m:.3f}" for m in got[1:]))
     return ms, target_ms
+
+
+def target_moved(target_ms: list[float]) -> float:
+    """How far the target network's time moved between the groups it was timed in: (max - min) / median."""
+    t = np.asarray(target_ms, dtype=float)
+    return float((t.max() - t.min()) / np.median(t)) if t.size else 0.0
 
 
 def scores(pred: np.ndarray, meas: np.ndarray, pred_t: float, meas_t: np.ndarray) -> dict[str, Any]:
@@ -224,10 +231,15 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
             log(f"  {c:<22} within 10%: {a['within_10pct']:.2f}, MAPE {a['mape']:.1f}%, median {a['median_error']:+.1%}"
                 + ("  (the table's)" if c == pred.calibration.kind else ""))
     all_t = [r["target_ms"] for s in doc["sets"].values() for r in s["networks"]]
+    moved = target_moved(all_t)
     doc["target"] = {"predicted_ms": round(pred_t, 4), "ms_median": round(float(np.median(all_t)), 4),
-                     "error": round(pred_t / float(np.median(all_t)) - 1, 4)}
+                     "error": round(pred_t / float(np.median(all_t)) - 1, 4), "moved": round(moved, 4)}
     log(f"target network: predicted {pred_t:.3f} ms, measured {np.median(all_t):.3f} ms (median of its groups), "
         f"{doc['target']['error']:+.1%}")
+    if moved > NOISY:
+        log(f"warning: the target network's own time moved {moved:.0%} between its groups (more than {NOISY:.0%}): "
+            "this machine was too noisy for these errors to judge the table; run again when `python cli.py latency "
+            "probe` finds it quiet")
     doc.update(seconds=round(time.time() - t0, 1), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                machine=pc.pf.machine(), code=pc.pf.git_commit())
     path = records / "report.json"

@@ -75,3 +75,10 @@ def test_each_calibration_candidate_is_refitted_on_the_tables_own_networks(lab, 
     assert tiny_predictor.calibration.kind == "scale" and set(got) == {"scale"}
     assert got["scale"] == pytest.approx(tiny_predictor.predict_many(specs), rel=1e-9)
     assert lab.candidate_predictions(tiny_predictor, specs, "no-such-device") == {}
+
+
+def test_how_far_the_target_moved_between_its_groups(lab):
+    assert lab.target_moved([2.0, 2.0, 2.0]) == 0.0
+    # the seed-600,000 run's five groups on a noisy VM: 1.93-2.35 ms
+    assert lab.target_moved([1.9271, 1.9726, 2.0075, 2.3482, 2.3485]) == pytest.approx((2.3485 - 1.9271) / 2.0075)
+    assert lab.target_moved([1.0, 1.05]) < lab.NOISY < lab.target_moved([1.0, 1.2])
