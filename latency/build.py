@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from latency.signature import Sig
 from latency.transfer import export_folder, import_measurements, merge_builds
 from latency.units import MEASURE_PASSES
 from space.archspec import ArchSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_MODE = "full"
 AUTO_BUILD_MODE = "quick"
@@ -383,7 +386,7 @@ def _run_with_bar(run_folder, folder: str, threads: int, provider: str, progress
 
 
 @contextlib.contextmanager
-def build_lock(device: str):
+def build_lock(device: str) -> Iterator[None]:
     import fcntl
 
     d = device_dir(device)

@@ -20,11 +20,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_write_text
 from common.errors import UserError
 from common.paths import results_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCAL_DEVICE = "local-cpu"
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -60,7 +63,7 @@ NET_COLUMNS = ("family", "resolution", "spec", "latency_ms", "median_ms", "p10_m
                "runs")
 
 
-def load_networks(device: str):
+def load_networks(device: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The device's whole-network measurements as a (DataFrame, meta) pair; empty when none."""
     import io
 

@@ -23,13 +23,16 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_write_bytes
 from common.errors import UserError
 from latency import runner
 from latency.runner import OPT_LEVEL, PROVIDERS, RunnerError, cpu_model, ort_version  # noqa: F401 (re-exported)
 from space.archspec import ArchSpec, Layer
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 OPSET = 17
 DEFAULT_WARMUP = 5
@@ -102,7 +105,8 @@ def resolve_clock(clock: str, threads: int, provider: str) -> str:
     return _user_errors(runner.resolve_clock, clock, threads, provider)
 
 
-def make_session(model: str | os.PathLike | bytes, threads: int = 1, provider: str = "cpu"):
+def make_session(model: str | os.PathLike | bytes, threads: int = 1,
+                 provider: str = "cpu") -> ort.InferenceSession:
     """An inference session set up for repeatable timing (see :mod:`latency.runner`)."""
     return _user_errors(runner.make_session, model, threads, provider)
 

@@ -34,8 +34,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 OPT_LEVEL = "all"
 # How models are timed (recorded with every table: measurements made otherwise are not mixed with them).
@@ -93,7 +97,7 @@ def resolve_clock(clock: str, threads: int, provider: str) -> str:
     return clock
 
 
-def make_session(model, threads: int = 1, provider: str = "cpu"):
+def make_session(model, threads: int = 1, provider: str = "cpu") -> ort.InferenceSession:
     """An inference session set up for repeatable timing; ``model`` is a path or ONNX bytes."""
     import onnxruntime as ort
 

@@ -12,11 +12,14 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.atomic import atomic_write_text
 from common.errors import UserError
 from latency.signature import KEY_COLUMNS, Sig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAT_COLUMNS = ("latency_ms", "median_ms", "p10_ms", "p90_ms", "spread", "session_spread", "runs")
 COLUMNS = KEY_COLUMNS + STAT_COLUMNS
@@ -27,7 +30,7 @@ DTYPES = {
     "session_spread": float, "runs": int,
 }
 FORMAT_VERSION = 2  # 2: latency_ms (several sessions, the fastest fifth of the blocks), session_spread
-def empty_frame():
+def empty_frame() -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame({c: pd.Series(dtype=t if t is not str else object) for c, t in DTYPES.items()})

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latency.measure import LatencyStats, export_module, time_models
 from latency.signature import Sig, input_shape, sig_head, sig_layer, sig_stem
 from space.archspec import ArchSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Per unit / network: warm-up runs per session, blocks per session, timed runs per block. Units are
 # cheap (0.01-3 ms); whole networks are what validation compares against. Every model is timed in
@@ -21,7 +24,7 @@ NET_WARMUP, NET_BLOCKS, NET_RUNS = 2, 4, 6
 MEASURE_PASSES = 3
 
 
-def unit_module(sig: Sig):
+def unit_module(sig: Sig) -> nn.Module:
     """The torch module that computes exactly this unit, as it appears inside a built network."""
     from space.blocks import ClassifierHead, Parts, StemConv
     from space.builder import build_layer

@@ -7,7 +7,9 @@ import contextlib
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.cli_io import fraction, non_negative_float, non_negative_int, positive_float, positive_int, print_json
 from common.errors import UserError
@@ -16,6 +18,12 @@ from common.runstatus import mark, refuse_if_running
 from netadapt.config import IMPORTANCE, NetAdaptConfig
 from space.resolve import add_width_arg
 from train.cli_args import add_data_args
+
+if TYPE_CHECKING:
+    import torch
+
+    from space.archspec import ArchSpec
+    from train.data import DataBundle
 
 COMMAND = "netadapt"  # the marker config.json carries (see netadapt.loop), checked by --resume
 DEFAULT_SEED = "seed.json"  # under the results folder, where the search writes it
@@ -226,7 +234,8 @@ def _check_latency_inputs(args: argparse.Namespace, run_dir: Path) -> None:
                 build_if_missing=args.device == LOCAL_DEVICE)
 
 
-def load_seed(args: argparse.Namespace, data, log):
+def load_seed(args: argparse.Namespace, data: DataBundle, log: Callable[[str], None]
+              ) -> tuple[ArchSpec, dict[str, torch.Tensor] | None]:
     """The seed ArchSpec fitted to the data, and its weights (None when it has none)."""
     from dataclasses import replace
 

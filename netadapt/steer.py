@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from space.archspec import ArchSpec
+
+if TYPE_CHECKING:
+    from latency.measure import LatencyStats
 
 AIM_BELOW = 0.02
 MIN_SPAN = 0.15    # measured fall (share of the seed's latency) before the slope is trusted
@@ -100,7 +103,7 @@ class Device:
         self.log = log
         self.seconds = 0.0
 
-    def stats(self, spec: ArchSpec, repeats: int = 1):
+    def stats(self, spec: ArchSpec, repeats: int = 1) -> LatencyStats:
         """The measurement (``latency.measure``'s defaults, one thread) whose median is the median of
         ``repeats`` measurements, each in its own session."""
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from typing import TYPE_CHECKING
 
 from common.cli_io import non_negative_float, non_positive_float, positive_float, positive_int, print_json
 from search.options import DIGITS_EPOCHS, IMAGE_EPOCHS, SCHEDULERS
@@ -12,6 +13,9 @@ from search.strategies import STRATEGIES
 from space.proxy import DEFAULT_MIN_MAP
 from space.searchspace import SPACES
 from train.cli_args import add_data_args
+
+if TYPE_CHECKING:
+    from search.options import SearchOptions
 
 DEFAULT_TRIALS, DEFAULT_BATCH, DEFAULT_LR, DEFAULT_CONCURRENCY = 16, 32, 3e-3, 2
 DEFAULTS_WHY = (
@@ -116,7 +120,7 @@ FIELDS = {
 }
 
 
-def options_from_args(args: argparse.Namespace):
+def options_from_args(args: argparse.Namespace) -> tuple[SearchOptions, tuple[str, ...]]:
     """(SearchOptions, the fields the command line gave): options left out take SearchOptions' defaults."""
     from search.options import SearchOptions
 

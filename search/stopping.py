@@ -30,13 +30,16 @@ import math
 import os
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.search import Searcher
 
 from search import jsonstate
 from search.reward import Reward
 from search.searcher import RECORD_KEYS
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import AsyncHyperBandScheduler
 
 STATE_FORMAT = "hwnas-stop-correction/1"
 STOPPING_STATE = "stopping.json"  # the wrapper's state in the run folder
@@ -53,7 +56,7 @@ def asha_rungs(grace_epochs: float, reduction_factor: float, epochs: float) -> l
     return out
 
 
-def asha_scheduler(grace_epochs: float, reduction_factor: float, epochs: float):
+def asha_scheduler(grace_epochs: float, reduction_factor: float, epochs: float) -> AsyncHyperBandScheduler:
     """Tune's ASHA on the ``epochs`` each report carries (metric and mode come from the TuneConfig)."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
 

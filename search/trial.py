@@ -287,7 +287,7 @@ def _state_bytes(model: Any) -> bytes:
     return buf.getvalue()
 
 
-def trial_class():
+def trial_class() -> type:
     """The Ray Tune trainable (a class, so that each trial's actor carries its trial id in its name)."""
     from ray import tune
 

@@ -14,12 +14,15 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
 from search.options import SearchOptions
 from search.reward import Reward
+
+if TYPE_CHECKING:
+    from ray.tune.search import Searcher
 
 
 def _trainable(opts: SearchOptions, data: Any):
@@ -33,7 +36,8 @@ def _trainable(opts: SearchOptions, data: Any):
     return tune.with_resources(tune.with_parameters(trial_class(), data=data), {"cpu": opts.cpus_per_trial, "gpu": gpus})
 
 
-def make_searcher(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Reward, faults: str = ""):
+def make_searcher(opts: SearchOptions, run_dir: Path, data: Any, predictor: Any, rw: Reward,
+                  faults: str = "") -> Searcher:
     """The run's searcher: new, or (``--resume``) continued from its ``searcher.json`` (and, with
     ``--scheduler asha``, its ``stopping.json``)."""
     from search.controller import ControllerConfig

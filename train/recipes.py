@@ -11,7 +11,11 @@ images. It is sized for a 2-core CPU: about half an hour per network.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from train.data import DataBundle
+    from train.loop import Training, TrainResult
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ LONG_SCHEDULE = Recipe(
 )
 
 
-def load_recipe_data(source: str, recipe: Recipe, seed: int = 0, progress: bool = False):
+def load_recipe_data(source: str, recipe: Recipe, seed: int = 0, progress: bool = False) -> DataBundle:
     """The :class:`train.data.DataBundle` a recipe trains on (its limits and resolution)."""
     from train.data import load_data
 
@@ -60,7 +64,7 @@ def load_recipe_data(source: str, recipe: Recipe, seed: int = 0, progress: bool 
                      train_resolution=recipe.resolution, progress=progress, **split)
 
 
-def start_training(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None):
+def start_training(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None) -> Training:
     """A :class:`train.loop.Training` of ``model`` on ``data`` as ``recipe`` says, ready to advance."""
     from train.loop import Training
 
@@ -70,6 +74,7 @@ def start_training(model: Any, data: Any, recipe: Recipe, seed: int = 0, progres
                     bn_recalibration_batches=recipe.bn_recalibration_batches, progress=progress)
 
 
-def train_with_recipe(model: Any, data: Any, recipe: Recipe, seed: int = 0, progress: Any = None):
+def train_with_recipe(model: Any, data: Any, recipe: Recipe, seed: int = 0,
+                      progress: Any = None) -> TrainResult:
     """Train ``model`` (in place) on ``data`` as ``recipe`` says; returns the :class:`train.loop.TrainResult`."""
     return start_training(model, data, recipe, seed, progress).finish(recipe.eval_split)
