@@ -170,6 +170,15 @@ def expected_seconds(kind, records: Path = RECORDS) -> float | None:
     return float(np.median(per_image)) * kind.recipe.epochs * (kind.recipe.train_images or 0)
 
 
+def paced(need: float | None, ratios: list[float]) -> float | None:
+    """``need`` (from :func:`expected_seconds`) times the median of this sitting's ratios of a finished
+    training's seconds to what was expected of it: the records may come from a faster or a slower
+    machine than this one."""
+    if need is None or not ratios:
+        return need
+    return need * float(np.median(ratios))
+
+
 def parse_deadline(text: str, now: float | None = None) -> float:
     """``HH:MM`` (UTC) as epoch seconds: today's, or tomorrow's when today's has passed by more than 12 hours."""
     import calendar
@@ -203,6 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"network {bad[0]} is not in {networks_path(args.records)} (0-{len(nets) - 1})")
     deadline = parse_deadline(args.deadline) if args.deadline else None
     torch.set_num_threads(1)
+    pace: list[float] = []  # this sitting's seconds over what was expected, per finished training
     for i in wanted:
         for name, kind in kinds.items():
             path = record_path(name, i, args.records)
@@ -210,9 +220,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 continue
             # A training that would run past the deadline is not started (one cut off is lost with the
             # machine); cheaper units after it still are.
-            need = expected_seconds(kind, args.records)
+            expected = expected_seconds(kind, args.records)
+            need = paced(expected, pace)
             if deadline is not None and need is not None and time.time() + need > deadline:
-                print(f"{time.strftime('%H:%M:%S')} {name} net {i}: not started, about {need:.0f} s would run past "
+                at = f" (this sitting's pace: x{need / expected:.2f} the records')" if pace else ""
+                print(f"{time.strftime('%H:%M:%S')} {name} net {i}: not started, about {need:.0f} s{at} would run past "
                       f"the deadline {args.deadline} UTC", flush=True)
                 continue
             t0 = time.perf_counter()
@@ -222,6 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                    **pf.train_tokens(kind, tokens, SPACE, args.data, kept), "script": "bench/proxy_capacity.py"}
             pf.write_record(path, doc)
             r = doc["result"]
+            if expected:
+                pace.append(r["seconds"] / expected)
             print(f"{time.strftime('%H:%M:%S')} {name} net {i}: accuracy {r['accuracy']:.4f} ({r['eval_split']}), "
                   f"{r['seconds']:.0f} s training, {time.perf_counter() - t0:.0f} s in all, "
                   f"load {doc['loadavg_1m'][0]:.1f}-{doc['loadavg_1m'][1]:.1f}", flush=True)

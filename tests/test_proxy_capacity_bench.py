@@ -114,6 +114,9 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
                            for d in pc.load_kind("cifar10-e0.5-n40", rec).values()])
     assert pc.expected_seconds(kind, rec) == pytest.approx(per_image * 80)
     assert pc.expected_seconds(kind, tmp_path / "none") is None
+    # this sitting's pace: twice and 1.8x as slow as the records so far -> the median, 1.9x
+    assert pc.paced(100.0, []) == 100.0 and pc.paced(None, [2.0]) is None
+    assert pc.paced(100.0, [2.0, 1.8]) == pytest.approx(190.0)
     t = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
     assert pc.parse_deadline("23:00", t) == t + 46 * 60 + 40 and pc.parse_deadline("06:00", t) == t + 7 * 3600 + 46 * 60 + 40
 
