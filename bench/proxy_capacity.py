@@ -197,6 +197,18 @@ def parse_deadline(text: str, now: float | None = None) -> float:
     return at + 86400 if at < now - 12 * 3600 else at
 
 
+def training_order(networks: list[int], kinds: dict[str, Any], records: Path = RECORDS,
+                   longest_first: bool = False) -> list[tuple[int, str, Any]]:
+    """(network, kind name, kind) in the order to train: each network's kinds in turn, or with
+    ``longest_first`` the kinds expected to take longest first (so that a sitting starts its long
+    trainings while it has the time for them), each kind's networks in order."""
+    units = [(i, name, kind) for i in networks for name, kind in kinds.items()]
+    if not longest_first:
+        return units
+    expected = {name: expected_seconds(kind, records) or 0.0 for name, kind in kinds.items()}
+    return sorted(units, key=lambda u: -expected[u[1]])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -213,32 +225,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     deadline = parse_deadline(args.deadline) if args.deadline else None
     torch.set_num_threads(1)
     pace: list[float] = []  # this sitting's seconds over what was expected, per finished training
-    for i in wanted:
-        for name, kind in kinds.items():
-            path = record_path(name, i, args.records)
-            if path.exists():
-                continue
-            # A training that would run past the deadline is not started (one cut off is lost with the
-            # machine); cheaper units after it still are.
-            expected = expected_seconds(kind, args.records)
-            need = paced(expected, pace)
-            if deadline is not None and need is not None and time.time() + need > deadline:
-                at = f" (this sitting's pace: x{need / expected:.2f} the records')" if pace else ""
-                print(f"{time.strftime('%H:%M:%S')} {name} net {i}: not started, about {need:.0f} s{at} would run past "
-                      f"the deadline {args.deadline} UTC", flush=True)
-                continue
-            t0 = time.perf_counter()
-            kept = args.work / name / f"net_{i:03d}.pt" if not kind.curve else None
-            tokens = [int(t) for t in nets[i]["tokens"].split("-")]
-            doc = {"format": FORMAT, "kind": name, "network": i,
-                   **pf.train_tokens(kind, tokens, SPACE, args.data, kept), "script": "bench/proxy_capacity.py"}
-            pf.write_record(path, doc)
-            r = doc["result"]
-            if expected:
-                pace.append(r["seconds"] / expected)
-            print(f"{time.strftime('%H:%M:%S')} {name} net {i}: accuracy {r['accuracy']:.4f} ({r['eval_split']}), "
-                  f"{r['seconds']:.0f} s training, {time.perf_counter() - t0:.0f} s in all, "
-                  f"load {doc['loadavg_1m'][0]:.1f}-{doc['loadavg_1m'][1]:.1f}", flush=True)
+    for i, name, kind in training_order(wanted, kinds, args.records, args.longest_first):
+        path = record_path(name, i, args.records)
+        if path.exists():
+            continue
+        # A training that would run past the deadline is not started (one cut off is lost with the
+        # machine); cheaper units after it still are.
+        expected = expected_seconds(kind, args.records)
+        need = paced(expected, pace)
+        if deadline is not None and need is not None and time.time() + need > deadline:
+            at = f" (this sitting's pace: x{need / expected:.2f} the records')" if pace else ""
+            print(f"{time.strftime('%H:%M:%S')} {name} net {i}: not started, about {need:.0f} s{at} would run past "
+                  f"the deadline {args.deadline} UTC", flush=True)
+            continue
+        t0 = time.perf_counter()
+        kept = args.work / name / f"net_{i:03d}.pt" if not kind.curve else None
+        tokens = [int(t) for t in nets[i]["tokens"].split("-")]
+        doc = {"format": FORMAT, "kind": name, "network": i,
+               **pf.train_tokens(kind, tokens, SPACE, args.data, kept), "script": "bench/proxy_capacity.py"}
+        pf.write_record(path, doc)
+        r = doc["result"]
+        if expected:
+            pace.append(r["seconds"] / expected)
+        print(f"{time.strftime('%H:%M:%S')} {name} net {i}: accuracy {r['accuracy']:.4f} ({r['eval_split']}), "
+              f"{r['seconds']:.0f} s training, {time.perf_counter() - t0:.0f} s in all, "
+              f"load {doc['loadavg_1m'][0]:.1f}-{doc['loadavg_1m'][1]:.1f}", flush=True)
     return 0
 
 
@@ -380,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--work", type=Path, default=WORK, help=f"where trainings keep their state (default {WORK})")
     t.add_argument("--deadline", default=None, metavar="HH:MM",
                    help="UTC time by which the sitting ends: a training expected to run past it is not started")
+    t.add_argument("--longest-first", action="store_true",
+                   help="train the kinds expected to take longest first (default: each network's kinds in turn)")
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("report", help="the proxies against the truth, from the records")
     r.add_argument("--json", action="store_true")

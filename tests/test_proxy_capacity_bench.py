@@ -151,3 +151,18 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
     assert (tmp_path / "p.png").stat().st_size > 5000
     out = capsys.readouterr().out
     assert "final20k: 6 networks" in out and "too few networks" in out
+
+
+def test_training_order_is_per_network_or_longest_kind_first(pc, tmp_path):
+    kinds = {n: pc.kind_named(n) for n in ("cifar10-e4", "cifar10-e4-n20000", pc.TRUTH)}
+    assert [(i, n) for i, n, _ in pc.training_order([1, 3], kinds, tmp_path)] == [
+        (1, "cifar10-e4"), (1, "cifar10-e4-n20000"), (1, pc.TRUTH), (3, "cifar10-e4"), (3, "cifar10-e4-n20000"), (3, pc.TRUTH)]
+    # records: 0.01 s per image seen; the truth's own records say 3,000 s
+    for name, seconds, epochs, images in (("cifar10-e4", 200.0, 4, 5000), (pc.TRUTH, 3000.0, 15, 20000)):
+        (tmp_path / name).mkdir()
+        doc = {"network": 0, "result": {"seconds": seconds}, "recipe": {"epochs": epochs}, "data": {"train": images}}
+        (tmp_path / name / "net_000.json").write_text(json.dumps(doc))
+    order = [(i, n) for i, n, _ in pc.training_order([1, 3], kinds, tmp_path, longest_first=True)]
+    # the truth (3,000 s), then cifar10-e4-n20000 (0.01 s x 4 x 20,000 = 800 s), then cifar10-e4 (200 s)
+    assert order == [(1, pc.TRUTH), (3, pc.TRUTH), (1, "cifar10-e4-n20000"), (3, "cifar10-e4-n20000"),
+                     (1, "cifar10-e4"), (3, "cifar10-e4")]
