@@ -139,13 +139,13 @@ def scores(pred: np.ndarray, meas: np.ndarray, pred_t: float, meas_t: np.ndarray
                                    "median_error": float(np.median(ratio))}}
 
 
-def candidate_predictions(pred, specs: list, device: str = e2e.DEVICE) -> dict[str, np.ndarray]:
-    """What each calibration candidate that the table's fit considered (:data:`latency.predictor.CANDIDATES`)
-    predicts for ``specs``, refitted on the table's own calibration networks: whether another choice
-    among them would have held near the budget (the table's choice is made on its calibration
-    networks alone, never on these)."""
+def candidate_calibrations(pred, device: str = e2e.DEVICE) -> dict[str, Any]:
+    """Each calibration candidate that the table's fit considered (:data:`latency.predictor.CANDIDATES`),
+    refitted on the table's own calibration networks: to show whether another choice among them would
+    have held near the budget (the table's choice is made on its calibration networks alone, never on
+    the networks scored here). Empty when the device has no calibration networks."""
     from latency.files import load_networks
-    from latency.predictor import CANDIDATES, Calibration, _fit_candidate
+    from latency.predictor import Calibration
     from space.archspec import ArchSpec
 
     nets, _ = load_networks(device)
@@ -153,9 +153,7 @@ def candidate_predictions(pred, specs: list, device: str = e2e.DEVICE) -> dict[s
         return {}
     F = pred.calib_features([ArchSpec.from_json(t) for t in nets["spec"]])
     y = nets["latency_ms"].to_numpy(dtype=float)
-    Fs = pred.calib_features(specs)
-    return {c: Calibration(list(_fit_candidate(F, y, *CANDIDATES[c]))).apply(Fs)
-            for c in (pred.calibration.cv_mape or {"scale": 0})}
+    return {c: Calibration.fit_candidate(F, y, c) for c in (pred.calibration.cv_mape or {"scale": 0})}
 
 
 def line(name: str, sc: dict[str, Any]) -> str:
@@ -214,6 +212,7 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
                            "calibration_near_ms": pred.meta.get("calibration_near_ms"),
                            "table_self_check": pred.meta.get("self_check"), "sets": {}}
     pred_t = float(pred.predict(target))
+    calibrations = candidate_calibrations(pred)  # fitted once, applied to each set
     for name, nets in sets.items():
         if not nets:
             continue
@@ -223,8 +222,9 @@ def run(args: argparse.Namespace, band: tuple[float, float], near: tuple[float, 
         sc = scores(np.asarray(p), np.asarray(ms), pred_t, np.asarray(tms))
         rows = [{"draw": n["draw"], "tokens": n["tokens"], "predicted_ms": round(float(a), 4), "ms": round(m, 4),
                  "target_ms": round(t, 4)} for n, a, m, t in zip(nets, p, ms, tms)]
-        cands = {c: scores(v, np.asarray(ms), pred_t, np.asarray(tms))["absolute"]
-                 for c, v in candidate_predictions(pred, specs).items()}
+        Fs = pred.calib_features(specs)
+        cands = {c: scores(cal.apply(Fs), np.asarray(ms), pred_t, np.asarray(tms))["absolute"]
+                 for c, cal in calibrations.items()}
         doc["sets"][name] = {"scores": sc, "networks": rows, "candidates": cands}
         log(line(name, sc))
         for c, a in cands.items():

@@ -148,6 +148,15 @@ class Calibration:
         return np.maximum(F @ w, MIN_COMPUTE_SHARE * (F[:, :4] @ w[:4]))
 
     @classmethod
+    def fit_candidate(cls, F: np.ndarray, measured: np.ndarray, name: str) -> Calibration:
+        """The candidate ``name`` of :data:`CANDIDATES` fitted on these networks alone, whether or not
+        :meth:`fit` would choose it (to see what another choice would have predicted)."""
+        if name not in CANDIDATES:
+            raise UserError(f"no calibration candidate {name!r}; choose one of {', '.join(CANDIDATES)}")
+        w = _fit_candidate(F, measured, *CANDIDATES[name])
+        return cls([float(x) for x in w], len(measured), name)
+
+    @classmethod
     def fit(cls, F: np.ndarray, measured: np.ndarray, groups: list[str] | None = None) -> Calibration:
         n = len(measured)
         if n < 3:

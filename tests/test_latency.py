@@ -409,6 +409,14 @@ def test_calibration_prices_a_fixed_cost_that_transfers_to_small_networks():
     assert w["fixed"] == pytest.approx(0.4, rel=0.2) and w["conv_ms"] == pytest.approx(0.85, rel=0.05)
     assert cal.transfer_mape["scale"]["a"] > 3 * cal.transfer_mape["scale+fixed"]["a"]
     assert cal.apply(F[:30]) == pytest.approx(y[:30], rel=0.05)
+    # Any candidate can be refitted alone: the chosen one is the same fit; the scale alone is not.
+    again = Calibration.fit_candidate(F, y, cal.kind)
+    assert again.kind == cal.kind and again.n_networks == 90 and again.weights == pytest.approx(cal.weights)
+    scale = Calibration.fit_candidate(F, y, "scale")
+    assert scale.weights[7] == 0 and len(set(scale.weights[:4])) == 1
+    assert np.mean(np.abs(scale.apply(F[:30]) / y[:30] - 1)) > 3 * np.mean(np.abs(cal.apply(F[:30]) / y[:30] - 1))
+    with pytest.raises(UserError, match="no calibration candidate 'nope'; choose one of scale, "):
+        Calibration.fit_candidate(F, y, "nope")
 
 
 def test_calibration_falls_back_to_a_scale_when_its_terms_would_dominate():

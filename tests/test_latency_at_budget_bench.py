@@ -70,11 +70,13 @@ def test_each_calibration_candidate_is_refitted_on_the_tables_own_networks(lab, 
     monkeypatch.setenv("HWNAS_RESULTS", str(Path(tiny_predictor.meta["device_dir"]).parents[1]))
     sp = get_space("mnasnet")
     specs = [sp.decode(sp.sample(900 + j), resolution=TINY_RESOLUTION, num_classes=10) for j in range(5)]
-    got = lab.candidate_predictions(tiny_predictor, specs, TINY_DEVICE)
+    got = lab.candidate_calibrations(tiny_predictor, TINY_DEVICE)
     # Six calibration networks: the shared scale is the only candidate, and refitted it is the table's own.
     assert tiny_predictor.calibration.kind == "scale" and set(got) == {"scale"}
-    assert got["scale"] == pytest.approx(tiny_predictor.predict_many(specs), rel=1e-9)
-    assert lab.candidate_predictions(tiny_predictor, specs, "no-such-device") == {}
+    assert got["scale"].n_networks == tiny_predictor.calibration.n_networks == 6
+    Fs = tiny_predictor.calib_features(specs)
+    assert got["scale"].apply(Fs) == pytest.approx(tiny_predictor.predict_many(specs), rel=1e-9)
+    assert lab.candidate_calibrations(tiny_predictor, "no-such-device") == {}
 
 
 def test_how_far_the_target_moved_between_its_groups(lab):
