@@ -157,10 +157,16 @@ def record_path(kind: str, i: int, records: Path = RECORDS) -> Path:
     return records / kind / f"net_{i:03d}.json"
 
 
-def expected_seconds(kind, records: Path = RECORDS) -> float | None:
+def expected_seconds(kind, records: Path = RECORDS, network: int | None = None) -> float | None:
     """How long a training of ``kind`` takes: the median of its records, else the median seconds per
-    image seen (epochs x training images) of every other record times its own; None without records."""
+    image seen (epochs x training images) of every other record times its own; None without records.
+
+    With ``network``, that network's own cost where the records show it: its time for another kind
+    times the median ratio of the two kinds' times on the networks that have both, the median of
+    that over the other kinds, since the networks differ up to 5x in cost at one latency."""
     own = [d["result"]["seconds"] for d in load_kind(kind.name, records).values()]
+    if network is not None and (scaled := _scaled_from_other_kinds(kind.name, network, records)) is not None:
+        return scaled
     if own:
         return float(np.median(own))
     per_image = [d["result"]["seconds"] / (d["recipe"]["epochs"] * d["data"]["train"])
@@ -168,6 +174,20 @@ def expected_seconds(kind, records: Path = RECORDS) -> float | None:
     if not per_image:
         return None
     return float(np.median(per_image)) * kind.recipe.epochs * (kind.recipe.train_images or 0)
+
+
+def _scaled_from_other_kinds(name: str, network: int, records: Path) -> float | None:
+    secs = {p.name: {i: d["result"]["seconds"] for i, d in load_kind(p.name, records).items()}
+            for p in records.iterdir() if p.is_dir()} if records.is_dir() else {}
+    mine = secs.get(name, {})
+    guesses = []  # one per other kind that this network and some network with both kinds have
+    for other, theirs in secs.items():
+        if other == name or network not in theirs:
+            continue
+        pairs = [mine[j] / theirs[j] for j in mine if j in theirs and j != network and theirs[j] > 0]
+        if pairs:
+            guesses.append(float(np.median(pairs)) * theirs[network])
+    return float(np.median(guesses)) if guesses else None
 
 
 def paced(need: float | None, ratios: list[float]) -> float | None:
@@ -231,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             continue
         # A training that would run past the deadline is not started (one cut off is lost with the
         # machine); cheaper units after it still are.
-        expected = expected_seconds(kind, args.records)
+        expected = expected_seconds(kind, args.records, i)
         need = paced(expected, pace)
         if deadline is not None and need is not None and time.time() + need > deadline:
             at = f" (this sitting's pace: x{need / expected:.2f} the records')" if pace else ""

@@ -114,6 +114,19 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
                            for d in pc.load_kind("cifar10-e0.5-n40", rec).values()])
     assert pc.expected_seconds(kind, rec) == pytest.approx(per_image * 80)
     assert pc.expected_seconds(kind, tmp_path / "none") is None
+    # per network: its time for another kind times the two kinds' median ratio on the networks with both
+    costs = tmp_path / "costs"
+    for i, (a, b) in enumerate([(10.0, 30.0), (20.0, 50.0), (40.0, None)]):
+        write(costs / "cheap" / f"net_{i:03d}.json", {"network": i, "result": {"seconds": a}})
+        if b is not None:
+            write(costs / "dear" / f"net_{i:03d}.json", {"network": i, "result": {"seconds": b}})
+    dear = type("Kind", (), {"name": "dear"})()
+    assert pc.expected_seconds(dear, costs, 2) == pytest.approx(40.0 * 2.75)  # median of 3.0 and 2.5
+    write(costs / "other" / "net_000.json", {"network": 0, "result": {"seconds": 15.0}})
+    write(costs / "other" / "net_002.json", {"network": 2, "result": {"seconds": 40.0}})
+    assert pc.expected_seconds(dear, costs, 2) == pytest.approx(np.median([40.0 * 2.75, 40.0 * 2.0]))
+    assert pc.expected_seconds(dear, costs) == pytest.approx(40.0)  # no network: the kind's median
+    assert pc.expected_seconds(dear, costs, 7) == pytest.approx(40.0)  # a network with no records
     # this sitting's pace: twice and 1.8x as slow as the records so far -> the median, 1.9x
     assert pc.paced(100.0, []) == 100.0 and pc.paced(None, [2.0]) is None
     assert pc.paced(100.0, [2.0, 1.8]) == pytest.approx(190.0)
