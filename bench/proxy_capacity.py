@@ -259,10 +259,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"the deadline {args.deadline} UTC", flush=True)
             continue
         t0 = time.perf_counter()
+        until = f", until about {time.strftime('%H:%M', time.gmtime(time.time() + need))} UTC" if need else ""
+        print(f"{time.strftime('%H:%M:%S')} {name} net {i}: started, expected about {(need or 0) / 60:.0f} min{until}",
+              flush=True)
         kept = args.work / name / f"net_{i:03d}.pt" if not kind.curve else None
         tokens = [int(t) for t in nets[i]["tokens"].split("-")]
         doc = {"format": FORMAT, "kind": name, "network": i,
-               **pf.train_tokens(kind, tokens, SPACE, args.data, kept), "script": "bench/proxy_capacity.py"}
+               **pf.train_tokens(kind, tokens, SPACE, args.data, kept, e2e.progress_lines(f"{name} net {i}")),
+               "script": "bench/proxy_capacity.py"}
         pf.write_record(path, doc)
         r = doc["result"]
         if expected:

@@ -168,10 +168,12 @@ def train_unit(kind: Kind, i: int, cifar: str) -> dict[str, Any]:
             **train_tokens(kind, network_tokens(i), SPACE, cifar), "script": "bench/proxy_fidelity.py"}
 
 
-def train_tokens(kind: Kind, tokens: list[int], space: str, cifar: str, kept: Path | None = None) -> dict[str, Any]:
+def train_tokens(kind: Kind, tokens: list[int], space: str, cifar: str, kept: Path | None = None,
+                 progress: Any = None) -> dict[str, Any]:
     """Train the network ``tokens`` decode to in ``space`` the ``kind`` way (as its proxy network at the
     data's resolution) and return what a record says of it. With ``kept``, the training's state is kept
-    there at every epoch's end and a training stopped part-way goes on from it (a kind without a curve)."""
+    there at every epoch's end and a training stopped part-way goes on from it (a kind without a curve).
+    ``progress`` is the training's callback (:class:`train.loop.Progress` every few steps)."""
     from space.builder import build_model
     from space.cost import cost
     from space.proxy import proxy_spec
@@ -185,7 +187,7 @@ def train_tokens(kind: Kind, tokens: list[int], space: str, cifar: str, kept: Pa
     spec = get_space(space).decode(tokens, **data.spec_kwargs())
     trained, plan = proxy_spec(spec, data.resolution)
     load0, start = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    run = start_training(build_model(trained), data, kind.recipe, seed=kind.seed)
+    run = start_training(build_model(trained), data, kind.recipe, seed=kind.seed, progress=progress)
     resumed = {}
     if kept is not None and resume(run, kept):
         resumed = {"step": run.step, "seconds": round(run.seconds, 1)}

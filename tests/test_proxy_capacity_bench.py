@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -136,6 +137,8 @@ def test_trains_each_unit_once_and_reports_rank_agreement(pc, e2e, tmp_path, cap
     # the truth: the final recipe's 15 epochs (a few steps on this data), its state kept along the way
     assert pc.main(["--records", str(rec), "train", "--kinds", pc.TRUTH, "--networks", "2", "--data", str(data),
                     "--work", str(tmp_path / "work")]) == 0
+    assert re.search(rf"\d\d:\d\d:\d\d {pc.TRUTH} net 2: started, expected about \d+ min, until about \d\d:\d\d UTC\n"
+                     rf"\d\d:\d\d:\d\d {pc.TRUTH} net 2: accuracy", capsys.readouterr().out)
     doc = json.loads((rec / pc.TRUTH / "net_002.json").read_text())
     assert doc["recipe"]["name"] == pc.TRUTH and doc["recipe"]["epochs"] == 15 and doc["result"]["eval_split"] == "val"
     assert doc["result"]["steps"] == 15 * -(-doc["data"]["train"] // 64)
